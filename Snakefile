@@ -1,0 +1,19 @@
+# fibseg: CNN segmentation of FIB-SEM volumes into pore and solid (Skärberg et al. 2021).
+# The DAG reads from the rule files in workflow/rules/, one per stage.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/preprocess.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

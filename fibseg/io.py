@@ -1,0 +1,187 @@
+"""Volumes (TIFF stacks, HDF5 `file.h5:/dataset`), atomic writes and input errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import tifffile
+
+
+class InputError(ValueError):
+    """Bad user input. The message names the data set, the file, the problem and the fix."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        dataset: str | None = None,
+        file: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        where = []
+        if dataset:
+            where.append(f"data set '{dataset}'")
+        if file:
+            where.append(f"file '{file}'")
+        text = (", ".join(where) + ": " if where else "") + problem
+        if fix:
+            text += f" Fix: {fix}"
+        super().__init__(text)
+
+
+H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """Split `file.h5:/dataset` into (file, dataset); a TIFF spec gives (file, None)."""
+    spec = str(spec)
+    for suffix in H5_SUFFIXES:
+        marker = suffix + ":"
+        if marker in spec:
+            head, _, inner = spec.partition(marker)
+            return head + suffix, inner or "/volume"
+        if spec.endswith(suffix):
+            return spec, "/volume"
+    return spec, None
+
+
+class Volume:
+    """Read-only (z, y, x) stack that reads slices lazily from a TIFF or an HDF5 dataset."""
+
+    def __init__(self, spec: str, dataset_name: str | None = None) -> None:
+        self.spec = str(spec)
+        self.path, self.h5_path = split_spec(self.spec)
+        self.dataset_name = dataset_name
+        if not Path(self.path).is_file():
+            raise InputError(
+                "the volume file does not exist.",
+                dataset=dataset_name,
+                file=self.path,
+                fix="correct the path in the data set sheet.",
+            )
+        self._stack = contextlib.ExitStack()
+        try:
+            if self.h5_path is not None:
+                handle = self._stack.enter_context(h5py.File(self.path, "r"))
+                if self.h5_path not in handle:
+                    raise InputError(
+                        f"has no HDF5 dataset '{self.h5_path}' (it holds: "
+                        f"{', '.join(handle.keys()) or 'nothing'}).",
+                        dataset=dataset_name,
+                        file=self.path,
+                        fix="write the volume path as 'file.h5:/dataset'.",
+                    )
+                self._data = handle[self.h5_path]
+                self.shape = tuple(self._data.shape)
+                self.dtype = self._data.dtype
+            else:
+                tif = self._stack.enter_context(tifffile.TiffFile(self.path))
+                series = tif.series[0]
+                self._tif = tif
+                self.shape = tuple(series.shape)
+                self.dtype = series.dtype
+                self._pages = len(series.pages) if series.pages else 0
+        except InputError:
+            self.close()
+            raise
+        except Exception as error:  # any reader failure means an unreadable file
+            self.close()
+            raise InputError(
+                f"cannot be read ({type(error).__name__}: {error}).",
+                dataset=dataset_name,
+                file=self.path,
+                fix="check that the file is complete and is a TIFF or HDF5 file.",
+            ) from error
+        if len(self.shape) != 3:
+            self.close()
+            raise InputError(
+                f"is {len(self.shape)}-D with shape {self.shape}; a (z, y, x) "
+                "stack of 2-D slices is expected.",
+                dataset=dataset_name,
+                file=self.path,
+                fix="save the volume as a 3-D stack of greyscale "
+                "slices (no colour channels, no time axis).",
+            )
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Slices [start, stop) as an array of shape (stop - start, y, x)."""
+        stop = self.shape[0] if stop is None else stop
+        if self.h5_path is not None:
+            return np.asarray(self._data[start:stop])
+        if self._pages == self.shape[0]:
+            pages = self._tif.series[0].pages
+            return np.stack([pages[z].asarray() for z in range(start, stop)])
+        return self._tif.series[0].asarray()[start:stop]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Volume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_volume(spec: str, dataset_name: str | None = None) -> np.ndarray:
+    """Whole volume in memory."""
+    with Volume(spec, dataset_name) as volume:
+        return volume.read()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray, **metadata: object) -> None:
+    """Write a (z, y, x) stack as a multi-page TIFF that Fiji and napari open, atomically."""
+    with atomic_output(path) as tmp:
+        imagej = array.dtype in (np.uint8, np.uint16, np.float32)
+        tifffile.imwrite(
+            tmp,
+            array,
+            photometric="minisblack",
+            imagej=imagej,
+            metadata={"axes": "ZYX", **metadata} if array.ndim == 3 else None,
+        )
+
+
+def write_h5(
+    path: str | os.PathLike,
+    arrays: dict[str, np.ndarray],
+    attrs: dict[str, object] | None = None,
+    slice_chunks: bool = True,
+) -> None:
+    """Write arrays to one HDF5 file atomically; 3-D arrays are chunked one slice per chunk."""
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
+        for name, array in arrays.items():
+            chunks = (1, *array.shape[1:]) if slice_chunks and array.ndim == 3 else None
+            handle.create_dataset(name, data=array, chunks=chunks)
+        handle.attrs.update(attrs or {})
+
+
+def write_csv(path: str | os.PathLike, frame) -> None:  # noqa: ANN001 - pandas DataFrame
+    """Write a pandas DataFrame to CSV atomically."""
+    with atomic_output(path) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -1,0 +1,55 @@
+"""Segmentation metrics of §3.6: IoU (eq. 5), mIoU (eq. 6), accuracy and porosity."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def confusion(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """2 x 2 counts [[pore->pore, pore->solid], [solid->pore, solid->solid]] (rows: labels)."""
+    labels = np.asarray(labels, dtype=bool).ravel()
+    predictions = np.asarray(predictions, dtype=bool).ravel()
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ")
+    solid_solid = np.count_nonzero(labels & predictions)
+    solid_pore = np.count_nonzero(labels & ~predictions)
+    pore_solid = np.count_nonzero(~labels & predictions)
+    pore_pore = labels.size - solid_solid - solid_pore - pore_solid
+    return np.array([[pore_pore, pore_solid], [solid_pore, solid_solid]], dtype=np.int64)
+
+
+def iou_from_confusion(counts: np.ndarray, cls: int) -> float:
+    """IoU = |L ∩ P| / |L ∪ P| of one class; 1.0 where the class is absent from both."""
+    intersection = counts[cls, cls]
+    union = counts[cls, :].sum() + counts[:, cls].sum() - intersection
+    return float(intersection / union) if union else 1.0
+
+
+def miou_from_confusion(counts: np.ndarray) -> float:
+    """Mean of the pore and solid IoUs (eq. 6)."""
+    return 0.5 * (iou_from_confusion(counts, 0) + iou_from_confusion(counts, 1))
+
+
+def accuracy_from_confusion(counts: np.ndarray) -> float:
+    return float(np.trace(counts) / counts.sum())
+
+
+def miou(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return miou_from_confusion(confusion(labels, predictions))
+
+
+def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return accuracy_from_confusion(confusion(labels, predictions))
+
+
+def porosity(segmentation: np.ndarray) -> float:
+    """Fraction of pore (label 0) voxels."""
+    segmentation = np.asarray(segmentation)
+    return float(np.count_nonzero(segmentation == 0) / segmentation.size)
+
+
+def porosity_ttest(manual: np.ndarray, automatic: np.ndarray) -> tuple[float, float]:
+    """Two-sample t-test (equal variances, as in the paper) of region porosities."""
+    result = stats.ttest_ind(manual, automatic)
+    return float(result.statistic), float(result.pvalue)

@@ -1,0 +1,243 @@
+"""Input checks whose messages name the data set, the file, what was found and the fix."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import InputError, Volume, split_spec
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+REGION_COLUMNS = ("z", "y", "x", "height", "width")
+SPLITS = ("train", "val", "test")
+
+
+def check_sheet(sheet: pd.DataFrame, sheet_path: str) -> None:
+    """Names are unique and usable in paths; every data set has a volume."""
+    duplicated = sorted(set(sheet["name"][sheet["name"].duplicated()]))
+    if duplicated:
+        raise InputError(
+            f"data set names occur more than once: {', '.join(duplicated)}.",
+            file=sheet_path,
+            fix="give every row of the sheet its own name.",
+        )
+    for name in sheet["name"]:
+        if not NAME_PATTERN.match(str(name)):
+            raise InputError(
+                f"the name '{name}' cannot be used in file paths.",
+                file=sheet_path,
+                fix="use letters, digits, '_', '-' and '.' only.",
+            )
+
+
+def read_regions(path: str, dataset: str) -> pd.DataFrame:
+    """The regions CSV with integer z, y, x, height, width and an optional split column."""
+    if not Path(path).is_file():
+        raise InputError(
+            "the regions CSV does not exist.",
+            dataset=dataset,
+            file=path,
+            fix="correct the 'regions' column of the data set sheet.",
+        )
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise InputError(
+            f"is not a readable CSV ({error}).",
+            dataset=dataset,
+            file=path,
+            fix="write a CSV with columns z,y,x,height,width[,split].",
+        ) from error
+    missing = [c for c in REGION_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"lacks the column(s) {', '.join(missing)} (found: "
+            f"{', '.join(map(str, table.columns))}).",
+            dataset=dataset,
+            file=path,
+            fix="write a header line z,y,x,height,width[,split].",
+        )
+    if table.empty:
+        raise InputError(
+            "has no regions.", dataset=dataset, file=path, fix="list at least one annotated region."
+        )
+    for column in REGION_COLUMNS:
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any() or (values % 1 != 0).any() or (values < 0).any():
+            bad = table.index[values.isna() | (values % 1 != 0) | (values < 0)][0]
+            raise InputError(
+                f"column '{column}' row {bad + 2} holds '{table[column][bad]}'; a "
+                "non-negative integer is expected.",
+                dataset=dataset,
+                file=path,
+                fix="write pixel indices as whole numbers.",
+            )
+        table[column] = values.astype(np.int64)
+    if "split" in table.columns:
+        wrong = sorted(set(table["split"].astype(str)) - set(SPLITS))
+        if wrong:
+            raise InputError(
+                f"column 'split' holds {', '.join(wrong)}; only train, val and test are allowed.",
+                dataset=dataset,
+                file=path,
+                fix="correct the split column or delete it to split at random.",
+            )
+    return table
+
+
+def check_regions_in_volume(
+    table: pd.DataFrame, shape: tuple[int, ...], dataset: str, path: str
+) -> None:
+    """Every region lies inside the (z, y, x) volume."""
+    outside = (
+        (table.z >= shape[0])
+        | (table.y + table.height > shape[1])
+        | (table.x + table.width > shape[2])
+        | (table.height < 1)
+        | (table.width < 1)
+    )
+    if outside.any():
+        row = table[outside].iloc[0]
+        raise InputError(
+            f"region in CSV row {int(table.index[outside][0]) + 2} (z={row.z}, "
+            f"y={row.y}, x={row.x}, {row.height} x {row.width}) lies outside the "
+            f"volume of shape {tuple(shape)} (z, y, x).",
+            dataset=dataset,
+            file=path,
+            fix="use 0-based top-left corners in the aligned frame.",
+        )
+
+
+def check_labels(labels: np.ndarray, table: pd.DataFrame, dataset: str, path: str) -> None:
+    """Label stack (n, h, w) of 0/1 that agrees with the regions table."""
+    if labels.ndim != 3:
+        raise InputError(
+            f"the label stack is {labels.ndim}-D; (regions, height, width) is expected.",
+            dataset=dataset,
+            file=path,
+            fix="save one 2-D mask per region as pages of one stack.",
+        )
+    if labels.shape[0] != len(table):
+        raise InputError(
+            f"holds {labels.shape[0]} masks but the regions CSV lists {len(table)} regions.",
+            dataset=dataset,
+            file=path,
+            fix="give one mask per CSV row, in row order.",
+        )
+    sizes = set(zip(table.height, table.width, strict=True))
+    if sizes != {labels.shape[1:]}:
+        raise InputError(
+            f"masks are {labels.shape[1]} x {labels.shape[2]} but the regions CSV "
+            f"gives sizes {sorted(sizes)}.",
+            dataset=dataset,
+            file=path,
+            fix="make height and width in the CSV match the masks.",
+        )
+    values = np.unique(labels)
+    if not set(values.tolist()) <= {0, 1}:
+        raise InputError(
+            f"labels must be 0 (pore) or 1 (solid); found values {values[:10].tolist()}.",
+            dataset=dataset,
+            file=path,
+            fix="binarise the masks: 1 = solid, 0 = pore.",
+        )
+
+
+def check_finite(volume: Volume) -> None:
+    """A float volume holds no NaN or Inf (checked slice by slice)."""
+    if not np.issubdtype(volume.dtype, np.floating):
+        return
+    for z in range(len(volume)):
+        if not np.isfinite(volume.read(z, z + 1)).all():
+            raise InputError(
+                f"slice {z} holds NaN or Inf values.",
+                dataset=volume.dataset_name,
+                file=volume.path,
+                fix="replace them before running fibseg.",
+            )
+
+
+def check_dataset(name: str, volume_spec: str, regions_csv: str, labels_spec: str) -> dict:
+    """All checks of one data set; returns a summary for the log."""
+    with Volume(volume_spec, name) as volume:
+        if min(volume.shape) < 1:
+            raise InputError(
+                f"the volume is empty, shape {volume.shape}.",
+                dataset=name,
+                file=volume.path,
+                fix="point the sheet at the full stack.",
+            )
+        check_finite(volume)
+        shape, dtype = volume.shape, str(volume.dtype)
+    table = read_regions(regions_csv, name)
+    check_regions_in_volume(table, shape, name, regions_csv)
+    with Volume(labels_spec, name) as label_volume:
+        labels = label_volume.read()
+    check_labels(labels, table, name, split_spec(labels_spec)[0])
+    return {
+        "dataset": name,
+        "shape": list(shape),
+        "dtype": dtype,
+        "regions": len(table),
+        "labelled_voxels": int(labels.size),
+        "solid_fraction": float(labels.mean()),
+    }
+
+
+TRUE_WORDS, FALSE_WORDS = {"true", "yes", "1"}, {"false", "no", "0", ""}
+
+
+def read_sheet(path: str) -> pd.DataFrame:
+    """The data set sheet (TSV) with typed columns; `aligned` becomes bool, empty truth None."""
+    if not Path(path).is_file():
+        raise InputError(
+            "the data set sheet does not exist.",
+            file=path,
+            fix="set the config key 'datasets' to a TSV sheet.",
+        )
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    sheet.columns = [c.strip() for c in sheet.columns]
+    sheet = sheet.apply(lambda column: column.str.strip())
+    if "aligned" in sheet.columns:
+        words = sheet["aligned"].str.lower()
+        wrong = sorted(set(words) - TRUE_WORDS - FALSE_WORDS)
+        if wrong:
+            raise InputError(
+                f"column 'aligned' holds {', '.join(wrong)}; true or false is expected.",
+                file=path,
+                fix="write true or false.",
+            )
+        sheet["aligned"] = words.isin(TRUE_WORDS)
+    if "truth" in sheet.columns:
+        sheet["truth"] = sheet["truth"].where(sheet["truth"] != "", None)
+    for column in ("name", "volume", "regions", "labels"):
+        if column in sheet.columns and (sheet[column] == "").any():
+            row = int(sheet.index[sheet[column] == ""][0]) + 2
+            raise InputError(
+                f"line {row} has an empty '{column}'.",
+                file=path,
+                fix="fill in every required column.",
+            )
+    check_sheet(sheet, path) if "name" in sheet.columns else None
+    return sheet
+
+
+def check_external_inputs(sheet: pd.DataFrame, sheet_path: str, generated_prefix: str) -> None:
+    """Files that no rule makes (not under `generated_prefix`) must exist before the run."""
+    for row in sheet.itertuples():
+        for column in ("volume", "regions", "labels", "truth"):
+            spec = getattr(row, column, None)
+            if not spec:
+                continue
+            path = split_spec(spec)[0]
+            if not path.startswith(generated_prefix) and not Path(path).is_file():
+                raise InputError(
+                    f"the '{column}' file does not exist (sheet {sheet_path}).",
+                    dataset=row.name,
+                    file=path,
+                    fix="correct the path in the sheet (relative to the working "
+                    "directory) or copy the file there.",
+                )

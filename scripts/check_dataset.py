@@ -1,0 +1,18 @@
+"""Rule check_dataset: fail at once, with a clear message, on malformed input."""
+
+import json
+
+from fibseg.io import atomic_output
+from fibseg.validate import check_dataset
+from fibseg.workflow import start_log
+
+log = start_log(snakemake.log[0])
+summary = check_dataset(
+    snakemake.wildcards.ds,
+    snakemake.params.volume,
+    snakemake.input.regions,
+    snakemake.params.labels,
+)
+log.info("checked: %s", summary)
+with atomic_output(snakemake.output[0]) as tmp:
+    tmp.write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,15 @@
+"""Rule synthesize_demo: one synthetic FIB-SEM data set with shine-through."""
+
+from fibseg.io import write_csv, write_tiff
+from fibseg.synth import SynthSpec, synthesize
+from fibseg.workflow import start_log
+
+log = start_log(snakemake.log[0])
+spec = SynthSpec(**snakemake.params.spec)
+log.info("synthesising %s", spec)
+data = synthesize(spec)
+write_tiff(snakemake.output.volume, data["volume"])
+write_tiff(snakemake.output.truth, data["truth"])
+write_tiff(snakemake.output.labels, data["labels"])
+write_csv(snakemake.output.regions, data["regions"])
+log.info("truth porosity %.4f", 1 - data["truth"].mean())

@@ -1,0 +1,56 @@
+# Input checks, alignment (StackReg rigid body) and x-gradient correction (§3.1).
+
+
+rule check_dataset:
+    input:
+        unpack(annotation_files),
+        volume=volume_file,
+    output:
+        "results/{ds}/checked.json",
+    params:
+        volume=lambda wildcards: dataset(wildcards.ds).volume,
+        labels=lambda wildcards: dataset(wildcards.ds).labels,
+    log:
+        "logs/check_dataset/{ds}.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/check_dataset.py"
+
+
+rule align:
+    input:
+        volume=volume_file,
+        checked="results/{ds}/checked.json",
+    output:
+        volume="results/{ds}/aligned.h5",
+        transforms="results/{ds}/alignment.csv",
+    params:
+        volume=lambda wildcards: dataset(wildcards.ds).volume,
+    log:
+        "logs/align/{ds}.log",
+    benchmark:
+        "results/benchmarks/align/{ds}.tsv"
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/align.py"
+
+
+rule correct_gradient:
+    input:
+        volume=unaligned_or_aligned,
+        checked="results/{ds}/checked.json",
+    output:
+        "results/{ds}/preprocessed.h5",
+    params:
+        volume=unaligned_or_aligned_spec,
+        voxel_size_nm=config["voxel_size_nm"],
+    log:
+        "logs/correct_gradient/{ds}.log",
+    benchmark:
+        "results/benchmarks/correct_gradient/{ds}.tsv"
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/correct_gradient.py"
