@@ -11,6 +11,8 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/regions.smk"
+include: "workflow/rules/training.smk"
 
 
 rule all:

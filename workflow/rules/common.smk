@@ -12,13 +12,23 @@ SHEET = read_sheet(config["datasets"])
 validate(SHEET, "../schemas/datasets.schema.yaml")
 check_external_inputs(SHEET, config["datasets"], generated_prefix="results/")
 SHEET = SHEET.set_index("name", drop=False)
-DATASETS = list(SHEET.index)
+DATASETS = list(SHEET.index)  # full volumes: preprocessed, predicted, segmented
+PUBLISHED = config["published"]["datasets"]  # released crops only: train and evaluate
+REGION_DATASETS = DATASETS + [name for name in PUBLISHED if name not in DATASETS]
 DEMO = list(config["demo"])
 THREADS = config["resources"]["threads"]
+GRID_CELLS = [(n_xy, n_z) for n_z in config["grid"]["n_z"] for n_xy in config["grid"]["n_xy"]]
+SEEDS = list(range(config["grid"]["seeds"]))
+MARGINS = {"xy": max(config["grid"]["n_xy"]) // 2, "z": max(config["grid"]["n_z"]) // 2}
+
+
+def constraint(names):
+    """A wildcard pattern that matches exactly these names."""
+    return "|".join(map(re.escape, names)) or "NO_DATASET"
 
 
 wildcard_constraints:
-    ds="|".join(map(re.escape, DATASETS)) or "NONE",
+    ds=constraint(REGION_DATASETS),
 
 
 def dataset(ds):
@@ -49,4 +59,7 @@ def unaligned_or_aligned_spec(wildcards):
 
 
 def all_targets():
-    return expand("results/{ds}/preprocessed.h5", ds=DATASETS)
+    return [
+        *expand("results/{ds}/preprocessed.h5", ds=DATASETS),
+        "results/selection/cells.csv",
+    ]

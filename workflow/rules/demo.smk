@@ -12,7 +12,7 @@ rule synthesize_demo:
     log:
         "logs/synthesize_demo/{demo}.log",
     wildcard_constraints:
-        demo="|".join(map(re.escape, DEMO)) or "NONE",
+        demo=constraint(DEMO),
     conda:
         "../../envs/fibseg.yaml"
     script:

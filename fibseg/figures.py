@@ -1,0 +1,111 @@
+"""Figures 3-9 of the paper, drawn with matplotlib (Agg)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from .io import atomic_output  # noqa: E402
+
+PORE_COLOUR, SOLID_COLOUR = "#1b9e77", "#d95f02"  # colour-blind safe pair (ColorBrewer Dark2)
+
+
+def save(figure: plt.Figure, path: str) -> None:
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def per_cell(cells: pd.DataFrame, column: str, ylabel: str, title: str, path: str) -> None:
+    """A cell metric against n_xy, one line per n_z (Figures 3-5)."""
+    figure, axis = plt.subplots(figsize=(5, 3.6))
+    for n_z, group in cells.groupby("n_z"):
+        group = group.sort_values("n_xy")
+        axis.plot(group["n_xy"], group[column], marker="o", label=f"$n_z$ = {n_z}")
+    axis.set_xlabel("$n_{xy}$")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    save(figure, path)
+
+
+def learning_curves(history: pd.DataFrame, title: str, path: str) -> None:
+    """Figure 6: loss and accuracy of train and validation data per epoch."""
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(9, 3.4))
+    epochs = history["epoch"] + 1
+    loss.plot(epochs, history["loss"], label="train")
+    loss.plot(epochs, history["val_loss"], label="validation")
+    loss.set_ylabel("binary cross-entropy")
+    accuracy.plot(epochs, history["accuracy"], label="train")
+    accuracy.plot(epochs, history["val_accuracy"], label="validation")
+    accuracy.set_ylabel("accuracy")
+    for axis in (loss, accuracy):
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title)
+    save(figure, path)
+
+
+LABEL_MAP = ListedColormap([PORE_COLOUR, SOLID_COLOUR])
+LEGEND = [Patch(color=PORE_COLOUR, label="pore (0)"), Patch(color=SOLID_COLOUR, label="solid (1)")]
+
+
+def region_panels(rows: list[dict], path: str) -> None:
+    """Figure 8: per data set, image, manual, raw score, automatic and the errors."""
+    figure, axes = plt.subplots(len(rows), 5, figsize=(14, 2.9 * len(rows)), squeeze=False)
+    titles = ["image", "manual", "score (P(solid))", "automatic", "errors"]
+    for line, row in zip(axes, rows, strict=True):
+        image, manual, score, automatic = (
+            row[k] for k in ("image", "manual", "score", "automatic")
+        )
+        line[0].imshow(image, cmap="gray")
+        line[1].imshow(image, cmap="gray")
+        line[1].imshow(manual, cmap=LABEL_MAP, alpha=0.45, vmin=0, vmax=1)
+        shown = line[2].imshow(score, cmap="viridis", vmin=0, vmax=1)
+        line[3].imshow(image, cmap="gray")
+        line[3].imshow(automatic, cmap=LABEL_MAP, alpha=0.45, vmin=0, vmax=1)
+        errors = np.zeros((*manual.shape, 4))
+        errors[(manual == 1) & (automatic == 0)] = (0.85, 0.1, 0.1, 0.8)  # solid called pore
+        errors[(manual == 0) & (automatic == 1)] = (0.1, 0.3, 0.95, 0.8)  # pore called solid
+        line[4].imshow(image, cmap="gray")
+        line[4].imshow(errors)
+        line[0].set_ylabel(row["title"])
+        figure.colorbar(shown, ax=line[2], fraction=0.046)
+        for axis, title in zip(line, titles, strict=True):
+            axis.set_title(title, fontsize=9)
+            axis.set_xticks([])
+            axis.set_yticks([])
+    figure.legend(
+        handles=[
+            *LEGEND,
+            Patch(color=(0.85, 0.1, 0.1), label="solid labelled pore"),
+            Patch(color=(0.1, 0.3, 0.95), label="pore labelled solid"),
+        ],
+        loc="lower center",
+        ncol=4,
+        fontsize=9,
+    )
+    save(figure, path)
+
+
+def full_slices(rows: list[dict], path: str) -> None:
+    """Figure 9: one full slice per data set and its segmentation."""
+    figure, axes = plt.subplots(len(rows), 2, figsize=(9, 4.2 * len(rows)), squeeze=False)
+    for (left, right), row in zip(axes, rows, strict=True):
+        left.imshow(row["image"], cmap="gray")
+        left.set_title(f"{row['title']}: data", fontsize=9)
+        right.imshow(row["segmentation"], cmap=LABEL_MAP, vmin=0, vmax=1)
+        right.set_title(f"{row['title']}: segmentation", fontsize=9)
+        for axis in (left, right):
+            axis.set_xticks([])
+            axis.set_yticks([])
+    figure.legend(handles=LEGEND, loc="lower center", ncol=2, fontsize=9)
+    save(figure, path)

@@ -1,0 +1,17 @@
+"""Rule extract_regions: context crops around every annotated region into regions.h5."""
+
+from fibseg.io import Volume, read_volume
+from fibseg.regions import extract_regions
+from fibseg.validate import read_regions
+from fibseg.workflow import start_log
+
+log = start_log(snakemake.log[0])
+name = snakemake.wildcards.ds
+table = read_regions(snakemake.input.regions, name)
+labels = read_volume(snakemake.params.labels, name)
+with Volume(snakemake.input.volume, name) as volume:
+    regions = extract_regions(
+        volume, table, labels, name, snakemake.params.margins["xy"], snakemake.params.margins["z"]
+    )
+regions.write(snakemake.output[0])
+log.info("%d regions, crops %s", len(table), regions.crops.shape)

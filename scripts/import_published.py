@@ -1,0 +1,16 @@
+"""Rule import_published: the paper's released crops and masks as a regions.h5."""
+
+from fibseg.regions import import_published
+from fibseg.workflow import start_log
+
+log = start_log(snakemake.log[0])
+regions = import_published(
+    snakemake.wildcards.ds,
+    snakemake.input.regions,
+    snakemake.input.masks,
+    snakemake.input.split or None,
+    snakemake.params.margins["xy"],
+    snakemake.params.margins["z"],
+)
+regions.write(snakemake.output[0])
+log.info("imported %d regions, crops %s", len(regions.table), regions.crops.shape)

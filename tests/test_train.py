@@ -1,0 +1,142 @@
+"""Training runs on tiny data: outputs, resume after a kill, and model selection."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fibseg.train as training_module
+from fibseg.regions import RegionSet, labelled_voxels, sample_split, split_regions
+from fibseg.selection import collect_histories, select_cells
+from fibseg.train import train_run
+
+TRAINING = {
+    "epochs": 3,
+    "batch_size": 32,
+    "momentum": 0.9,
+    "steps_per_epoch": None,
+    "search": {
+        "a": [0.025, 0.1],
+        "b": [0.025, 0.1],
+        "log10_lr0": [-2.0],
+        "k": [2],
+        "log10_c": [-7, -5],
+        "p_d": [0, 0.2],
+        "p_sd": [0, 0.2],
+        "lr_step": 0.25,
+        "augment_probability": 0.5,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_regions(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("regions")
+    rng = np.random.default_rng(0)
+    labels = (rng.random((10, 12, 12)) < 0.6).astype(np.uint8)
+    crops = rng.random((10, 3, 32, 32)).astype(np.float32)
+    crops[:, 1, 10:22, 10:22] += labels  # the label shows in the centre slice
+    table = pd.DataFrame({"z": range(10), "y": 0, "x": 0, "height": 12, "width": 12})
+    RegionSet("T", crops, labels, table, 10, 1).write(directory / "T.h5")
+    regions = {"T": RegionSet.read(directory / "T.h5", crops=False)}
+    split = split_regions({"T": table}, {"train": 0.6, "val": 0.2, "test": 0.2}, 1)
+    sample_rng = np.random.default_rng(1)
+    for name, fraction in (("train", 0.3), ("val", 0.3)):
+        voxels = labelled_voxels(regions, split, name)
+        sample_split(voxels, fraction, name == "train", sample_rng, name).to_csv(
+            directory / f"{name}.csv", index=False
+        )
+    return directory
+
+
+def run(directory, run_dir, seed=0, epochs=3):
+    return train_run(
+        run_dir,
+        [str(directory / "T.h5")],
+        str(directory / "train.csv"),
+        str(directory / "val.csv"),
+        17,
+        3,
+        seed,
+        "same",
+        {**TRAINING, "epochs": epochs},
+    )
+
+
+def test_training_writes_model_history_and_params(tiny_regions, tmp_path):
+    history = run(tiny_regions, tmp_path / "r")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    saved = pd.read_csv(tmp_path / "r/history.csv")
+    assert list(saved.columns) == training_module.HISTORY_COLUMNS
+    assert saved["lr"].tolist() == pytest.approx([0.01, 0.01, 10**-2.25])
+    params = json.loads((tmp_path / "r/params.json").read_text())
+    assert {"a", "b", "log10_lr0", "k", "c", "p_d", "p_sd", "versions"} <= set(params)
+    assert params["best_epoch"] == int(saved["val_loss"].idxmin())
+    assert not (tmp_path / "r/checkpoint").exists()
+    import keras
+
+    model = keras.saving.load_model(tmp_path / "r/model.keras")
+    assert model.input_shape == (None, 17, 17, 3)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after the commit of the epoch runs."""
+
+
+def test_resume_after_a_kill_continues_from_the_right_epoch(tiny_regions, tmp_path, monkeypatch):
+    commit = training_module.commit_epoch
+
+    def commit_then_die(checkpoint_dir, epoch, model, history):
+        commit(checkpoint_dir, epoch, model, history)
+        if epoch == 1:
+            raise Killed
+
+    monkeypatch.setattr(training_module, "commit_epoch", commit_then_die)
+    with pytest.raises(Killed):
+        run(tiny_regions, tmp_path / "r")
+    before = pd.read_csv(tmp_path / "r/checkpoint/epoch_0001/history.csv")
+    assert not (tmp_path / "r/model.keras").exists()
+    monkeypatch.setattr(training_module, "commit_epoch", commit)
+    history = run(tiny_regions, tmp_path / "r")
+    assert history["epoch"].tolist() == [0, 1, 2]  # each epoch exactly once
+    pd.testing.assert_frame_equal(
+        history.iloc[:2].reset_index(drop=True), before.astype(history.dtypes.to_dict())
+    )
+    params = json.loads((tmp_path / "r/params.json").read_text())
+    assert params["resumed_from_epoch"] == 2
+
+
+def test_select_model_picks_the_true_minimum(tmp_path):
+    rng = np.random.default_rng(5)
+    truth = {}
+    for n_xy in (33, 49):
+        for n_z in (1, 3):
+            for seed in range(3):
+                run_dir = tmp_path / f"nxy{n_xy}_nz{n_z}/seed{seed}"
+                run_dir.mkdir(parents=True)
+                history = pd.DataFrame(
+                    {
+                        "epoch": range(5),
+                        "loss": rng.random(5),
+                        "val_loss": rng.random(5),
+                        "val_accuracy": rng.random(5),
+                        "val_mIoU": rng.random(5),
+                    }
+                )
+                history.to_csv(run_dir / "history.csv", index=False)
+                (run_dir / "params.json").write_text(
+                    json.dumps(
+                        {"n_xy": n_xy, "n_z": n_z, "seed": seed, "train_seconds_total": seed}
+                    )
+                )
+                for row in history.itertuples():
+                    key = (n_xy, n_z)
+                    if key not in truth or row.val_loss < truth[key][0]:
+                        truth[key] = (row.val_loss, seed, row.epoch)
+    runs = sorted(str(p.parent) for p in tmp_path.glob("*/seed*/params.json"))
+    cells = select_cells(collect_histories(runs))
+    assert len(cells) == 4
+    for row in cells.itertuples():
+        assert (row.val_loss, row.seed, row.epoch) == truth[(row.n_xy, row.n_z)]
+        assert row.mean_train_seconds == 1.0 and row.runs == 3

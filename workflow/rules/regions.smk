@@ -1,0 +1,70 @@
+# Annotated regions (§3.2-3.3): context crops, the paper's published crops, split, sampling.
+
+
+rule extract_regions:
+    input:
+        unpack(annotation_files),
+        volume="results/{ds}/preprocessed.h5",
+    output:
+        "results/{ds}/regions.h5",
+    params:
+        labels=lambda wildcards: dataset(wildcards.ds).labels,
+        margins=MARGINS,
+    log:
+        "logs/extract_regions/{ds}.log",
+    wildcard_constraints:
+        ds=constraint(DATASETS),
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/extract_regions.py"
+
+
+rule import_published:
+    input:
+        regions=lambda wildcards: PUBLISHED[wildcards.ds]["regions"],
+        masks=lambda wildcards: PUBLISHED[wildcards.ds]["masks"],
+        split=config["published"]["split"] or [],
+    output:
+        "results/{ds}/regions.h5",
+    params:
+        margins=MARGINS,
+    log:
+        "logs/import_published/{ds}.log",
+    wildcard_constraints:
+        ds=constraint(PUBLISHED),
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/import_published.py"
+
+
+rule split:
+    input:
+        expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+    output:
+        "results/split.csv",
+    params:
+        split=config["split"],
+    log:
+        "logs/split.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/split.py"
+
+
+rule sample:
+    input:
+        split="results/split.csv",
+        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+    output:
+        **{split: f"results/samples/{split}.csv" for split in ("train", "val", "test")},
+    params:
+        sampling=config["sampling"],
+    log:
+        "logs/sample.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/sample.py"
