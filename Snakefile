@@ -13,6 +13,23 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/regions.smk"
 include: "workflow/rules/training.smk"
+include: "workflow/rules/prediction.smk"
+include: "workflow/rules/evaluation.smk"
+
+
+# Light jobs run on the submitting node, also with a cluster executor.
+localrules:
+    all,
+    synthesize_demo,
+    check_dataset,
+    split,
+    sample,
+    select_model,
+    optimize_postprocess,
+    stitch,
+    evaluate,
+    evaluate_volume,
+    figures,
 
 
 rule all:

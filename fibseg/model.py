@@ -30,10 +30,9 @@ def check_architecture(n_xy: int, n_z: int, padding: str) -> None:
     """Reject sizes that give no valid network, with a message that says what to use."""
     if n_xy < 1 or n_z < 1:
         raise ModelConfigError(f"n_xy={n_xy}, n_z={n_z}: both must be at least 1.")
-    if n_xy % 2 == 0 or n_z % 2 == 0:
+    if n_z % 2 == 0:
         raise ModelConfigError(
-            f"n_xy={n_xy}, n_z={n_z}: both must be odd so that the voxel "
-            "to classify is the centre of its neighbourhood."
+            f"n_z={n_z} must be odd: the slice to classify is the centre of its n_z slices."
         )
     if padding == "valid" and n_xy < VALID_MIN_NXY:
         raise ModelConfigError(

@@ -158,11 +158,13 @@ def import_published(
     split_mat: str | None,
     margin_xy: int,
     margin_z: int,
+    smooth_margin: int = 0,
 ) -> RegionSet:
     """The release's 384 x 384 x 7 crops and 256 x 256 masks as a RegionSet.
 
     Only the /65535 scaling applies: the release holds crops, not the full slices that the
-    gradient correction of §3.1 needs.
+    gradient correction of §3.1 needs. The crops keep up to `margin_xy + smooth_margin` of
+    context (at most the release's 64 pixels); scoring mirrors beyond that.
     """
     offset = (PUBLISHED_CROP - PUBLISHED_REGION) // 2
     if margin_xy > offset or margin_z > PUBLISHED_SLICES // 2:
@@ -184,7 +186,8 @@ def import_published(
     crops = pages.reshape(-1, PUBLISHED_SLICES, PUBLISHED_CROP, PUBLISHED_CROP)
     centre = PUBLISHED_SLICES // 2
     keep_z = slice(centre - margin_z, centre + margin_z + 1)
-    keep_xy = slice(offset - margin_xy, offset + PUBLISHED_REGION + margin_xy)
+    kept = min(margin_xy + smooth_margin, offset)
+    keep_xy = slice(offset - kept, offset + PUBLISHED_REGION + kept)
     crops = (crops[:, keep_z, keep_xy, keep_xy] / np.float32(65535)).astype(np.float32)
     labels = np.stack(read_mat_cell_masks(masks_mat)).astype(np.uint8)
     if len(labels) != len(crops) or labels.shape[1:] != (PUBLISHED_REGION, PUBLISHED_REGION):
@@ -208,7 +211,7 @@ def import_published(
         table["split"] = ""
         for split, indices in read_mat_split(split_mat).items():
             table.loc[indices, "split"] = split
-    return RegionSet(dataset, crops, labels, table, margin_xy, margin_z)
+    return RegionSet(dataset, crops, labels, table, kept, margin_z)
 
 
 # --- split and sampling ---------------------------------------------------------------------

@@ -62,8 +62,8 @@ def test_valid_padding_rejects_small_neighbourhoods():
     with pytest.raises(ModelConfigError, match=r"n_xy=65 is too small for padding 'valid'.*76"):
         build_model(65, 1, "valid")
     assert build_model(81, 1, "valid").output.shape == (None, 1)
-    with pytest.raises(ModelConfigError, match="odd"):
-        build_model(34, 1, "same")
+    with pytest.raises(ModelConfigError, match="n_z=2 must be odd"):
+        build_model(33, 2, "same")
 
 
 def test_same_seed_same_draw_within_ranges():

@@ -2,7 +2,9 @@
 
 import re
 
+import numpy as np
 import pytest
+import tifffile
 import yaml
 from conftest import REPO, run_snakemake, write_project
 
@@ -11,12 +13,16 @@ pytestmark = pytest.mark.workflow
 
 @pytest.fixture
 def paper_project(tmp_path):
-    """The paper setup over placeholder inputs (the dry run reads no data)."""
+    """The paper setup over placeholder inputs: 200-slice stacks of 2 x 2 pixels (the DAG
+    reads only their depth)."""
     data = tmp_path / "data"
     data.mkdir()
     rows = ["name\tvolume\tregions\tlabels"]
     for name in ("HPC22", "HPC30", "HPC45"):
-        for suffix in (".tif", ".csv", "_labels.tif"):
+        tifffile.imwrite(
+            data / f"{name}.tif", np.zeros((200, 2, 2), np.uint16), photometric="minisblack"
+        )
+        for suffix in (".csv", "_labels.tif"):
             (data / f"{name}{suffix}").touch()
         rows.append(f"{name}\tdata/{name}.tif\tdata/{name}.csv\tdata/{name}_labels.tif")
     (tmp_path / "sheet.tsv").write_text("\n".join(rows) + "\n")
@@ -43,7 +49,15 @@ def dry_run(project, *overlays):
     return job_counts(process.stdout + process.stderr)
 
 
-def test_paper_plans_3600_training_jobs(paper_project):
+def test_paper_plans_3600_training_and_600_prediction_jobs(paper_project):
     counts = dry_run(paper_project)
     assert counts["train"] == 3600
     assert counts["select_model"] == 1
+    assert counts["predict_slices"] == 600
+    assert counts["stitch"] == counts["postprocess"] == counts["predict_regions"] == 3
+
+
+def test_three_slices_per_job_gives_201_prediction_jobs(paper_project):
+    (paper_project / "three.yaml").write_text(yaml.safe_dump({"inference": {"slices_per_job": 3}}))
+    counts = dry_run(paper_project, "three.yaml")
+    assert counts["predict_slices"] == 201  # 67 per data set: 66 of 3 slices and 1 of 2

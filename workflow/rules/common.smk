@@ -3,10 +3,13 @@ import re
 
 from snakemake.utils import validate
 
-from fibseg.io import split_spec
-from fibseg.validate import check_external_inputs, read_sheet
+from fibseg.io import Volume, split_spec
+from fibseg.postprocess import smoothing_margin
+from fibseg.resources import predict_memory_mb, volume_memory_mb
+from fibseg.validate import check_config, check_external_inputs, read_sheet
 
 validate(config, "../schemas/config.schema.yaml")
+check_config(config)
 
 SHEET = read_sheet(config["datasets"])
 validate(SHEET, "../schemas/datasets.schema.yaml")
@@ -19,7 +22,13 @@ DEMO = list(config["demo"])
 THREADS = config["resources"]["threads"]
 GRID_CELLS = [(n_xy, n_z) for n_z in config["grid"]["n_z"] for n_xy in config["grid"]["n_xy"]]
 SEEDS = list(range(config["grid"]["seeds"]))
-MARGINS = {"xy": max(config["grid"]["n_xy"]) // 2, "z": max(config["grid"]["n_z"]) // 2}
+SMOOTH_MARGIN = smoothing_margin(config["postprocess"]["sigma_grid"])
+MARGINS = {
+    "xy": max(config["grid"]["n_xy"]) // 2,
+    "z": max(config["grid"]["n_z"]) // 2,
+    "smooth": SMOOTH_MARGIN,
+}
+SLICES_PER_JOB = config["inference"]["slices_per_job"]
 
 
 def constraint(names):
@@ -58,8 +67,70 @@ def unaligned_or_aligned_spec(wildcards):
     return f"results/{wildcards.ds}/aligned.h5:/volume"
 
 
+def volume_shape(ds):
+    """(z, y, x) of a data set's volume: from the demo config, else from the file's header."""
+    row = dataset(ds)
+    if ds in config["demo"] and row.volume == f"results/demo/{ds}/volume.tif":
+        demo = config["demo"][ds]
+        return demo["slices"], demo["height"], demo["width"]
+    with Volume(row.volume, ds) as volume:
+        return volume.shape
+
+
+def volume_depth(ds):
+    return volume_shape(ds)[0]
+
+
+def predict_mem_mb(wildcards):
+    """Memory of one predict_slices job, for the largest model of the grid."""
+    _, height, width = volume_shape(wildcards.ds)
+    return predict_memory_mb(
+        height,
+        width,
+        max(config["grid"]["n_xy"]),
+        max(config["grid"]["n_z"]),
+        config["model"]["padding"],
+        config["inference"],
+    )
+
+
+def postprocess_mem_mb(wildcards):
+    """Scores, two smoothed copies, masks and connected-component labels."""
+    return volume_memory_mb(volume_shape(wildcards.ds), 24)
+
+
+def chunk_names(ds):
+    """One chunk of SLICES_PER_JOB slices per predict_slices job."""
+    return [f"{c:04d}" for c in range(-(-volume_depth(ds) // SLICES_PER_JOB))]
+
+
+def chunk_slices(wildcards):
+    """[first, stop) slice of one chunk."""
+    first = int(wildcards.chunk) * SLICES_PER_JOB
+    return [first, min(first + SLICES_PER_JOB, volume_depth(wildcards.ds))]
+
+
+def score_chunks(wildcards):
+    return expand(
+        "results/{ds}/scores/{chunk}.h5", ds=wildcards.ds, chunk=chunk_names(wildcards.ds)
+    )
+
+
+TRUTH_DATASETS = [ds for ds in DATASETS if dataset(ds).truth]
+
+
+def truth_files(wildcards):
+    return [split_spec(dataset(ds).truth)[0] for ds in TRUTH_DATASETS]
+
+
 def all_targets():
     return [
-        *expand("results/{ds}/preprocessed.h5", ds=DATASETS),
         "results/selection/cells.csv",
+        "results/tables/table2.csv",
+        "results/tables/table3.csv",
+        "results/tables/porosity_ttest.csv",
+        *(["results/tables/full_volume.csv"] if TRUTH_DATASETS else []),
+        *expand("results/{ds}/segmentation.tif", ds=DATASETS),
+        "results/figures/fig8_regions.png",
+        *(["results/figures/fig9_slices.png"] if DATASETS else []),
     ]

@@ -1,0 +1,128 @@
+"""Tables 2 and 3 of the paper, the porosity t-tests and the Otsu baseline.
+
+Every figure is computed on the full annotated regions (not the sampled voxels), pooled per
+data set and split; "Combined" pools all data sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .metrics import (
+    accuracy_from_confusion,
+    confusion,
+    miou_from_confusion,
+    porosity,
+    porosity_ttest,
+)
+from .validate import SPLITS
+
+COMBINED = "Combined"
+
+
+@dataclass
+class RegionResult:
+    """One annotated region: its labels and a binary prediction (True = solid)."""
+
+    dataset: str
+    region: int
+    split: str
+    labels: np.ndarray
+    prediction: np.ndarray
+
+
+def metrics_table(results: list[RegionResult], method: str) -> pd.DataFrame:
+    """Rows (dataset, metric), columns train/val/test, as in Tables 2-3."""
+    frame = pd.DataFrame(
+        [
+            {
+                "dataset": r.dataset,
+                "split": r.split,
+                "counts": confusion(r.labels, r.prediction),
+                "manual": np.count_nonzero(r.labels == 0),
+                "automatic": np.count_nonzero(~r.prediction.astype(bool)),
+                "voxels": r.labels.size,
+            }
+            for r in results
+        ]
+    )
+    rows = []
+    groups = [*sorted(frame.dataset.unique()), COMBINED]
+    for name in groups:
+        chosen = frame if name == COMBINED else frame[frame.dataset == name]
+        values = {"mIoU": {}, "accuracy": {}, "porosity_manual": {}, "porosity_automatic": {}}
+        for split in SPLITS:
+            part = chosen[chosen.split == split]
+            if part.empty:
+                continue
+            counts = np.sum(list(part["counts"]), axis=0)
+            values["mIoU"][split] = miou_from_confusion(counts)
+            values["accuracy"][split] = accuracy_from_confusion(counts)
+            values["porosity_manual"][split] = part.manual.sum() / part.voxels.sum()
+            values["porosity_automatic"][split] = part.automatic.sum() / part.voxels.sum()
+        for metric, by_split in values.items():
+            rows.append({"dataset": name, "method": method, "metric": metric, **by_split})
+    return pd.DataFrame(rows, columns=["dataset", "method", "metric", *SPLITS])
+
+
+def ttest_table(results: list[RegionResult]) -> pd.DataFrame:
+    """Two-sample t-test of manual against automatic region porosities per data set (all
+    splits merged, regions taken as independent, as in the paper)."""
+    rows = []
+    for name in sorted({r.dataset for r in results}):
+        mine = [r for r in results if r.dataset == name]
+        manual = np.array([porosity(r.labels) for r in mine])
+        automatic = np.array([porosity(r.prediction.astype(np.uint8)) for r in mine])
+        statistic, p_value = porosity_ttest(manual, automatic)
+        rows.append(
+            {
+                "dataset": name,
+                "regions": len(mine),
+                "manual_mean": manual.mean(),
+                "automatic_mean": automatic.mean(),
+                "t": statistic,
+                "p_value": p_value,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def volume_row(dataset: str, truth: np.ndarray, segmentation: np.ndarray) -> dict:
+    """Full-volume agreement with a ground truth (only the synthetic demo has one)."""
+    counts = confusion(truth, segmentation)
+    return {
+        "dataset": dataset,
+        "mIoU": miou_from_confusion(counts),
+        "accuracy": accuracy_from_confusion(counts),
+        "porosity_truth": porosity(truth),
+        "porosity_automatic": porosity(segmentation),
+        "voxels": int(truth.size),
+    }
+
+
+def region_results(
+    windows: np.ndarray,
+    margin: int,
+    labels: np.ndarray,
+    dataset: str,
+    splits: pd.DataFrame,
+    predict,
+) -> list[RegionResult]:  # noqa: ANN001
+    """RegionResults of one data set; `predict(window)` gives the solid mask of a window."""
+    assigned = splits[splits.dataset == dataset].set_index("region")["split"]
+    results = []
+    for index, (window, label) in enumerate(zip(windows, labels, strict=True)):
+        solid = predict(window)[margin : margin + label.shape[0], margin : margin + label.shape[1]]
+        results.append(RegionResult(dataset, index, assigned[index], label, solid))
+    return results
+
+
+def read_scores(path: str) -> tuple[np.ndarray, int]:
+    """Region score windows and their margin from a region_scores.h5."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return handle["scores"][:], int(handle.attrs["margin"])

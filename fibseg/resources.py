@@ -1,0 +1,33 @@
+"""Memory estimates for the scheduler, from the data and the configuration."""
+
+from __future__ import annotations
+
+import math
+
+from .infer import twin_geometry
+
+MB = 1024**2
+BASE_MB = 1500  # Python, TensorFlow and the model
+MAX_FILTERS = 80
+
+
+def predict_memory_mb(
+    height: int, width: int, n_xy: int, n_z: int, padding: str, inference: dict
+) -> int:
+    """Peak memory of one predict_slices job, with 50 % headroom."""
+    slice_bytes = height * width * 4
+    source = (n_z + 1) * slice_bytes * 3  # neighbour slices, their mirrored copy, scores
+    if inference["engine"] == "sliding":
+        batch = inference["extract_batch"] * n_xy * n_xy * n_z * 4 * 2  # view copy + transpose
+        work = batch
+    else:
+        field, _ = twin_geometry(n_xy, padding)
+        side = min(inference["tile"], max(height, width)) + field - 1
+        work = side * side * MAX_FILTERS * 4 * 4  # a few feature maps of the widest layer
+    return BASE_MB + math.ceil(1.5 * (source + work) / MB)
+
+
+def volume_memory_mb(shape: tuple[int, int, int], bytes_per_voxel: float) -> int:
+    """Memory for a rule that holds a whole volume (post-processing, stitching)."""
+    voxels = shape[0] * shape[1] * shape[2]
+    return BASE_MB // 3 + math.ceil(voxels * bytes_per_voxel / MB)

@@ -1,0 +1,26 @@
+"""Rule postprocess: the §3.8 pipeline on the whole score volume; HDF5 and a TIFF stack."""
+
+import json
+
+import h5py
+import numpy as np
+
+from fibseg.io import write_h5, write_tiff
+from fibseg.metrics import porosity
+from fibseg.postprocess import segment
+from fibseg.workflow import start_log
+
+log = start_log(snakemake.log[0])
+settings = json.loads(open(snakemake.input.params).read())
+with h5py.File(snakemake.input.scores, "r") as handle:
+    scores = handle["scores"][:].astype(np.float32)
+solid = segment(
+    scores, settings["sigma"], settings["threshold"], settings["min_object_voxels"]
+).astype(np.uint8)
+write_h5(
+    snakemake.output.h5,
+    {"segmentation": solid},
+    {**settings, "voxel_size_nm_zyx": snakemake.params.voxel_size_nm},
+)
+write_tiff(snakemake.output.tif, solid)
+log.info("porosity %.4f with %s", porosity(solid), settings)

@@ -1,0 +1,72 @@
+"""The whole pipeline on tiny synthetic data, with both engines, up to the report."""
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from conftest import TINY_DEMO, demo_sheet_rows, run_snakemake, write_project
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.mark.parametrize("padding, n_xy, engine", [("valid", 77, "dense"), ("same", 17, "sliding")])
+def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine):
+    config = {
+        "datasets": "config/datasets.tsv",
+        "demo": TINY_DEMO,
+        "grid": {"n_xy": [n_xy], "n_z": [3], "seeds": 1},
+        "model": {"padding": padding},
+        "sampling": {"fraction": 0.1, "seed": 1},
+        "training": {"epochs": 1, "batch_size": 64},
+        "inference": {
+            "engine": engine,
+            "slices_per_job": 4,
+            "tile": 64,
+            "extract_batch": 4096,
+            "predict_batch": 1024,
+        },
+        "postprocess": {
+            "sigma_grid": [0.0, 1.0],
+            "threshold_grid": [0.4, 0.5],
+            "min_object_voxels": 10,
+        },
+    }
+    project = write_project(tmp_path, config, demo_sheet_rows(list(TINY_DEMO)))
+    run_snakemake(project)
+    results = project / "results"
+    for name, spec in TINY_DEMO.items():
+        shape = (spec["slices"], spec["height"], spec["width"])
+        assert sorted(p.name for p in (results / name / "scores").iterdir()) == [
+            "0000.h5",
+            "0001.h5",
+        ]
+        with h5py.File(results / name / "scores.h5") as handle:
+            scores = handle["scores"][:]
+        assert scores.shape == shape and 0 <= scores.min() and scores.max() <= 1
+        with h5py.File(results / name / "segmentation.h5") as handle:
+            segmentation = handle["segmentation"][:]
+        assert segmentation.dtype == np.uint8 and set(np.unique(segmentation)) <= {0, 1}
+        np.testing.assert_array_equal(
+            tifffile.imread(results / name / "segmentation.tif"), segmentation
+        )
+        with h5py.File(results / name / "region_scores.h5") as handle:
+            assert handle["scores"].shape == (10, 24 + 8, 24 + 8)  # margin 4 sigma = 4
+    chosen = json.loads((results / "postprocess.json").read_text())
+    assert chosen["sigma"] in (0.0, 1.0) and chosen["threshold"] in (0.4, 0.5)
+    assert chosen["val_regions"] == 4  # 2 per data set
+    for table in ("table2", "table3"):
+        frame = pd.read_csv(results / f"tables/{table}.csv")
+        assert set(frame.dataset) == {"T22", "T45", "Combined"}
+        assert set(frame.method) == {"cnn", "otsu"}
+        assert frame[["train", "val", "test"]].notna().all().all()
+    ttest = pd.read_csv(results / "tables/porosity_ttest.csv")
+    assert list(ttest.dataset) == ["T22", "T45"] and (ttest.regions == 10).all()
+    volume = pd.read_csv(results / "tables/full_volume.csv")
+    assert list(volume.dataset) == ["T22", "T45"] and volume.mIoU.between(0, 1).all()
+    for figure in ("fig8_regions", "fig9_slices"):
+        assert (results / f"figures/{figure}.png").stat().st_size > 10_000
+    run_snakemake(project, "--report", "report.html")
+    assert (project / "report.html").stat().st_size > 10_000

@@ -1,0 +1,57 @@
+# Tables 2-3, t-tests, the Otsu baseline, the full-volume check and Figures 8-9.
+
+
+rule evaluate:
+    input:
+        scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
+        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+        split="results/split.csv",
+        params="results/postprocess.json",
+    output:
+        table2=report("results/tables/table2.csv", caption="../report/table2.rst", category="Evaluation"),
+        table3=report("results/tables/table3.csv", caption="../report/table3.rst", category="Evaluation"),
+        ttest=report("results/tables/porosity_ttest.csv", caption="../report/ttest.rst", category="Evaluation"),
+    params:
+        min_object_voxels=config["postprocess"]["min_object_voxels"],
+    log:
+        "logs/evaluate.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/evaluate.py"
+
+
+rule evaluate_volume:
+    input:
+        segmentations=expand("results/{ds}/segmentation.h5", ds=TRUTH_DATASETS),
+        truths=truth_files,
+    output:
+        report("results/tables/full_volume.csv", caption="../report/full_volume.rst", category="Evaluation"),
+    params:
+        datasets=TRUTH_DATASETS,
+        truths=[dataset(ds).truth for ds in TRUTH_DATASETS],
+    log:
+        "logs/evaluate_volume.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/evaluate_volume.py"
+
+
+rule figures:
+    input:
+        scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
+        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+        split="results/split.csv",
+        params="results/postprocess.json",
+        volumes=expand("results/{ds}/preprocessed.h5", ds=DATASETS),
+        segmentations=expand("results/{ds}/segmentation.h5", ds=DATASETS),
+    output:
+        fig8=report("results/figures/fig8_regions.png", caption="../report/fig8.rst", category="Segmentation"),
+        fig9=report("results/figures/fig9_slices.png", caption="../report/fig9.rst", category="Segmentation"),
+    log:
+        "logs/figures.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/figures.py"

@@ -1,0 +1,104 @@
+# Segmentation of the volumes (§3.8): score the regions and the slices, stitch, post-process.
+
+
+rule predict_regions:
+    input:
+        model="results/model/best.keras",
+        regions="results/{ds}/regions.h5",
+    output:
+        "results/{ds}/region_scores.h5",
+    params:
+        inference=config["inference"],
+        margin=SMOOTH_MARGIN,
+    threads: THREADS
+    log:
+        "logs/predict_regions/{ds}.log",
+    benchmark:
+        "results/benchmarks/predict_regions/{ds}.tsv"
+    conda:
+        "../../envs/fibseg-gpu.yaml"
+    script:
+        "../../scripts/predict_regions.py"
+
+
+rule optimize_postprocess:
+    input:
+        scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
+        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+        split="results/split.csv",
+    output:
+        params="results/postprocess.json",
+        trials="results/postprocess_trials.csv",
+    params:
+        postprocess=config["postprocess"],
+    log:
+        "logs/optimize_postprocess.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/optimize_postprocess.py"
+
+
+rule predict_slices:
+    input:
+        model="results/model/best.keras",
+        volume="results/{ds}/preprocessed.h5",
+    output:
+        "results/{ds}/scores/{chunk}.h5",
+    params:
+        inference=config["inference"],
+        slices=chunk_slices,
+    threads: THREADS
+    resources:
+        mem_mb=predict_mem_mb,
+    log:
+        "logs/predict_slices/{ds}_{chunk}.log",
+    benchmark:
+        "results/benchmarks/predict_slices/{ds}_{chunk}.tsv"
+    wildcard_constraints:
+        ds=constraint(DATASETS),
+        chunk=r"\d{4}",
+    conda:
+        "../../envs/fibseg-gpu.yaml"
+    script:
+        "../../scripts/predict_slices.py"
+
+
+rule stitch:
+    input:
+        score_chunks,
+    output:
+        "results/{ds}/scores.h5",
+    params:
+        dtype=config["inference"]["score_dtype"],
+    log:
+        "logs/stitch/{ds}.log",
+    wildcard_constraints:
+        ds=constraint(DATASETS),
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/stitch.py"
+
+
+rule postprocess:
+    input:
+        scores="results/{ds}/scores.h5",
+        params="results/postprocess.json",
+    output:
+        h5="results/{ds}/segmentation.h5",
+        tif="results/{ds}/segmentation.tif",
+    params:
+        voxel_size_nm=config["voxel_size_nm"],
+    resources:
+        mem_mb=postprocess_mem_mb,
+    log:
+        "logs/postprocess/{ds}.log",
+    benchmark:
+        "results/benchmarks/postprocess/{ds}.tsv"
+    wildcard_constraints:
+        ds=constraint(DATASETS),
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/postprocess.py"
