@@ -92,6 +92,19 @@ def margins(n_xy: list[int], n_z: list[int]) -> tuple[int, int]:
     return max(n_xy) // 2, max(n_z) // 2
 
 
+def check_context_fits(shape: tuple[int, ...], margin_xy: int, margin_z: int, dataset: str) -> None:
+    """One mirror reflection must cover the context: margins smaller than the volume."""
+    depth, height, width = shape
+    if margin_xy >= min(height, width) or (depth > 1 and margin_z >= depth):
+        raise InputError(
+            f"the context around a region ({margin_xy} px in x-y, {margin_z} "
+            f"slices in z) is larger than the volume {tuple(shape)} (z, y, x), so "
+            "mirroring at the edges cannot fill it.",
+            dataset=dataset,
+            fix="use a larger volume or smaller grid sizes (grid.n_xy, grid.n_z).",
+        )
+
+
 def extract_regions(
     volume: Volume,
     table: pd.DataFrame,
@@ -101,6 +114,7 @@ def extract_regions(
     margin_z: int,
 ) -> RegionSet:
     """Context crops around every annotated region of a preprocessed volume."""
+    check_context_fits(volume.shape, margin_xy, margin_z, dataset)
     crops = np.stack([context_crop(volume, row, margin_xy, margin_z) for row in table.itertuples()])
     return RegionSet(
         dataset, crops, labels.astype(np.uint8), table.reset_index(drop=True), margin_xy, margin_z

@@ -29,14 +29,16 @@ class SynthSpec:
     region_size: int = 48
     seed: int = 0
     pore_size_xy: float = 4.0  # std of the Gaussian random field's smoothing, in pixels
+    pore_size_z: float | None = None  # the same in slices; None: isotropic in nm
     voxel_nm: tuple[float, float, float] = (50.0, 10.0, 10.0)  # z, y, x
     shine_depth_slices: float = 1.6  # shine-through fades as exp(-depth / this)
-    shine_strength: float = 0.85  # fraction of the solid contrast a pore shows at depth 1
+    shine_strength: float = 1.0  # fraction of the solid contrast a pore shows at depth 1
     drift_px: float = 0.6  # std of the per-slice translation step
     drift_deg: float = 0.05  # std of the per-slice rotation step
     noise: float = 0.06  # std of the additive Gaussian noise (intensity in [0, 1])
     gradient: float = 0.2  # intensity change across the x range
     curtaining: float = 0.05  # amplitude of the stripes along y
+    charging: float = 0.15  # amplitude of slow brightness variations (charging) across the slice
 
 
 SHINE_LAYERS = 5  # how many slices behind the face can shine through
@@ -48,7 +50,7 @@ def porous_structure(
 ) -> np.ndarray:
     """Boolean (z, y, x) solid mask at the requested porosity; anisotropic like the voxels."""
     shape = (spec.slices + extra_slices, spec.height + 2 * margin, spec.width + 2 * margin)
-    sigma_z = spec.pore_size_xy * spec.voxel_nm[1] / spec.voxel_nm[0]
+    sigma_z = spec.pore_size_z or spec.pore_size_xy * spec.voxel_nm[1] / spec.voxel_nm[0]
     field = ndi.gaussian_filter(
         rng.standard_normal(shape, dtype=np.float32),
         sigma=(max(sigma_z, 0.5), spec.pore_size_xy, spec.pore_size_xy),
@@ -113,6 +115,8 @@ def synthesize(spec: SynthSpec) -> dict[str, object]:
     stripes = spec.curtaining * stripes / (np.abs(stripes).max() + 1e-9)
     ramp = spec.gradient * (np.arange(spec.width) / max(spec.width - 1, 1) - 0.5)
     crop = (slice(margin, margin + spec.height), slice(margin, margin + spec.width))
+    charge = ndi.gaussian_filter(rng.standard_normal((spec.height, spec.width)), 40)
+    charge = spec.charging * charge / (np.abs(charge).max() + 1e-9)
     volume = np.empty((spec.slices, spec.height, spec.width), np.uint16)
     for z, matrix in enumerate(drift_transforms(spec, rng)):
         face = render_face(solid, z, spec, texture)
@@ -120,7 +124,7 @@ def synthesize(spec: SynthSpec) -> dict[str, object]:
             face, AffineTransform(matrix=matrix), order=1, mode="edge", preserve_range=True
         )[crop]
         slow = 1 + 0.3 * np.sin(np.linspace(0, np.pi, spec.height) + z / 5)[:, None]
-        image = moved + stripes[None, :] * slow + ramp[None, :]
+        image = moved * (1 + charge) + stripes[None, :] * slow + ramp[None, :]
         image += rng.normal(0, spec.noise, image.shape)
         volume[z] = np.clip(image * 50000 + 9000, 0, 65535).astype(np.uint16)
     truth = solid[: spec.slices][(slice(None), *crop)].astype(np.uint8)

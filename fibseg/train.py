@@ -145,7 +145,8 @@ class TerminationRequested(RuntimeError):
 
 
 def configure_threads(threads: int) -> None:
-    """Limit the backend's CPU threads to what Snakemake granted the job."""
+    """Limit the backend's CPU threads to what Snakemake granted the job, and make its ops
+    deterministic: the same seed then gives the same weights on the same machine."""
     import keras
 
     if keras.backend.backend() == "tensorflow":
@@ -153,6 +154,7 @@ def configure_threads(threads: int) -> None:
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        tf.config.experimental.enable_op_determinism()
 
 
 def train_run(

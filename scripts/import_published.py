@@ -4,13 +4,15 @@ from fibseg.regions import import_published
 from fibseg.workflow import start_log
 
 log = start_log(snakemake.log[0])
+margins = snakemake.params.margins
 regions = import_published(
     snakemake.wildcards.ds,
     snakemake.input.regions,
     snakemake.input.masks,
     snakemake.input.split or None,
-    snakemake.params.margins["xy"],
-    snakemake.params.margins["z"],
+    margins["xy"],
+    margins["z"],
+    smooth_margin=margins["smooth"],
 )
 regions.write(snakemake.output[0])
 log.info("imported %d regions, crops %s", len(regions.table), regions.crops.shape)

@@ -157,6 +157,16 @@ def test_import_published_miniature_replica(tmp_path):
         rtol=1e-6,
     )
     assert regions.table["split"].tolist() == ["train", "train", "train", "val", "test"]
+    wider = import_published(
+        "HPC22",
+        str(tmp_path / "regions_HPC22.tif"),
+        str(tmp_path / "manual.mat"),
+        None,
+        margin_xy=56,
+        margin_z=1,
+        smooth_margin=16,
+    )
+    assert wider.margin_xy == 64 and wider.crops.shape == (n, 3, 384, 384)
     with pytest.raises(InputError, match="n_xy <= 129 and n_z <= 7"):
         import_published(
             "HPC22",

@@ -61,3 +61,40 @@ def test_three_slices_per_job_gives_201_prediction_jobs(paper_project):
     (paper_project / "three.yaml").write_text(yaml.safe_dump({"inference": {"slices_per_job": 3}}))
     counts = dry_run(paper_project, "three.yaml")
     assert counts["predict_slices"] == 201  # 67 per data set: 66 of 3 slices and 1 of 2
+
+
+def planned_resources(output: str) -> dict[str, set[str]]:
+    """Rule -> the set of resource lines of its planned jobs, from a verbose dry run."""
+    found: dict[str, set[str]] = {}
+    rule = None
+    for line in output.splitlines():
+        match = re.match(r"^\s*(?:local)?rule (\w+):", line)
+        if match:
+            rule = match[1]
+            found.setdefault(rule, set())
+        elif rule and line.strip().startswith("resources:"):
+            found[rule].add(line.strip())
+    return found
+
+
+def test_slurm_profile_gives_gpus_to_train_and_predict_slices_only(paper_project):
+    process = run_snakemake(
+        paper_project,
+        "-n",
+        "--profile",
+        str(REPO / "profiles/slurm"),
+        "--configfile",
+        str(REPO / "config/paper.yaml"),
+        "overlay.yaml",
+    )
+    output = process.stdout + process.stderr
+    counts = job_counts(output)
+    assert counts["train"] == 3600 and counts["predict_slices"] == 600
+    resources = planned_resources(output)
+    for rule in ("train", "predict_slices"):
+        assert resources[rule] and all("gpu=1" in line for line in resources[rule]), rule
+    for rule, lines in resources.items():
+        if rule not in ("train", "predict_slices"):
+            assert not any("gpu=" in line for line in lines), (rule, lines)
+    # memory derived from the slice size and the model, not the profile's default
+    assert any("mem_mb=" in line for line in resources["predict_slices"])

@@ -53,7 +53,20 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine):
             tifffile.imread(results / name / "segmentation.tif"), segmentation
         )
         with h5py.File(results / name / "region_scores.h5") as handle:
-            assert handle["scores"].shape == (10, 24 + 8, 24 + 8)  # margin 4 sigma = 4
+            windows = handle["scores"][:]
+            margin = int(handle.attrs["margin"])
+        assert windows.shape == (10, 24 + 8, 24 + 8) and margin == 4  # 4 x sigma 1
+        # Scores from the region crops equal the full-volume scores at the same voxels.
+        regions = pd.read_csv(results / "demo" / name / "regions.csv")
+        compared = 0
+        for window, row in zip(windows, regions.itertuples(), strict=True):
+            y0, x0 = row.y - margin, row.x - margin
+            if y0 >= 0 and x0 >= 0 and y0 + 32 <= shape[1] and x0 + 32 <= shape[2]:
+                np.testing.assert_allclose(
+                    window, scores[row.z, y0 : y0 + 32, x0 : x0 + 32], atol=2e-5
+                )
+                compared += 1
+        assert compared >= 3
     chosen = json.loads((results / "postprocess.json").read_text())
     assert chosen["sigma"] in (0.0, 1.0) and chosen["threshold"] in (0.4, 0.5)
     assert chosen["val_regions"] == 4  # 2 per data set

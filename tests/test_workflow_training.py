@@ -24,9 +24,10 @@ def test_tiny_grid_produces_every_file(tmp_path):
     results = project / "results"
     for name in TINY_DEMO:
         with h5py.File(results / f"{name}/regions.h5") as handle:
-            assert handle["crops"].shape == (10, 3, 24 + 16, 24 + 16)
+            assert handle["crops"].shape == (10, 3, 24 + 2 * 24, 24 + 2 * 24)
             assert handle["labels"].shape == (10, 24, 24)
-            assert handle.attrs["margin_xy"] == 8 and handle.attrs["margin_z"] == 1
+            # n_xy // 2 = 8, plus 16 for smoothing (4 x the largest sigma, 4)
+            assert handle.attrs["margin_xy"] == 8 + 16 and handle.attrs["margin_z"] == 1
     split = pd.read_csv(results / "split.csv")
     assert split.groupby("dataset").split.value_counts().unstack().loc["T22"].to_dict() == {
         "test": 2,

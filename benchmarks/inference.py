@@ -1,0 +1,158 @@
+"""Inference throughput at n_xy=113, n_z=3 ('valid' model, random weights, synthetic data):
+
+- voxels/s of the sliding window and of the dense engine, and their ratio;
+- the dense engine's achieved GFLOP/s against this machine's fp32 matmul GFLOP/s, both
+  measured in this run with the same Keras backend;
+- time and peak RSS for one full 2247 x 3372 slice with the dense engine (in a child process,
+  so the peak is its own).
+
+    python benchmarks/inference.py [--tile 512] [--skip-full-slice]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+N_XY, N_Z = 113, 3
+FULL_SLICE = (2247, 3372)
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """fp32 matmul rate of the Keras backend (the engine's own BLAS)."""
+    import keras
+    from keras import ops
+
+    a = ops.convert_to_tensor(np.random.default_rng(0).random((size, size), np.float32))
+    b = ops.convert_to_tensor(np.random.default_rng(1).random((size, size), np.float32))
+    keras.ops.convert_to_numpy(ops.matmul(a, b))  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = ops.matmul(a, b)
+    keras.ops.convert_to_numpy(result)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def conv_flops(model, height: int, width: int) -> float:  # noqa: ANN001
+    """Multiply-adds x 2 of every convolution of a twin call on a (height, width) input."""
+    total = 0.0
+    for layer in model.layers:
+        if type(layer).__name__ != "Conv2D":
+            continue
+        _, out_h, out_w, out_c = layer.compute_output_shape(
+            (1, height, width, layer.input.shape[-1])
+        )
+        k_h, k_w = layer.kernel_size
+        total += 2 * out_h * out_w * out_c * k_h * k_w * layer.input.shape[-1]
+        height, width = out_h, out_w
+        if layer.name.endswith("conv2"):
+            dilation = layer.dilation_rate[0]
+            height, width = height - dilation, width - dilation  # the stride-1 pool after it
+    return total
+
+
+def model():  # noqa: ANN201
+    import keras
+
+    from fibseg.model import build_model
+
+    keras.utils.set_random_seed(0)
+    return build_model(N_XY, N_Z, "valid", seed=0)
+
+
+def full_slice(tile: int) -> None:
+    """Child process: one full slice with the dense engine; prints seconds and peak RSS."""
+    from fibseg.infer import DenseEngine
+
+    engine = DenseEngine(model(), tile=tile)
+    stack = np.random.default_rng(0).random((N_Z, *FULL_SLICE), dtype=np.float32)
+    engine.scores(stack[:, :tile, :tile])  # warm-up: trace and compile once
+    start = time.perf_counter()
+    scores = engine.scores(stack)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"FULL {seconds:.2f} {peak_mb:.0f} {scores.shape[0]}x{scores.shape[1]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--skip-full-slice", action="store_true")
+    parser.add_argument("--child-full-slice", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_full_slice:
+        full_slice(args.tile)
+        return
+
+    import keras
+
+    from fibseg.infer import DenseEngine, sliding_scores
+
+    print(
+        f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, "
+        f"n_xy={N_XY}, n_z={N_Z}, valid padding"
+    )
+    net = model()
+    rng = np.random.default_rng(0)
+
+    small = rng.random((N_Z, 48, 48), dtype=np.float32)
+    sliding_scores(net, small[:, :8, :8], 2048, 2048)  # warm-up
+    start = time.perf_counter()
+    sliding = sliding_scores(net, small, 2048, 2048)
+    sliding_rate = small[0].size / (time.perf_counter() - start)
+
+    engine = DenseEngine(net, tile=args.tile)
+    image = rng.random((N_Z, args.tile, args.tile), dtype=np.float32)
+    engine.scores(image)  # warm-up
+    repeats = 3
+    start = time.perf_counter()
+    for _ in range(repeats):
+        engine.scores(image)
+    dense_seconds = (time.perf_counter() - start) / repeats
+    dense_rate = image[0].size / dense_seconds
+    span = args.tile + engine.field - 1
+    gflops = conv_flops(engine.twin, span, span) / dense_seconds / 1e9
+    peak = matmul_gflops()
+    check = np.abs(engine.scores(small) - sliding).max()
+
+    print(f"sliding window : {sliding_rate:12,.0f} voxels/s")
+    print(f"dense engine   : {dense_rate:12,.0f} voxels/s   (tile {args.tile})")
+    print(f"ratio          : {dense_rate / sliding_rate:12,.0f} x")
+    print(
+        f"dense          : {gflops:12.1f} GFLOP/s = {100 * gflops / peak:.0f} % of the "
+        f"fp32 matmul rate {peak:.1f} GFLOP/s measured now"
+    )
+    print(f"max |dense - sliding| on 48 x 48: {check:.2e}")
+    print(
+        f"FLOP per voxel : {conv_flops(engine.twin, span, span) / args.tile**2 / 1e6:.2f} M "
+        f"(dense, halo included) vs {conv_flops(net, N_XY, N_XY) / 1e6:.0f} M (one patch)"
+    )
+    if not args.skip_full_slice:
+        child = subprocess.run(
+            [sys.executable, __file__, "--child-full-slice", "--tile", str(args.tile)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        line = next(x for x in child.stdout.splitlines() if x.startswith("FULL"))
+        _, seconds, peak_mb, shape = line.split()
+        print(
+            f"full slice     : {shape} in {float(seconds):.1f} s, peak RSS "
+            f"{float(peak_mb) / 1024:.2f} GB (dense, tile {args.tile})"
+        )
+        print(
+            f"sliding, same slice (extrapolated): "
+            f"{FULL_SLICE[0] * FULL_SLICE[1] / sliding_rate / 3600:.1f} h"
+        )
+
+
+if __name__ == "__main__":
+    main()
