@@ -6,7 +6,7 @@
 - time and peak RSS for one full 2247 x 3372 slice with the dense engine (in a child process,
   so the peak is its own).
 
-    python benchmarks/inference.py [--tile 512] [--skip-full-slice]
+    python benchmarks/inference.py [--tile 256] [--skip-full-slice]
 """
 
 from __future__ import annotations
@@ -41,21 +41,30 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def conv_flops(model, height: int, width: int) -> float:  # noqa: ANN001
-    """Multiply-adds x 2 of every convolution of a twin call on a (height, width) input."""
+def twin_flops(twin, height: int, width: int) -> float:  # noqa: ANN001
+    """2 x multiply-adds of every convolution of one dense-twin call on (height, width)."""
     total = 0.0
-    for layer in model.layers:
-        if type(layer).__name__ != "Conv2D":
-            continue
-        _, out_h, out_w, out_c = layer.compute_output_shape(
-            (1, height, width, layer.input.shape[-1])
-        )
-        k_h, k_w = layer.kernel_size
-        total += 2 * out_h * out_w * out_c * k_h * k_w * layer.input.shape[-1]
-        height, width = out_h, out_w
-        if layer.name.endswith("conv2"):
-            dilation = layer.dilation_rate[0]
-            height, width = height - dilation, width - dilation  # the stride-1 pool after it
+    for layer in twin.layers:
+        if type(layer).__name__ == "Conv2D":
+            _, out_h, out_w, out_c = layer.compute_output_shape(
+                (1, height, width, layer.input.shape[-1]))
+            k_h, k_w = layer.kernel_size
+            total += 2 * out_h * out_w * out_c * k_h * k_w * layer.input.shape[-1]
+            height, width = out_h, out_w
+        elif type(layer).__name__ == "DilatedMaxPool":
+            height, width = height - layer.dilation, width - layer.dilation
+    return total
+
+
+def patch_flops(net) -> float:  # noqa: ANN001
+    """2 x multiply-adds of the patch model for one voxel (one neighbourhood)."""
+    total = 0.0
+    for layer in net.layers:
+        if type(layer).__name__ == "Conv2D":
+            _, out_h, out_w, out_c = layer.output.shape
+            total += 2 * out_h * out_w * out_c * 9 * layer.input.shape[-1]
+        elif type(layer).__name__ == "Dense":
+            total += 2 * layer.input.shape[-1] * layer.units
     return total
 
 
@@ -68,6 +77,15 @@ def model():  # noqa: ANN201
     return build_model(N_XY, N_Z, "valid", seed=0)
 
 
+def own_peak_rss_mb() -> float:
+    """Peak RSS of this process image. ru_maxrss would carry the parent's peak over fork and
+    exec on Linux; VmHWM belongs to the new address space."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def full_slice(tile: int) -> None:
     """Child process: one full slice with the dense engine; prints seconds and peak RSS."""
     from fibseg.infer import DenseEngine
@@ -78,13 +96,13 @@ def full_slice(tile: int) -> None:
     start = time.perf_counter()
     scores = engine.scores(stack)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = own_peak_rss_mb()
     print(f"FULL {seconds:.2f} {peak_mb:.0f} {scores.shape[0]}x{scores.shape[1]}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--skip-full-slice", action="store_true")
     parser.add_argument("--child-full-slice", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -119,7 +137,7 @@ def main() -> None:
     dense_seconds = (time.perf_counter() - start) / repeats
     dense_rate = image[0].size / dense_seconds
     span = args.tile + engine.field - 1
-    gflops = conv_flops(engine.twin, span, span) / dense_seconds / 1e9
+    gflops = twin_flops(engine.twin, span, span) / dense_seconds / 1e9
     peak = matmul_gflops()
     check = np.abs(engine.scores(small) - sliding).max()
 
@@ -132,8 +150,8 @@ def main() -> None:
     )
     print(f"max |dense - sliding| on 48 x 48: {check:.2e}")
     print(
-        f"FLOP per voxel : {conv_flops(engine.twin, span, span) / args.tile**2 / 1e6:.2f} M "
-        f"(dense, halo included) vs {conv_flops(net, N_XY, N_XY) / 1e6:.0f} M (one patch)"
+        f"FLOP per voxel : {twin_flops(engine.twin, span, span) / args.tile**2 / 1e6:.2f} M "
+        f"(dense, halo included) vs {patch_flops(net) / 1e6:.0f} M (one patch)"
     )
     if not args.skip_full_slice:
         child = subprocess.run(
