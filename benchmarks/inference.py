@@ -47,7 +47,8 @@ def twin_flops(twin, height: int, width: int) -> float:  # noqa: ANN001
     for layer in twin.layers:
         if type(layer).__name__ == "Conv2D":
             _, out_h, out_w, out_c = layer.compute_output_shape(
-                (1, height, width, layer.input.shape[-1]))
+                (1, height, width, layer.input.shape[-1])
+            )
             k_h, k_w = layer.kernel_size
             total += 2 * out_h * out_w * out_c * k_h * k_w * layer.input.shape[-1]
             height, width = out_h, out_w

@@ -221,7 +221,8 @@ def read_sheet(path: str) -> pd.DataFrame:
                 file=path,
                 fix="fill in every required column.",
             )
-    check_sheet(sheet, path) if "name" in sheet.columns else None
+    if "name" in sheet.columns:
+        check_sheet(sheet, path)
     return sheet
 
 

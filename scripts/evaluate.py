@@ -34,7 +34,7 @@ for scores_path, regions_path in zip(snakemake.input.scores, snakemake.input.reg
     # Global Otsu threshold of the data set's preprocessed intensities (its region contexts).
     centre = regions.crops[:, regions.margin_z]
     threshold = threshold_otsu(regions.crops)
-    m, shift = regions.margin_xy, regions.margin_xy - margin
+    shift = regions.margin_xy - margin
     images = centre[:, shift : shift + windows.shape[1], shift : shift + windows.shape[2]]
     otsu += region_results(
         images, margin, regions.labels, name, split, lambda image, t=threshold: image > t

@@ -1,4 +1,5 @@
 # Config and sheet validation, and the helpers the rules share.
+import functools
 import re
 
 from snakemake.utils import validate
@@ -67,6 +68,7 @@ def unaligned_or_aligned_spec(wildcards):
     return f"results/{wildcards.ds}/aligned.h5:/volume"
 
 
+@functools.cache
 def volume_shape(ds):
     """(z, y, x) of a data set's volume: from the demo config, else from the file's header."""
     row = dataset(ds)
