@@ -46,7 +46,6 @@ class PatchSource:
         self.region_sets = region_sets
         self.samples = samples.reset_index(drop=True)
         self.labels = self.samples["label"].to_numpy(np.float32)
-        self.dataset_codes = {}
         rows, cys, cxs = [], [], []
         for name in self.samples["dataset"].unique():
             if name not in region_sets:
