@@ -38,13 +38,6 @@ def neighbour_slices(z: int, n_z: int, depth: int) -> np.ndarray:
     return mirror_index(np.arange(z - n_z // 2, z + n_z // 2 + 1), depth)
 
 
-def mirror_pad(stack: np.ndarray, before: int, after: int) -> np.ndarray:
-    """Mirror-pad the last two axes of a (c, y, x) stack (numpy 'reflect', repeated)."""
-    ys = mirror_index(np.arange(-before, stack.shape[1] + after), stack.shape[1])
-    xs = mirror_index(np.arange(-before, stack.shape[2] + after), stack.shape[2])
-    return stack[:, ys][:, :, xs]
-
-
 # --- sliding window ---------------------------------------------------------------------------
 
 
@@ -249,12 +242,6 @@ def score_regions(regions: RegionSet, scorer: Scorer, n_z: int, margin: int) -> 
         roi = (top, top + row.height + 2 * margin, top, top + row.width + 2 * margin)
         windows.append(scorer(regions.crops[index, z0 : z0 + n_z], roi))
     return np.stack(windows)
-
-
-def read_stack(volume, indices: np.ndarray) -> np.ndarray:  # noqa: ANN001 - fibseg.io.Volume
-    """The slices at `indices` (repeats allowed), each read once from disk."""
-    unique = {int(z): volume.read(int(z), int(z) + 1)[0] for z in np.unique(indices)}
-    return np.stack([unique[int(z)] for z in indices])
 
 
 def label_agreement(first: np.ndarray, second: np.ndarray, threshold: float = 0.5) -> float:

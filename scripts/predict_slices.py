@@ -4,7 +4,6 @@ from fibseg.infer import (
     load_model,
     make_scorer,
     model_geometry,
-    read_stack,
     score_slices,
 )
 from fibseg.io import Volume, write_h5
@@ -18,8 +17,6 @@ n_xy, n_z, padding = model_geometry(model)
 scorer = make_scorer(model, snakemake.params.inference["engine"], snakemake.params.inference)
 first, stop = snakemake.params.slices
 with Volume(snakemake.input.volume, snakemake.wildcards.ds) as volume:
-    scores = score_slices(
-        lambda z: read_stack(volume, z), volume.shape[0], range(first, stop), n_z, scorer
-    )
+    scores = score_slices(volume.read_slices, volume.shape[0], range(first, stop), n_z, scorer)
 write_h5(snakemake.output[0], {"scores": scores}, {"first_slice": first, "stop_slice": stop})
 log.info("slices %d-%d scored, mean score %.4f", first, stop - 1, scores.mean())
