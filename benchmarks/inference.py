@@ -6,7 +6,8 @@
 - time and peak RSS for one full 2247 x 3372 slice with the dense engine (in a child process,
   so the peak is its own).
 
-    python benchmarks/inference.py [--tile 256] [--skip-full-slice]
+    python benchmarks/inference.py [--tile 1024] [--skip-full-slice]
+    KERAS_BACKEND=jax python benchmarks/inference.py --sliding-side 256 --batch 8192  # a GPU
 """
 
 from __future__ import annotations
@@ -44,16 +45,13 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
 def twin_flops(twin, height: int, width: int) -> float:  # noqa: ANN001
     """2 x multiply-adds of every convolution of one dense-twin call on (height, width)."""
     total = 0.0
-    for layer in twin.layers:
+    shape = (1, height, width, twin.input_shape[-1])
+    for layer in twin.layers[1:]:  # in call order; the first is the input
+        out = layer.compute_output_shape(shape)
         if type(layer).__name__ == "Conv2D":
-            _, out_h, out_w, out_c = layer.compute_output_shape(
-                (1, height, width, layer.input.shape[-1])
-            )
             k_h, k_w = layer.kernel_size
-            total += 2 * out_h * out_w * out_c * k_h * k_w * layer.input.shape[-1]
-            height, width = out_h, out_w
-        elif type(layer).__name__ == "DilatedMaxPool":
-            height, width = height - layer.dilation, width - layer.dilation
+            total += 2 * float(np.prod(out)) * k_h * k_w * shape[-1]
+        shape = out
     return total
 
 
@@ -89,11 +87,12 @@ def own_peak_rss_mb() -> float:
 
 def full_slice(tile: int) -> None:
     """Child process: one full slice with the dense engine; prints seconds and peak RSS."""
-    from fibseg.infer import DenseEngine
+    from fibseg.infer import DenseEngine, tile_sides
 
     engine = DenseEngine(model(), tile=tile)
     stack = np.random.default_rng(0).random((N_Z, *FULL_SLICE), dtype=np.float32)
-    engine.scores(stack[:, :tile, :tile])  # warm-up: trace and compile once
+    (_, tile_h), (_, tile_w) = (tile_sides(side, tile) for side in FULL_SLICE)
+    engine.scores(stack[:, :tile_h, :tile_w])  # warm-up: trace once for this tile shape
     start = time.perf_counter()
     scores = engine.scores(stack)
     seconds = time.perf_counter() - start
@@ -103,8 +102,12 @@ def full_slice(tile: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--skip-full-slice", action="store_true")
+    parser.add_argument(
+        "--sliding-side", type=int, default=48, help="side of the image the sliding window scores"
+    )
+    parser.add_argument("--batch", type=int, default=2048, help="sliding-window batch size")
     parser.add_argument("--child-full-slice", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_full_slice:
@@ -122,10 +125,10 @@ def main() -> None:
     net = model()
     rng = np.random.default_rng(0)
 
-    small = rng.random((N_Z, 48, 48), dtype=np.float32)
-    sliding_scores(net, small[:, :8, :8], 2048, 2048)  # warm-up
+    small = rng.random((N_Z, args.sliding_side, args.sliding_side), dtype=np.float32)
+    sliding_scores(net, small[:, :8, :8], args.batch, args.batch)  # warm-up
     start = time.perf_counter()
-    sliding = sliding_scores(net, small, 2048, 2048)
+    sliding = sliding_scores(net, small, args.batch, args.batch)
     sliding_rate = small[0].size / (time.perf_counter() - start)
 
     engine = DenseEngine(net, tile=args.tile)
@@ -149,7 +152,7 @@ def main() -> None:
         f"dense          : {gflops:12.1f} GFLOP/s = {100 * gflops / peak:.0f} % of the "
         f"fp32 matmul rate {peak:.1f} GFLOP/s measured now"
     )
-    print(f"max |dense - sliding| on 48 x 48: {check:.2e}")
+    print(f"max |dense - sliding| on {args.sliding_side} x {args.sliding_side}: {check:.2e}")
     print(
         f"FLOP per voxel : {twin_flops(engine.twin, span, span) / args.tile**2 / 1e6:.2f} M "
         f"(dense, halo included) vs {patch_flops(net) / 1e6:.0f} M (one patch)"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 from .infer import twin_geometry
+from .model import DENSE, FILTERS
 
 MB = 1024**2
 BASE_MB = 1500  # Python, TensorFlow and the model
-MAX_FILTERS = 80
+WIDEST = max(*FILTERS, *DENSE)  # channels of the dense twin's widest feature map
 
 
 def predict_memory_mb(
@@ -23,7 +24,7 @@ def predict_memory_mb(
     else:
         field, _ = twin_geometry(n_xy, padding)
         side = min(inference["tile"], max(height, width)) + field - 1
-        work = side * side * MAX_FILTERS * 4 * 4  # a few feature maps of the widest layer
+        work = side * side * WIDEST * 4 * 3  # a few feature maps of the widest layer
     return BASE_MB + math.ceil(1.5 * (source + work) / MB)
 
 

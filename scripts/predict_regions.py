@@ -16,13 +16,18 @@ window = int(max(regions.table.height.max(), regions.table.width.max())) + 2 * m
 scorer = make_scorer(model, inference["engine"], inference, tile=window)
 scores = score_regions(regions, scorer, n_z, margin)
 if inference["engine"] == "dense" and padding == "same":
+    import pandas as pd
+
     from fibseg.infer import label_agreement
 
-    sliding = score_regions(regions, make_scorer(model, "sliding", inference), n_z, margin)
+    split = pd.read_csv(snakemake.input.split)
+    val = split.region[(split.dataset == regions.dataset) & (split.split == "val")].tolist()
+    sliding = score_regions(regions, make_scorer(model, "sliding", inference), n_z, margin, val)
     log.warning(
         "approximate dense engine on a 'same' model: label agreement with sliding "
-        "%.4f over this data set's regions",
-        label_agreement(scores, sliding),
+        "%.4f over this data set's %d validation regions",
+        label_agreement(scores[val], sliding),
+        len(val),
     )
 write_h5(
     snakemake.output[0],

@@ -18,7 +18,7 @@ CHECK = textwrap.dedent("""
     model = build_model(81, 3, "valid", seed=0)
     field = ndi.gaussian_filter(np.random.default_rng(0).standard_normal((3, 19, 23)), (0, 3, 3))
     stack = (0.5 + 0.2 * field / field.std()).astype(np.float32)
-    dense = DenseEngine(model, tile=8).scores(stack)
+    dense = DenseEngine(model, tile=16).scores(stack)
     sliding = sliding_scores(model, stack, 128, 64)
     print("max_abs_diff", float(np.abs(dense - sliding).max()))
     assert np.abs(dense - sliding).max() <= 1e-5

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from fibseg.infer import DenseEngine, make_scorer, sliding_scores, stitch_chunks
+from fibseg.infer import DenseEngine, make_scorer, sliding_scores, stitch_chunks, tile_sides
 from fibseg.model import build_model
 
 
@@ -69,7 +69,7 @@ def test_dense_equals_sliding_for_valid_models(n_xy, n_z):
     model = spread_model(n_xy, n_z, "valid", seed=n_xy + n_z)
     stack = image_like(np.random.default_rng(n_xy), (n_z, 23, 29))
     sliding = sliding_scores(model, stack, extract_batch=256, predict_batch=128)
-    dense = DenseEngine(model, tile=8).scores(stack)  # 3 x 4 tiles: seams in both axes
+    dense = DenseEngine(model, tile=16).scores(stack)  # 2 x 2 tiles: seams in both axes
     assert sliding.std() > 0.03
     assert np.abs(dense - sliding).max() <= 1e-5
     roi = (-4, 10, 20, 33)  # beyond the edges: mirrored context
@@ -78,6 +78,16 @@ def test_dense_equals_sliding_for_valid_models(n_xy, n_z):
         sliding_scores(model, stack, 256, 128, roi),
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize(
+    ("extent", "tile", "expected"),
+    [(2247, 1024, (3, 752)), (3372, 1024, (4, 848)), (2247, 512, (5, 464)), (23, 8, (2, 16))],
+)
+def test_tiles_are_equal_multiples_of_16_that_cover_the_slice(extent, tile, expected):
+    count, side = tile_sides(extent, tile)
+    assert (count, side) == expected
+    assert side % 16 == 0 and extent <= count * side < extent + 16 * count
 
 
 def test_dense_on_same_models_needs_opt_in():

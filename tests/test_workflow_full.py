@@ -1,6 +1,7 @@
 """The whole pipeline on tiny synthetic data, with both engines, up to the report."""
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -83,3 +84,12 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine):
         assert (results / f"figures/{figure}.png").stat().st_size > 10_000
     run_snakemake(project, "--report", "report.html")
     assert (project / "report.html").stat().st_size > 10_000
+    if padding == "same":
+        # The approximate dense engine on this 'same' model: opt in, and the log states the
+        # label agreement with sliding on the validation regions (2 per data set).
+        config["inference"].update(engine="dense", allow_approximate_dense=True)
+        write_project(tmp_path, config)
+        run_snakemake(project, "results/T22/region_scores.h5", "--forcerun", "predict_regions")
+        log = (project / "logs/predict_regions/T22.log").read_text()
+        agreement = re.search(r"label agreement with sliding (\S+) over .* 2 validation", log)
+        assert agreement and 0.5 <= float(agreement.group(1)) <= 1, log

@@ -5,6 +5,7 @@ rule predict_regions:
     input:
         model="results/model/best.keras",
         regions="results/{ds}/regions.h5",
+        split="results/split.csv",
     output:
         "results/{ds}/region_scores.h5",
     params:
