@@ -41,6 +41,11 @@ def segment(scores: np.ndarray, sigma: float, threshold: float, min_size: int) -
     return remove_small(second, min_size)
 
 
+def segment_as_chosen(scores: np.ndarray, chosen: dict) -> np.ndarray:
+    """`segment` with the sigma, T and minimum object size of a postprocess.json."""
+    return segment(scores, chosen["sigma"], chosen["threshold"], chosen["min_object_voxels"])
+
+
 def optimize(
     score_windows: list[np.ndarray],
     labels: list[np.ndarray],

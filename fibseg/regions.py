@@ -278,6 +278,12 @@ def split_regions(
     return pd.concat(rows, ignore_index=True)
 
 
+def regions_in(split_table: pd.DataFrame, dataset: str, split: str) -> list[int]:
+    """Numbers of the data set's regions that split.csv puts in `split` (train/val/test)."""
+    chosen = (split_table.dataset == dataset) & (split_table.split == split)
+    return split_table.region[chosen].tolist()
+
+
 def labelled_voxels(
     region_sets: dict[str, RegionSet], split_table: pd.DataFrame, split: str
 ) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from skimage.filters import threshold_otsu
 
 from fibseg.evaluate import metrics_table, read_scores, region_results, ttest_table
 from fibseg.io import write_csv
-from fibseg.postprocess import segment
+from fibseg.postprocess import segment_as_chosen
 from fibseg.regions import RegionSet
 from fibseg.workflow import start_log
 
@@ -22,14 +22,7 @@ for scores_path, regions_path in zip(snakemake.input.scores, snakemake.input.reg
     name = regions.dataset
     raw += region_results(windows, margin, regions.labels, name, split, lambda w: w > 0.5)
     post += region_results(
-        windows,
-        margin,
-        regions.labels,
-        name,
-        split,
-        lambda w: segment(
-            w, settings["sigma"], settings["threshold"], settings["min_object_voxels"]
-        ),
+        windows, margin, regions.labels, name, split, lambda w: segment_as_chosen(w, settings)
     )
     # Global Otsu threshold of the data set's preprocessed intensities (its region contexts).
     centre = regions.crops[:, regions.margin_z]

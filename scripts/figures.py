@@ -7,8 +7,8 @@ import pandas as pd
 
 from fibseg import figures
 from fibseg.evaluate import read_scores
-from fibseg.postprocess import segment
-from fibseg.regions import RegionSet
+from fibseg.postprocess import segment_as_chosen
+from fibseg.regions import RegionSet, regions_in
 from fibseg.workflow import start_log
 
 log = start_log(snakemake.log[0])
@@ -18,8 +18,7 @@ region_rows = []
 for scores_path, regions_path in zip(snakemake.input.scores, snakemake.input.regions, strict=True):
     regions = RegionSet.read(regions_path)
     windows, margin = read_scores(scores_path)
-    test = split[(split.dataset == regions.dataset) & (split.split == "test")].region
-    index = int(test.iloc[0])
+    index = regions_in(split, regions.dataset, "test")[0]
     label = regions.labels[index]
     h, w = label.shape
     inner = (slice(margin, margin + h), slice(margin, margin + w))
@@ -30,12 +29,7 @@ for scores_path, regions_path in zip(snakemake.input.scores, snakemake.input.reg
             "image": regions.crops[index, regions.margin_z, m : m + h, m : m + w],
             "manual": label,
             "score": windows[index][inner],
-            "automatic": segment(
-                windows[index],
-                settings["sigma"],
-                settings["threshold"],
-                settings["min_object_voxels"],
-            )[inner],
+            "automatic": segment_as_chosen(windows[index], settings)[inner],
         }
     )
 figures.region_panels(region_rows, snakemake.output.fig8)

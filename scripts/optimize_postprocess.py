@@ -7,7 +7,7 @@ import pandas as pd
 from fibseg.evaluate import read_scores
 from fibseg.io import atomic_output, write_csv
 from fibseg.postprocess import optimize
-from fibseg.regions import RegionSet
+from fibseg.regions import RegionSet, regions_in
 from fibseg.workflow import start_log
 
 log = start_log(snakemake.log[0])
@@ -18,7 +18,7 @@ for scores_path, regions_path in zip(snakemake.input.scores, snakemake.input.reg
     regions = RegionSet.read(regions_path, crops=False)
     scores, margin = read_scores(scores_path)
     margins.add(margin)
-    for index in split[(split.dataset == regions.dataset) & (split.split == "val")].region:
+    for index in regions_in(split, regions.dataset, "val"):
         windows.append(scores[index])
         labels.append(regions.labels[index])
 best, trials = optimize(

@@ -7,16 +7,14 @@ import numpy as np
 
 from fibseg.io import write_h5, write_tiff
 from fibseg.metrics import porosity
-from fibseg.postprocess import segment
+from fibseg.postprocess import segment_as_chosen
 from fibseg.workflow import start_log
 
 log = start_log(snakemake.log[0])
 settings = json.loads(open(snakemake.input.params).read())
 with h5py.File(snakemake.input.scores, "r") as handle:
     scores = handle["scores"][:].astype(np.float32)
-solid = segment(
-    scores, settings["sigma"], settings["threshold"], settings["min_object_voxels"]
-).astype(np.uint8)
+solid = segment_as_chosen(scores, settings).astype(np.uint8)
 write_h5(
     snakemake.output.h5,
     {"segmentation": solid},

@@ -2,7 +2,7 @@
 
 from fibseg.infer import load_model, make_scorer, model_geometry, score_regions
 from fibseg.io import write_h5
-from fibseg.regions import RegionSet
+from fibseg.regions import RegionSet, regions_in
 from fibseg.train import configure_threads
 from fibseg.workflow import start_log
 
@@ -21,7 +21,7 @@ if inference["engine"] == "dense" and padding == "same":
     from fibseg.infer import label_agreement
 
     split = pd.read_csv(snakemake.input.split)
-    val = split.region[(split.dataset == regions.dataset) & (split.split == "val")].tolist()
+    val = regions_in(split, regions.dataset, "val")
     sliding = score_regions(regions, make_scorer(model, "sliding", inference), n_z, margin, val)
     log.warning(
         "approximate dense engine on a 'same' model: label agreement with sliding "
