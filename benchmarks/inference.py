@@ -87,7 +87,7 @@ def own_peak_rss_mb() -> float:
 
 def full_slice(tile: int) -> None:
     """Child process: one full slice with the dense engine; prints seconds and peak RSS."""
-    from fibseg.infer import DenseEngine, tile_sides
+    from fibseg.dense import DenseEngine, tile_sides
 
     engine = DenseEngine(model(), tile=tile)
     stack = np.random.default_rng(0).random((N_Z, *FULL_SLICE), dtype=np.float32)
@@ -116,7 +116,8 @@ def main() -> None:
 
     import keras
 
-    from fibseg.infer import DenseEngine, sliding_scores
+    from fibseg.dense import DenseEngine
+    from fibseg.sliding import sliding_scores
 
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, "

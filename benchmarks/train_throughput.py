@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fibseg.model import build_model  # noqa: E402
+from fibseg.patches import PatchSource, make_sequence  # noqa: E402
 from fibseg.regions import RegionSet  # noqa: E402
-from fibseg.train import PatchSource, make_sequence  # noqa: E402
 
 BATCH = 128
 

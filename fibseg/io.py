@@ -190,3 +190,35 @@ def write_csv(path: str | os.PathLike, frame) -> None:  # noqa: ANN001 - pandas 
     """Write a pandas DataFrame to CSV atomically."""
     with atomic_output(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def stitch_chunks(chunk_paths: list[str], output: str, dtype: str = "float32") -> tuple:
+    """Write the chunks' `/scores` into one `/scores` volume; every slice exactly once."""
+    pieces = []
+    for path in chunk_paths:
+        with h5py.File(path, "r") as handle:
+            pieces.append(
+                (
+                    int(handle.attrs["first_slice"]),
+                    int(handle.attrs["stop_slice"]),
+                    path,
+                    handle["scores"].shape[1:],
+                )
+            )
+    pieces.sort()
+    depth = pieces[-1][1]
+    covered = np.zeros(depth, np.int64)
+    for first, stop, _, _ in pieces:
+        covered[first:stop] += 1
+    if not (covered == 1).all() or len({p[3] for p in pieces}) != 1:
+        raise ValueError(
+            f"score chunks do not cover slices 0-{depth - 1} exactly once: "
+            f"{[(p[0], p[1]) for p in pieces]}"
+        )
+    shape = (depth, *pieces[0][3])
+    with atomic_output(output) as tmp, h5py.File(tmp, "w") as out:
+        scores = out.create_dataset("scores", shape=shape, dtype=dtype, chunks=(1, *shape[1:]))
+        for first, stop, path, _ in pieces:
+            with h5py.File(path, "r") as handle:
+                scores[first:stop] = np.clip(handle["scores"][:], 0, 1).astype(dtype)
+    return shape

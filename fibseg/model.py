@@ -26,6 +26,13 @@ def feature_size(n_xy: int, padding: str) -> int:
     return size
 
 
+def model_geometry(model) -> tuple[int, int, str]:  # noqa: ANN001
+    """(n_xy, n_z, padding) of a trained model of the grid."""
+    _, n_xy, _, n_z = model.input_shape
+    padding = model.get_layer("block1_conv1").padding
+    return int(n_xy), int(n_z), padding
+
+
 def check_architecture(n_xy: int, n_z: int, padding: str) -> None:
     """Reject sizes that give no valid network, with a message that says what to use."""
     if n_xy < 1 or n_z < 1:

@@ -23,15 +23,7 @@ import pandas as pd
 
 from .io import InputError, Volume, atomic_output
 from .validate import SPLITS
-
-
-def mirror_index(index: np.ndarray, size: int) -> np.ndarray:
-    """Map indices outside [0, size) back inside by mirroring without repeating the edge."""
-    if size == 1:
-        return np.zeros_like(index)
-    period = 2 * (size - 1)
-    folded = np.mod(index, period)
-    return np.where(folded < size, folded, period - folded)
+from .windows import mirror_index
 
 
 def context_crop(volume: Volume, region, margin_xy: int, margin_z: int) -> np.ndarray:  # noqa: ANN001

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .infer import twin_geometry
+from .dense import twin_geometry
 from .model import DENSE, FILTERS
 
 MB = 1024**2

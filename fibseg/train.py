@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import signal
 import time
@@ -21,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .augment import random_dihedral, rescale_intensity
 from .io import atomic_output
 from .model import build_model, draw_hyperparameters, learning_rate
+from .patches import PatchSource, make_sequence
 from .regions import RegionSet
+from .runtime import versions
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -39,101 +39,6 @@ HISTORY_COLUMNS = [
 ]
 
 
-class PatchSource:
-    """Cuts (B, n_xy, n_xy, n_z) patches around sample voxels from the regions' crops."""
-
-    def __init__(self, region_sets: dict[str, RegionSet], samples: pd.DataFrame) -> None:
-        self.region_sets = region_sets
-        self.samples = samples.reset_index(drop=True)
-        self.labels = self.samples["label"].to_numpy(np.float32)
-        rows, cys, cxs = [], [], []
-        for name in self.samples["dataset"].unique():
-            if name not in region_sets:
-                raise KeyError(f"samples name data set '{name}' but no regions.h5 was given")
-        for sample in self.samples.itertuples():
-            regions = region_sets[sample.dataset]
-            region = regions.table.iloc[sample.region]
-            rows.append(sample.region)
-            cys.append(sample.y - region.y + regions.margin_xy)
-            cxs.append(sample.x - region.x + regions.margin_xy)
-        self.region = np.asarray(rows, np.int64)
-        self.cy = np.asarray(cys, np.int64)
-        self.cx = np.asarray(cxs, np.int64)
-        self.dataset = self.samples["dataset"].to_numpy()
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def cut(self, indices: np.ndarray, n_xy: int, n_z: int) -> np.ndarray:
-        """Patches of the samples at `indices`, channels last (n_z slices as channels)."""
-        half, half_z = n_xy // 2, n_z // 2
-        out = np.empty((len(indices), n_z, n_xy, n_xy), np.float32)
-        names = self.dataset[indices]
-        for name in np.unique(names):
-            chosen = np.flatnonzero(names == name)
-            regions = self.region_sets[name]
-            if half > regions.margin_xy or half_z > regions.margin_z:
-                raise ValueError(
-                    f"regions.h5 of '{name}' has margins {regions.margin_xy}/"
-                    f"{regions.margin_z}, too small for n_xy={n_xy}, n_z={n_z}"
-                )
-            picked = indices[chosen]
-            z0 = regions.margin_z - half_z
-            windows = np.lib.stride_tricks.sliding_window_view(
-                regions.crops[:, z0 : z0 + n_z], (n_xy, n_xy), axis=(2, 3)
-            )
-            out[chosen] = windows[
-                self.region[picked], :, self.cy[picked] - half, self.cx[picked] - half
-            ]
-        return np.moveaxis(out, 1, -1)
-
-
-def make_sequence(
-    source: PatchSource,
-    n_xy: int,
-    n_z: int,
-    batch_size: int,
-    seed: int,
-    augment: dict | None = None,
-    shuffle: bool = False,
-    max_batches: int | None = None,
-):
-    """A Keras PyDataset of (patches, labels) batches; shuffled and augmented per epoch."""
-    import keras
-
-    class PatchBatches(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__(workers=1, use_multiprocessing=False, max_queue_size=4)
-            self.epoch = 0
-            self.order = np.arange(len(source))
-            self.on_epoch_end()
-
-        def __len__(self) -> int:
-            batches = -(-len(source) // batch_size)
-            return min(batches, max_batches) if max_batches else batches
-
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = epoch
-            self.on_epoch_end()
-
-        def on_epoch_end(self) -> None:
-            if shuffle:
-                self.order = np.random.default_rng([seed, self.epoch]).permutation(len(source))
-
-        def __getitem__(self, index: int):
-            chosen = self.order[index * batch_size : (index + 1) * batch_size]
-            patches = source.cut(chosen, n_xy, n_z)
-            if augment:
-                rng = np.random.default_rng([seed, self.epoch, index])
-                patches = rescale_intensity(
-                    patches, augment["a"], augment["b"], augment["probability"], rng
-                )
-                patches = random_dihedral(patches, rng)
-            return patches, source.labels[chosen]
-
-    return PatchBatches()
-
-
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     done = sorted(checkpoint_dir.glob("epoch_[0-9][0-9][0-9][0-9]"))
     return done[-1] if done else None
@@ -141,19 +46,6 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 class TerminationRequested(RuntimeError):
     """SIGTERM (a SLURM time limit or pre-emption) arrived; the last epoch is saved."""
-
-
-def configure_threads(threads: int) -> None:
-    """Limit the backend's CPU threads to what Snakemake granted the job, and make its ops
-    deterministic: the same seed then gives the same weights on the same machine."""
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-        tf.config.experimental.enable_op_determinism()
 
 
 def train_run(
@@ -304,19 +196,3 @@ def commit_epoch(checkpoint_dir: Path, epoch: int, model, history: pd.DataFrame)
     for old in checkpoint_dir.glob("epoch_[0-9][0-9][0-9][0-9]"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def versions() -> dict[str, str]:
-    import keras
-
-    found = {
-        "python": platform.python_version(),
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        "numpy": np.__version__,
-    }
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        found["tensorflow"] = tf.__version__
-    return found

@@ -2,7 +2,7 @@
 
 from fibseg.io import Volume, write_csv
 from fibseg.preprocess import align_volume
-from fibseg.workflow import start_log
+from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
 with Volume(snakemake.params.volume, snakemake.wildcards.ds) as volume:

@@ -3,8 +3,8 @@
 import json
 
 from fibseg.io import atomic_output
+from fibseg.runtime import start_log
 from fibseg.validate import check_dataset
-from fibseg.workflow import start_log
 
 log = start_log(snakemake.log[0])
 summary = check_dataset(

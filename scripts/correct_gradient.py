@@ -2,7 +2,7 @@
 
 from fibseg.io import Volume
 from fibseg.preprocess import correct_gradient
-from fibseg.workflow import start_log
+from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
 with Volume(snakemake.params.volume, snakemake.wildcards.ds) as volume:

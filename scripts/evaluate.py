@@ -10,7 +10,7 @@ from fibseg.evaluate import metrics_table, read_scores, region_results, ttest_ta
 from fibseg.io import write_csv
 from fibseg.postprocess import segment_as_chosen
 from fibseg.regions import RegionSet
-from fibseg.workflow import start_log
+from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
 settings = json.loads(open(snakemake.input.params).read())

@@ -5,7 +5,7 @@ import pandas as pd
 
 from fibseg.evaluate import volume_row
 from fibseg.io import read_volume, write_csv
-from fibseg.workflow import start_log
+from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
 rows = []

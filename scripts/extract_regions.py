@@ -2,8 +2,8 @@
 
 from fibseg.io import Volume, read_volume
 from fibseg.regions import extract_regions
+from fibseg.runtime import start_log
 from fibseg.validate import read_regions
-from fibseg.workflow import start_log
 
 log = start_log(snakemake.log[0])
 name = snakemake.wildcards.ds

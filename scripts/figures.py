@@ -9,7 +9,7 @@ from fibseg import figures
 from fibseg.evaluate import read_scores
 from fibseg.postprocess import segment_as_chosen
 from fibseg.regions import RegionSet, regions_in
-from fibseg.workflow import start_log
+from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
 settings = json.loads(open(snakemake.input.params).read())

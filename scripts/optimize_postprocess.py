@@ -8,7 +8,7 @@ from fibseg.evaluate import read_scores
 from fibseg.io import atomic_output, write_csv
 from fibseg.postprocess import optimize
 from fibseg.regions import RegionSet, regions_in
-from fibseg.workflow import start_log
+from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
 settings = snakemake.params.postprocess

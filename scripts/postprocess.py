@@ -8,7 +8,7 @@ import numpy as np
 from fibseg.io import write_h5, write_tiff
 from fibseg.metrics import porosity
 from fibseg.postprocess import segment_as_chosen
-from fibseg.workflow import start_log
+from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
 settings = json.loads(open(snakemake.input.params).read())

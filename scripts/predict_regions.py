@@ -3,8 +3,7 @@
 from fibseg.infer import load_model, make_scorer, model_geometry, score_regions
 from fibseg.io import write_h5
 from fibseg.regions import RegionSet, regions_in
-from fibseg.train import configure_threads
-from fibseg.workflow import start_log
+from fibseg.runtime import configure_threads, start_log
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)

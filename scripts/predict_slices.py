@@ -7,8 +7,7 @@ from fibseg.infer import (
     score_slices,
 )
 from fibseg.io import Volume, write_h5
-from fibseg.train import configure_threads
-from fibseg.workflow import start_log
+from fibseg.runtime import configure_threads, start_log
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)

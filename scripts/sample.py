@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from fibseg.regions import RegionSet, labelled_voxels, sample_split, write_samples
-from fibseg.workflow import start_log
+from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
 region_sets = {

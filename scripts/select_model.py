@@ -7,8 +7,8 @@ import pandas as pd
 
 from fibseg import figures
 from fibseg.io import atomic_output, write_csv
+from fibseg.runtime import start_log
 from fibseg.selection import best_cell, collect_histories, select_cells
-from fibseg.workflow import start_log
 
 log = start_log(snakemake.log[0])
 run_dirs = sorted({p.rsplit("/", 1)[0] for p in snakemake.input.params})

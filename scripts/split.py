@@ -2,7 +2,7 @@
 
 from fibseg.io import write_csv
 from fibseg.regions import RegionSet, split_regions
-from fibseg.workflow import start_log
+from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
 tables = {r.dataset: r.table for r in (RegionSet.read(p, crops=False) for p in snakemake.input)}

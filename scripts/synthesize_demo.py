@@ -1,8 +1,8 @@
 """Rule synthesize_demo: one synthetic FIB-SEM data set with shine-through."""
 
 from fibseg.io import write_csv, write_tiff
+from fibseg.runtime import start_log
 from fibseg.synth import SynthSpec, synthesize
-from fibseg.workflow import start_log
 
 log = start_log(snakemake.log[0])
 spec = SynthSpec(**snakemake.params.spec)

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from fibseg.train import configure_threads, train_run
-from fibseg.workflow import start_log
+from fibseg.runtime import configure_threads, start_log
+from fibseg.train import train_run
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)

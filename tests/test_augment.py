@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from fibseg.augment import dihedral, rescale_intensity
+from fibseg.patches import PatchSource
 from fibseg.regions import RegionSet
-from fibseg.train import PatchSource
 
 
 def dihedral_image(image, code):

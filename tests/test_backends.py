@@ -11,7 +11,8 @@ import pytest
 CHECK = textwrap.dedent("""
     import keras, numpy as np
     from scipy import ndimage as ndi
-    from fibseg.infer import DenseEngine, sliding_scores
+    from fibseg.dense import DenseEngine
+    from fibseg.sliding import sliding_scores
     from fibseg.model import build_model
     assert keras.backend.backend() == "torch", keras.backend.backend()
     keras.utils.set_random_seed(0)

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from fibseg.infer import DenseEngine, make_scorer, sliding_scores, stitch_chunks, tile_sides
+from fibseg.dense import DenseEngine, tile_sides
+from fibseg.infer import make_scorer
+from fibseg.io import stitch_chunks
 from fibseg.model import build_model
+from fibseg.sliding import sliding_scores
 
 
 def image_like(rng, shape):

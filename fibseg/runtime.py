@@ -1,0 +1,54 @@
+"""The runtime of one Snakemake job: its log, its CPU threads and its provenance."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+
+import numpy as np
+
+
+def start_log(log_path: str, name: str = "fibseg") -> logging.Logger:
+    """Send warnings, errors and this job's log lines to the rule's log file."""
+    logging.basicConfig(
+        filename=log_path,
+        level=logging.INFO,
+        force=True,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    logging.captureWarnings(True)
+    sys.stderr = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
+    logger = logging.getLogger(name)
+    logger.info("python %s on %s", platform.python_version(), platform.node())
+    return logger
+
+
+def configure_threads(threads: int) -> None:
+    """Limit the backend's CPU threads to what Snakemake granted the job, and make its ops
+    deterministic: the same seed then gives the same weights on the same machine."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        tf.config.experimental.enable_op_determinism()
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that trained or ran a model."""
+    import keras
+
+    found = {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "numpy": np.__version__,
+    }
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        found["tensorflow"] = tf.__version__
+    return found
