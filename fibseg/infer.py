@@ -15,28 +15,31 @@ import numpy as np
 from .dense import DenseEngine
 from .model import model_geometry
 from .regions import RegionSet
+from .settings import InferenceSettings
 from .sliding import sliding_scores
 from .windows import neighbour_slices
 
 Scorer = Callable[..., np.ndarray]
 
 
-def make_scorer(model, engine: str, inference: dict, tile: int | None = None) -> Scorer:  # noqa: ANN001
+def make_scorer(
+    model, engine: str, inference: InferenceSettings, tile: int | None = None
+) -> Scorer:  # noqa: ANN001
     """A function (stack, roi) -> scores for the configured engine."""
     _, _, padding = model_geometry(model)
     if engine == "sliding":
         return lambda stack, roi=None: sliding_scores(
-            model, stack, inference["extract_batch"], inference["predict_batch"], roi
+            model, stack, inference.extract_batch, inference.predict_batch, roi
         )
     if engine == "dense":
-        if padding == "same" and not inference["allow_approximate_dense"]:
+        if padding == "same" and not inference.allow_approximate_dense:
             raise ValueError(
                 "the dense engine is exact only for models trained with padding 'valid'; this "
                 "model uses 'same'. Set model.padding: valid (n_xy >= 76) and retrain, use "
                 "inference.engine: sliding, or accept the approximation with "
                 "inference.allow_approximate_dense: true."
             )
-        return DenseEngine(model, tile or inference["tile"]).scores
+        return DenseEngine(model, tile or inference.tile).scores
     raise ValueError(f"unknown inference engine '{engine}' (sliding or dense)")
 
 

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from .settings import SearchRanges
+
 FILTERS = (16, 32, 64, 80)
 DENSE = (128, 64)
 VALID_MIN_NXY = 76  # four blocks of two valid 3x3 convolutions and a 2x2 pool need this
@@ -109,17 +111,17 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"fibseg_nxy{n_xy}_nz{n_z}_{padding}")
 
 
-def draw_hyperparameters(seed: int, n_xy: int, n_z: int, search: dict) -> dict[str, float]:
+def draw_hyperparameters(seed: int, n_xy: int, n_z: int, search: SearchRanges) -> dict[str, float]:
     """One draw of the random search (§3.7); the same seed and cell give the same draw."""
     rng = np.random.default_rng([seed, n_xy, n_z])
     return {
-        "a": float(rng.uniform(*search["a"])),
-        "b": float(rng.uniform(*search["b"])),
-        "log10_lr0": float(rng.choice(search["log10_lr0"])),
-        "k": int(rng.choice(search["k"])),
-        "c": float(10 ** rng.uniform(*search["log10_c"])),
-        "p_d": float(rng.uniform(*search["p_d"])),
-        "p_sd": float(rng.uniform(*search["p_sd"])),
+        "a": float(rng.uniform(*search.a)),
+        "b": float(rng.uniform(*search.b)),
+        "log10_lr0": float(rng.choice(search.log10_lr0)),
+        "k": int(rng.choice(search.k)),
+        "c": float(10 ** rng.uniform(*search.log10_c)),
+        "p_d": float(rng.uniform(*search.p_d)),
+        "p_sd": float(rng.uniform(*search.p_sd)),
     }
 
 

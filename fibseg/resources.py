@@ -6,6 +6,7 @@ import math
 
 from .dense import twin_geometry
 from .model import DENSE, FILTERS
+from .settings import InferenceSettings
 
 MB = 1024**2
 BASE_MB = 1500  # Python, TensorFlow and the model
@@ -13,17 +14,17 @@ WIDEST = max(*FILTERS, *DENSE)  # channels of the dense twin's widest feature ma
 
 
 def predict_memory_mb(
-    height: int, width: int, n_xy: int, n_z: int, padding: str, inference: dict
+    height: int, width: int, n_xy: int, n_z: int, padding: str, inference: InferenceSettings
 ) -> int:
     """Peak memory of one predict_slices job, with 50 % headroom."""
     slice_bytes = height * width * 4
     source = (n_z + 1) * slice_bytes * 3  # neighbour slices, their mirrored copy, scores
-    if inference["engine"] == "sliding":
-        batch = inference["extract_batch"] * n_xy * n_xy * n_z * 4 * 2  # view copy + transpose
+    if inference.engine == "sliding":
+        batch = inference.extract_batch * n_xy * n_xy * n_z * 4 * 2  # view copy + transpose
         work = batch
     else:
         field, _ = twin_geometry(n_xy, padding)
-        side = min(inference["tile"], max(height, width)) + field - 1
+        side = min(inference.tile, max(height, width)) + field - 1
         work = side * side * WIDEST * 4 * 3  # a few feature maps of the widest layer
     return BASE_MB + math.ceil(1.5 * (source + work) / MB)
 

@@ -25,6 +25,7 @@ from .model import build_model, draw_hyperparameters, learning_rate
 from .patches import PatchSource, make_sequence
 from .regions import RegionSet
 from .runtime import versions
+from .settings import TrainingSettings
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -57,7 +58,7 @@ def train_run(
     n_z: int,
     seed: int,
     padding: str,
-    training: dict,
+    training: TrainingSettings,
     log=None,
 ) -> pd.DataFrame:  # noqa: ANN001
     """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch.
@@ -70,14 +71,14 @@ def train_run(
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / "checkpoint"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    search = training["search"]
+    search = training.search
     hyper = draw_hyperparameters(seed, n_xy, n_z, search)
     keras.utils.set_random_seed(seed)
     region_sets = {r.dataset: r for r in map(RegionSet.read, region_files)}
     train_source = PatchSource(region_sets, pd.read_csv(train_csv))
     val_source = PatchSource(region_sets, pd.read_csv(val_csv))
-    batch_size = training["batch_size"]
-    augment = {"a": hyper["a"], "b": hyper["b"], "probability": search["augment_probability"]}
+    batch_size = training.batch_size
+    augment = {"a": hyper["a"], "b": hyper["b"], "probability": search.augment_probability}
     train_batches = make_sequence(
         train_source,
         n_xy,
@@ -86,7 +87,7 @@ def train_run(
         seed,
         augment,
         shuffle=True,
-        max_batches=training.get("steps_per_epoch"),
+        max_batches=training.steps_per_epoch,
     )
     val_batches = make_sequence(val_source, n_xy, n_z, batch_size, seed)
 
@@ -101,7 +102,7 @@ def train_run(
         model = build_model(n_xy, n_z, padding, hyper["p_d"], hyper["p_sd"], hyper["c"], seed)
         model.compile(
             optimizer=keras.optimizers.SGD(
-                learning_rate(0, hyper["log10_lr0"], hyper["k"]), momentum=training["momentum"]
+                learning_rate(0, hyper["log10_lr0"], hyper["k"]), momentum=training.momentum
             ),
             loss="binary_crossentropy",
             metrics=[
@@ -115,9 +116,9 @@ def train_run(
     stop = {"requested": False}
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))
     try:
-        for epoch in range(first_epoch, training["epochs"]):
+        for epoch in range(first_epoch, training.epochs):
             epoch_start = time.time()
-            lr = learning_rate(epoch, hyper["log10_lr0"], hyper["k"], search["lr_step"])
+            lr = learning_rate(epoch, hyper["log10_lr0"], hyper["k"], search.lr_step)
             model.optimizer.learning_rate = lr
             keras.utils.set_random_seed(seed * 100_003 + epoch)
             train_batches.set_epoch(epoch)
@@ -160,9 +161,9 @@ def train_run(
         "seed": seed,
         "padding": padding,
         **hyper,
-        "epochs": training["epochs"],
+        "epochs": training.epochs,
         "batch_size": batch_size,
-        "momentum": training["momentum"],
+        "momentum": training.momentum,
         "train_samples": len(train_source),
         "val_samples": len(val_source),
         "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]),

@@ -12,9 +12,9 @@ model = load_model(snakemake.input.model)
 n_xy, n_z, padding = model_geometry(model)
 regions = RegionSet.read(snakemake.input.regions)
 window = int(max(regions.table.height.max(), regions.table.width.max())) + 2 * margin
-scorer = make_scorer(model, inference["engine"], inference, tile=window)
+scorer = make_scorer(model, inference.engine, inference, tile=window)
 scores = score_regions(regions, scorer, n_z, margin)
-if inference["engine"] == "dense" and padding == "same":
+if inference.engine == "dense" and padding == "same":
     import pandas as pd
 
     from fibseg.infer import label_agreement
@@ -31,13 +31,13 @@ if inference["engine"] == "dense" and padding == "same":
 write_h5(
     snakemake.output[0],
     {"scores": scores},
-    {"margin": margin, "engine": inference["engine"]},
+    {"margin": margin, "engine": inference.engine},
     slice_chunks=False,
 )
 log.info(
     "%d regions scored with %s (n_xy=%d, n_z=%d, %s)",
     len(scores),
-    inference["engine"],
+    inference.engine,
     n_xy,
     n_z,
     padding,

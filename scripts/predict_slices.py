@@ -13,7 +13,7 @@ log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)
 model = load_model(snakemake.input.model)
 n_xy, n_z, padding = model_geometry(model)
-scorer = make_scorer(model, snakemake.params.inference["engine"], snakemake.params.inference)
+scorer = make_scorer(model, snakemake.params.inference.engine, snakemake.params.inference)
 first, stop = snakemake.params.slices
 with Volume(snakemake.input.volume, snakemake.wildcards.ds) as volume:
     scores = score_slices(volume.read_slices, volume.shape[0], range(first, stop), n_z, scorer)

@@ -1,5 +1,7 @@
 """The inference engines against direct computations."""
 
+from dataclasses import replace
+
 import h5py
 import keras
 import numpy as np
@@ -10,6 +12,7 @@ from fibseg.dense import DenseEngine, tile_sides
 from fibseg.infer import make_scorer
 from fibseg.io import stitch_chunks
 from fibseg.model import build_model
+from fibseg.settings import InferenceSettings
 from fibseg.sliding import sliding_scores
 
 
@@ -95,15 +98,10 @@ def test_tiles_are_equal_multiples_of_16_that_cover_the_slice(extent, tile, expe
 
 def test_dense_on_same_models_needs_opt_in():
     model = spread_model(33, 1, "same")
-    settings = {
-        "extract_batch": 64,
-        "predict_batch": 64,
-        "tile": 16,
-        "allow_approximate_dense": False,
-    }
+    settings = InferenceSettings(extract_batch=64, predict_batch=64, tile=16)
     with pytest.raises(ValueError, match="allow_approximate_dense"):
         make_scorer(model, "dense", settings)
-    scorer = make_scorer(model, "dense", {**settings, "allow_approximate_dense": True})
+    scorer = make_scorer(model, "dense", replace(settings, allow_approximate_dense=True))
     stack = np.random.default_rng(1).random((1, 20, 20)).astype(np.float32)
     approximate = scorer(stack)
     exact = sliding_scores(model, stack)

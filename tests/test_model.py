@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fibseg.model import ModelConfigError, build_model, draw_hyperparameters, learning_rate
+from fibseg.settings import SearchRanges
 
 TABLE_1 = {  # Skärberg et al. 2021, Table 1: number of weights, rows n_xy, columns n_z
     33: [225041, 225329, 225617, 225905, 226193, 226481],
@@ -12,15 +13,7 @@ TABLE_1 = {  # Skärberg et al. 2021, Table 1: number of weights, rows n_xy, col
     113: [685841, 686129, 686417, 686705, 686993, 687281],
 }
 N_Z = [1, 3, 5, 7, 9, 11]
-SEARCH = {
-    "a": [0.025, 0.1],
-    "b": [0.025, 0.1],
-    "log10_lr0": [-2.5, -2.25, -2.0],
-    "k": [4, 6, 8, 10, 12, 14, 16, 18, 20],
-    "log10_c": [-7, -5],
-    "p_d": [0, 0.6],
-    "p_sd": [0, 0.6],
-}
+SEARCH = SearchRanges()  # the defaults are the ranges of §3.7
 
 
 @pytest.mark.parametrize("n_xy", sorted(TABLE_1))

@@ -1,6 +1,7 @@
 """Training runs on tiny data: outputs, resume after a kill, and model selection."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -9,25 +10,28 @@ import pytest
 import fibseg.train as training_module
 from fibseg.regions import RegionSet, labelled_voxels, sample_split, split_regions
 from fibseg.selection import collect_histories, select_cells
+from fibseg.settings import TrainingSettings
 from fibseg.train import train_run
 
-TRAINING = {
-    "epochs": 3,
-    "batch_size": 32,
-    "momentum": 0.9,
-    "steps_per_epoch": None,
-    "search": {
-        "a": [0.025, 0.1],
-        "b": [0.025, 0.1],
-        "log10_lr0": [-2.0],
-        "k": [2],
-        "log10_c": [-7, -5],
-        "p_d": [0, 0.2],
-        "p_sd": [0, 0.2],
-        "lr_step": 0.25,
-        "augment_probability": 0.5,
-    },
-}
+TRAINING = TrainingSettings.from_config(
+    {
+        "epochs": 3,
+        "batch_size": 32,
+        "momentum": 0.9,
+        "steps_per_epoch": None,
+        "search": {
+            "a": [0.025, 0.1],
+            "b": [0.025, 0.1],
+            "log10_lr0": [-2.0],
+            "k": [2],
+            "log10_c": [-7, -5],
+            "p_d": [0, 0.2],
+            "p_sd": [0, 0.2],
+            "lr_step": 0.25,
+            "augment_probability": 0.5,
+        },
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,7 @@ def run(directory, run_dir, seed=0, epochs=3):
         3,
         seed,
         "same",
-        {**TRAINING, "epochs": epochs},
+        replace(TRAINING, epochs=epochs),
     )
 
 

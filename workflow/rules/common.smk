@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from fibseg.io import Volume, split_spec
 from fibseg.postprocess import smoothing_margin
+from fibseg.settings import InferenceSettings, TrainingSettings
 from fibseg.resources import predict_memory_mb, volume_memory_mb
 from fibseg.validate import check_config, check_external_inputs, read_sheet
 
@@ -30,6 +31,8 @@ MARGINS = {
     "smooth": SMOOTH_MARGIN,
 }
 SLICES_PER_JOB = config["inference"]["slices_per_job"]
+TRAINING = TrainingSettings.from_config(config["training"])
+INFERENCE = InferenceSettings.from_config(config["inference"])
 
 
 def constraint(names):
@@ -92,7 +95,7 @@ def predict_mem_mb(wildcards):
         max(config["grid"]["n_xy"]),
         max(config["grid"]["n_z"]),
         config["model"]["padding"],
-        config["inference"],
+        INFERENCE,
     )
 
 

@@ -9,7 +9,7 @@ rule predict_regions:
     output:
         "results/{ds}/region_scores.h5",
     params:
-        inference=config["inference"],
+        inference=INFERENCE,
         margin=SMOOTH_MARGIN,
     threads: THREADS
     log:
@@ -47,7 +47,7 @@ rule predict_slices:
     output:
         "results/{ds}/scores/{chunk}.h5",
     params:
-        inference=config["inference"],
+        inference=INFERENCE,
         slices=chunk_slices,
     threads: THREADS
     resources:

@@ -11,7 +11,7 @@ rule train:
         history="results/train/nxy{nxy}_nz{nz}/seed{seed}/history.csv",
         params="results/train/nxy{nxy}_nz{nz}/seed{seed}/params.json",
     params:
-        training=config["training"],
+        training=TRAINING,
         padding=config["model"]["padding"],
     threads: THREADS
     log:

@@ -1,0 +1,63 @@
+"""Typed settings, built once from the validated config: the library takes these, so the
+config's key names are not its API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class SearchRanges:
+    """Ranges of the random search of §3.7; each seed draws one value of each."""
+
+    a: tuple[float, float] = (0.025, 0.10)
+    b: tuple[float, float] = (0.025, 0.10)
+    log10_lr0: tuple[float, ...] = (-2.5, -2.25, -2.0)
+    lr_step: float = 0.25
+    k: tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16, 18, 20)
+    log10_c: tuple[float, float] = (-7.0, -5.0)
+    p_d: tuple[float, float] = (0.0, 0.6)
+    p_sd: tuple[float, float] = (0.0, 0.6)
+    augment_probability: float = 0.5
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """SGD training of one grid run (§3.5, §3.7)."""
+
+    epochs: int = 40
+    batch_size: int = 128
+    momentum: float = 0.99
+    steps_per_epoch: int | None = None
+    search: SearchRanges = field(default_factory=SearchRanges)
+
+    @classmethod
+    def from_config(cls, training: dict) -> TrainingSettings:
+        """From the config's `training` section (missing keys take the defaults)."""
+        known = {f.name for f in fields(cls)} - {"search"}
+        search = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in training.get("search", {}).items()
+        }
+        return cls(
+            **{k: v for k, v in training.items() if k in known},
+            search=SearchRanges(**search),
+        )
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How scores are computed (§3.8): the engine and its batch and tile sizes."""
+
+    engine: str = "sliding"
+    slices_per_job: int = 1
+    extract_batch: int = 65536
+    predict_batch: int = 2048
+    tile: int = 1024
+    allow_approximate_dense: bool = False
+    score_dtype: str = "float32"
+
+    @classmethod
+    def from_config(cls, inference: dict) -> InferenceSettings:
+        """From the config's `inference` section (missing keys take the defaults)."""
+        return cls(**inference)
