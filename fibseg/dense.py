@@ -11,8 +11,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import FILTERS, feature_size, model_geometry
+from .io import LimitError
+from .model import FILTERS, VALID_MIN_NXY, feature_size, model_geometry
 from .windows import Roi, mirrored_source, region_of_interest
+
+
+def check_dense_padding(padding: str, allow_approximate: bool) -> None:
+    """The dense engine is exact only for 'valid' models; 'same' ones need an opt-in."""
+    if padding == "same" and not allow_approximate:
+        raise LimitError(
+            "the dense engine is exact only for models with padding 'valid'; 'same' models "
+            "would get an approximation.",
+            f"set model.padding: valid (n_xy >= {VALID_MIN_NXY}) and retrain, or "
+            "inference.engine: sliding, or accept the approximation with "
+            "inference.allow_approximate_dense: true.",
+            "inference.engine",
+        )
+
 
 LEVELS = len(FILTERS)  # 2x2 poolings, so the twin's output interleaves 4**LEVELS fragments
 STEP = 2**LEVELS  # tile sides are multiples of this

@@ -18,7 +18,7 @@ from .metrics import (
     porosity,
     porosity_ttest,
 )
-from .validate import SPLITS
+from .sampling import SPLITS
 
 COMBINED = "Combined"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .dense import DenseEngine
+from .dense import DenseEngine, check_dense_padding
 from .model import model_geometry
 from .regions import RegionSet
 from .settings import InferenceSettings
@@ -32,13 +32,7 @@ def make_scorer(
             model, stack, inference.extract_batch, inference.predict_batch, roi
         )
     if engine == "dense":
-        if padding == "same" and not inference.allow_approximate_dense:
-            raise ValueError(
-                "the dense engine is exact only for models trained with padding 'valid'; this "
-                "model uses 'same'. Set model.padding: valid (n_xy >= 76) and retrain, use "
-                "inference.engine: sliding, or accept the approximation with "
-                "inference.allow_approximate_dense: true."
-            )
+        check_dense_padding(padding, inference.allow_approximate_dense)
         return DenseEngine(model, tile or inference.tile).scores
     raise ValueError(f"unknown inference engine '{engine}' (sliding or dense)")
 

@@ -35,6 +35,15 @@ class InputError(ValueError):
         super().__init__(text)
 
 
+class LimitError(ValueError):
+    """A limit of the method was broken. `problem` and `fix` say what and how; the caller
+    turns it into an InputError that names the config key or the file."""
+
+    def __init__(self, problem: str, fix: str, key: str = "") -> None:
+        self.problem, self.fix, self.key = problem, fix, key
+        super().__init__(f"{problem} Fix: {fix}")
+
+
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
 

@@ -7,15 +7,19 @@ import math
 
 import numpy as np
 
+from .io import LimitError
 from .settings import SearchRanges
 
 FILTERS = (16, 32, 64, 80)
 DENSE = (128, 64)
+MIN_NXY = 2 ** len(FILTERS)  # four 2x2 poolings
 VALID_MIN_NXY = 76  # four blocks of two valid 3x3 convolutions and a 2x2 pool need this
+GRID_NXY_EXAMPLES = "33, 49, 65, 81, 97, 113"
+VALID_NXY_EXAMPLES = "81, 97 or 113"
 
 
-class ModelConfigError(ValueError):
-    """A neighbourhood size the architecture cannot take."""
+class ModelConfigError(LimitError):
+    """A neighbourhood size the architecture (or the grid) cannot take."""
 
 
 def feature_size(n_xy: int, padding: str) -> int:
@@ -36,21 +40,46 @@ def model_geometry(model) -> tuple[int, int, str]:  # noqa: ANN001
 
 
 def check_architecture(n_xy: int, n_z: int, padding: str) -> None:
-    """Reject sizes that give no valid network, with a message that says what to use."""
+    """Reject sizes that give no network, with a message that says what to use."""
     if n_xy < 1 or n_z < 1:
-        raise ModelConfigError(f"n_xy={n_xy}, n_z={n_z}: both must be at least 1.")
+        raise ModelConfigError(
+            f"n_xy={n_xy}, n_z={n_z}: both must be at least 1.", "use positive sizes.", "grid"
+        )
     if n_z % 2 == 0:
         raise ModelConfigError(
-            f"n_z={n_z} must be odd: the slice to classify is the centre of its n_z slices."
+            f"n_z={n_z} must be odd: the slice to classify is the centre of its n_z slices.",
+            "use odd sizes such as 1, 3, 5, 7, 9, 11.",
+            "grid.n_z",
         )
     if padding == "valid" and n_xy < VALID_MIN_NXY:
         raise ModelConfigError(
-            f"n_xy={n_xy} is too small for padding 'valid': four blocks "
-            f"need n_xy >= {VALID_MIN_NXY} (use 81, 97 or 113), or set "
-            "model.padding: same."
+            f"n_xy={n_xy} is too small for padding 'valid': four blocks need "
+            f"n_xy >= {VALID_MIN_NXY}.",
+            f"use {VALID_NXY_EXAMPLES}, or set model.padding: same.",
+            "grid.n_xy",
         )
-    if padding == "same" and n_xy < 16:
-        raise ModelConfigError(f"n_xy={n_xy} is too small: four 2x2 poolings need n_xy >= 16.")
+    if n_xy < MIN_NXY:
+        raise ModelConfigError(
+            f"n_xy={n_xy} is too small: four 2x2 poolings need n_xy >= {MIN_NXY}.",
+            f"use {MIN_NXY + 1} or more.",
+            "grid.n_xy",
+        )
+
+
+def check_grid_sizes(n_xys: list[int], n_zs: list[int], padding: str) -> None:
+    """Every cell of the grid gives a network, and its voxel is the centre of its patch
+    (odd n_xy, so flips and rotations keep the label in place)."""
+    even = [n for n in n_xys if n % 2 == 0]
+    if even:
+        raise ModelConfigError(
+            f"holds even sizes {even}; the voxel to classify must be the centre of its "
+            "neighbourhood.",
+            f"use odd sizes such as {GRID_NXY_EXAMPLES}.",
+            "grid.n_xy",
+        )
+    for n_z in n_zs:
+        for n_xy in n_xys:
+            check_architecture(n_xy, n_z, padding)
 
 
 def build_model(

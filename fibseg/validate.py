@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import InputError, Volume, split_spec
+from .io import InputError, LimitError, Volume, split_spec
+from .sampling import SPLITS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REGION_COLUMNS = ("z", "y", "x", "height", "width")
-SPLITS = ("train", "val", "test")
 
 
 def check_sheet(sheet: pd.DataFrame, sheet_path: str) -> None:
@@ -245,58 +245,32 @@ def check_external_inputs(sheet: pd.DataFrame, sheet_path: str, generated_prefix
 
 
 def check_config(config: dict, config_name: str = "config") -> None:
-    """Checks across keys that the JSON schema cannot express; the message names the key."""
-    from .model import VALID_MIN_NXY
+    """Checks across keys that the JSON schema cannot express, each defined once beside the
+    code it protects; the message names the config key."""
+    from .dense import check_dense_padding
+    from .model import check_grid_sizes
+    from .published import check_published_context
+    from .sampling import check_split_fractions
 
-    def fail(key: str, problem: str, fix: str) -> None:
-        raise InputError(f"{problem}", file=f"{config_name}: {key}", fix=fix)
-
-    grid = config["grid"]
-    even = [n for n in grid["n_xy"] if n % 2 == 0]
-    if even:
-        fail(
-            "grid.n_xy",
-            f"holds even sizes {even}; the voxel to classify must be the centre "
-            "of its neighbourhood.",
-            "use odd sizes such as 33, 49, 65, 81, 97, 113.",
+    grid, inference = config["grid"], config["inference"]
+    checks = [
+        lambda: check_grid_sizes(grid["n_xy"], grid["n_z"], config["model"]["padding"]),
+        lambda: check_split_fractions(config["split"]),
+    ]
+    if inference["engine"] == "dense":
+        checks.append(
+            lambda: check_dense_padding(
+                config["model"]["padding"], inference["allow_approximate_dense"]
+            )
         )
-    even = [n for n in grid["n_z"] if n % 2 == 0]
-    if even:
-        fail(
-            "grid.n_z",
-            f"holds even sizes {even}; the slice to classify must be the centre.",
-            "use odd sizes such as 1, 3, 5, 7, 9, 11.",
+    if config["published"]["datasets"]:
+        checks.append(
+            lambda: check_published_context(max(grid["n_xy"]) // 2, max(grid["n_z"]) // 2)
         )
-    small = [n for n in grid["n_xy"] if n < VALID_MIN_NXY]
-    if config["model"]["padding"] == "valid" and small:
-        fail(
-            "grid.n_xy",
-            f"holds {small}, too small for model.padding 'valid' (needs n_xy >= {VALID_MIN_NXY}).",
-            "use 81, 97 or 113, or set model.padding: same.",
-        )
-    small = [n for n in grid["n_xy"] if n < 16]
-    if small:
-        fail("grid.n_xy", f"holds {small}; four 2x2 poolings need n_xy >= 16.", "use 17 or more.")
-    split = config["split"]
-    total = split["train"] + split["val"] + split["test"]
-    if abs(total - 1) > 1e-6:
-        fail("split", f"train + val + test = {total:g}, not 1.", "make the fractions sum to 1.")
-    inference = config["inference"]
-    if (
-        inference["engine"] == "dense"
-        and config["model"]["padding"] == "same"
-        and not inference["allow_approximate_dense"]
-    ):
-        fail(
-            "inference.engine",
-            "is 'dense' but model.padding is 'same': the dense engine is "
-            "exact only for 'valid' models.",
-            "set model.padding: valid (n_xy >= 76), or "
-            "inference.engine: sliding, or inference.allow_approximate_dense: true.",
-        )
-    if config["published"]["datasets"] and (max(grid["n_xy"]) > 129 or max(grid["n_z"]) > 7):
-        fail(
-            "grid",
-            "is larger than the published crops allow (n_xy <= 129, n_z <= 7).",
-            "shrink the grid or drop the published data sets.",
-        )
+    for check in checks:
+        try:
+            check()
+        except LimitError as error:
+            raise InputError(
+                error.problem, file=f"{config_name}: {error.key}", fix=error.fix
+            ) from None

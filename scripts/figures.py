@@ -8,8 +8,9 @@ import pandas as pd
 from fibseg import figures
 from fibseg.evaluate import read_scores
 from fibseg.postprocess import segment_as_chosen
-from fibseg.regions import RegionSet, regions_in
+from fibseg.regions import RegionSet
 from fibseg.runtime import start_log
+from fibseg.sampling import regions_in
 
 log = start_log(snakemake.log[0])
 settings = json.loads(open(snakemake.input.params).read())

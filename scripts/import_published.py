@@ -1,6 +1,6 @@
 """Rule import_published: the paper's released crops and masks as a regions.h5."""
 
-from fibseg.regions import import_published
+from fibseg.published import import_published
 from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])

@@ -7,8 +7,9 @@ import pandas as pd
 from fibseg.evaluate import read_scores
 from fibseg.io import atomic_output, write_csv
 from fibseg.postprocess import optimize
-from fibseg.regions import RegionSet, regions_in
+from fibseg.regions import RegionSet
 from fibseg.runtime import start_log
+from fibseg.sampling import regions_in
 
 log = start_log(snakemake.log[0])
 settings = snakemake.params.postprocess

@@ -2,8 +2,9 @@
 
 from fibseg.infer import load_model, make_scorer, model_geometry, score_regions
 from fibseg.io import write_h5
-from fibseg.regions import RegionSet, regions_in
+from fibseg.regions import RegionSet
 from fibseg.runtime import configure_threads, start_log
+from fibseg.sampling import regions_in
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)

@@ -3,8 +3,10 @@
 import numpy as np
 import pandas as pd
 
-from fibseg.regions import RegionSet, labelled_voxels, sample_split, write_samples
+from fibseg.io import write_csv
+from fibseg.regions import RegionSet
 from fibseg.runtime import start_log
+from fibseg.sampling import labelled_voxels, sample_split
 
 log = start_log(snakemake.log[0])
 region_sets = {
@@ -17,7 +19,7 @@ for split in ("train", "val", "test"):
     samples = sample_split(
         voxels, snakemake.params.sampling["fraction"], split == "train", rng, split
     )
-    write_samples(samples, snakemake.output[split])
+    write_csv(snakemake.output[split], samples)
     log.info(
         "%s: %d of %d voxels, solid fraction %.3f",
         split,

@@ -66,9 +66,9 @@ def test_same_seed_same_draw_within_ranges():
     draws = [draw_hyperparameters(s, 33, 1, SEARCH) for s in range(200)]
     for key in ("a", "b", "p_d", "p_sd"):
         values = [d[key] for d in draws]
-        assert SEARCH[key][0] <= min(values) and max(values) <= SEARCH[key][1]
-    assert {d["k"] for d in draws} == set(SEARCH["k"])
-    assert {d["log10_lr0"] for d in draws} == set(SEARCH["log10_lr0"])
+        assert getattr(SEARCH, key)[0] <= min(values) and max(values) <= getattr(SEARCH, key)[1]
+    assert {d["k"] for d in draws} == set(SEARCH.k)
+    assert {d["log10_lr0"] for d in draws} == set(SEARCH.log10_lr0)
     logs = np.log10([d["c"] for d in draws])
     assert -7 <= logs.min() and logs.max() <= -5 and logs.std() > 0.4
 

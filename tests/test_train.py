@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 import fibseg.train as training_module
-from fibseg.regions import RegionSet, labelled_voxels, sample_split, split_regions
+from fibseg.regions import RegionSet
+from fibseg.sampling import labelled_voxels, sample_split, split_regions
 from fibseg.selection import collect_histories, select_cells
 from fibseg.settings import TrainingSettings
 from fibseg.train import train_run
