@@ -21,7 +21,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 N_XY, N_Z = 113, 3
 FULL_SLICE = (2247, 3372)
@@ -42,7 +42,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def twin_flops(twin, height: int, width: int) -> float:  # noqa: ANN001
+def twin_flops(twin, height: int, width: int) -> float:
     """2 x multiply-adds of every convolution of one dense-twin call on (height, width)."""
     total = 0.0
     shape = (1, height, width, twin.input_shape[-1])
@@ -55,7 +55,7 @@ def twin_flops(twin, height: int, width: int) -> float:  # noqa: ANN001
     return total
 
 
-def patch_flops(net) -> float:  # noqa: ANN001
+def patch_flops(net) -> float:
     """2 x multiply-adds of the patch model for one voxel (one neighbourhood)."""
     total = 0.0
     for layer in net.layers:
@@ -67,7 +67,7 @@ def patch_flops(net) -> float:  # noqa: ANN001
     return total
 
 
-def model():  # noqa: ANN201
+def model():
     import keras
 
     from fibseg.model import build_model

@@ -15,13 +15,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import keras
+import numpy as np
+import pandas as pd
 
-from fibseg.model import build_model  # noqa: E402
-from fibseg.patches import PatchSource, make_sequence  # noqa: E402
-from fibseg.regions import RegionSet  # noqa: E402
+from fibseg.model import build_model
+from fibseg.patches import PatchSource, make_sequence
+from fibseg.regions import RegionSet
 
 BATCH = 128
 

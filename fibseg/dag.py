@@ -1,8 +1,12 @@
-"""Memory estimates for the scheduler, from the data and the configuration."""
+"""What the DAG needs when it is built: context margins, prediction chunks and memory
+estimates. Light on purpose (numpy and the model's constants only): building the DAG must
+not import TensorFlow, scipy.stats or scikit-image."""
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from .dense import twin_geometry
 from .model import DENSE, FILTERS
@@ -33,3 +37,25 @@ def volume_memory_mb(shape: tuple[int, int, int], bytes_per_voxel: float) -> int
     """Memory for a rule that holds a whole volume (post-processing, stitching)."""
     voxels = shape[0] * shape[1] * shape[2]
     return BASE_MB // 3 + math.ceil(voxels * bytes_per_voxel / MB)
+
+
+def smoothing_margin(sigmas: list[float]) -> int:
+    """Pixels of context around a region that the widest smoothing needs (4 sigma)."""
+    return int(np.ceil(4 * max(sigmas)))
+
+
+def context_margins(n_xys: list[int], n_zs: list[int], sigmas: list[float]) -> dict[str, int]:
+    """Context kept around every region: the grid's largest neighbourhood (x-y, z) and the
+    widest smoothing of the post-processing."""
+    return {"xy": max(n_xys) // 2, "z": max(n_zs) // 2, "smooth": smoothing_margin(sigmas)}
+
+
+def chunk_names(depth: int, slices_per_job: int) -> list[str]:
+    """One chunk name per predict_slices job of `slices_per_job` slices."""
+    return [f"{chunk:04d}" for chunk in range(-(-depth // slices_per_job))]
+
+
+def chunk_slices(chunk: str, depth: int, slices_per_job: int) -> list[int]:
+    """[first, stop) slice of one chunk."""
+    first = int(chunk) * slices_per_job
+    return [first, min(first + slices_per_job, depth)]

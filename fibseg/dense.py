@@ -41,13 +41,13 @@ def _space_to_batch_layer():
         """Splits even-sided maps into their four 2x2 phases, stacked on the batch axis:
         phase (a, b) holds rows a::2 and columns b::2, at batch (2a + b) * batch + n."""
 
-        def call(self, x):  # noqa: ANN001, ANN201
+        def call(self, x):
             batch, height, width, channels = ops.shape(x)
             x = ops.reshape(x, (batch, height // 2, 2, width // 2, 2, channels))
             x = ops.transpose(x, (2, 4, 0, 1, 3, 5))
             return ops.reshape(x, (4 * batch, height // 2, width // 2, channels))
 
-        def compute_output_shape(self, shape):  # noqa: ANN001, ANN201
+        def compute_output_shape(self, shape):
             batch, height, width, channels = shape
             half = [None if side is None else side // 2 for side in (height, width)]
             return (None if batch is None else 4 * batch, *half, channels)
@@ -55,7 +55,7 @@ def _space_to_batch_layer():
     return SpaceToBatch
 
 
-def dense_twin(model):  # noqa: ANN001, ANN201
+def dense_twin(model):
     """The fully convolutional twin of a trained grid model, sharing its weights.
 
     Each 2x2 pooling runs at stride 1 and its output is split into the four stride-2
@@ -126,7 +126,7 @@ def tile_sides(extent: int, tile: int) -> tuple[int, int]:
 class DenseEngine:
     """Dense scores of whole slices, tile by tile with an exact halo."""
 
-    def __init__(self, model, tile: int = 1024) -> None:  # noqa: ANN001
+    def __init__(self, model, tile: int = 1024) -> None:
         self.n_xy, self.n_z, self.padding = model_geometry(model)
         self.twin = dense_twin(model)
         self.tile = tile

@@ -1,4 +1,4 @@
-"""Tables 2 and 3 of the paper, the porosity t-tests and the Otsu baseline.
+"""Tables 2 and 3 of the paper, the porosity t-tests and the global-Otsu baseline.
 
 Every figure is computed on the full annotated regions (not the sampled voxels), pooled per
 data set and split; "Combined" pools all data sets.
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from skimage.filters import threshold_otsu
 
 from .metrics import (
     accuracy_from_confusion,
@@ -18,7 +19,10 @@ from .metrics import (
     porosity,
     porosity_ttest,
 )
-from .sampling import SPLITS
+from .postprocess import segment_as_chosen
+from .regions import RegionSet
+from .sampling import SPLITS, regions_in
+from .windows import region_in_window
 
 COMBINED = "Combined"
 
@@ -110,12 +114,12 @@ def region_results(
     dataset: str,
     splits: pd.DataFrame,
     predict,
-) -> list[RegionResult]:  # noqa: ANN001
+) -> list[RegionResult]:
     """RegionResults of one data set; `predict(window)` gives the solid mask of a window."""
     assigned = splits[splits.dataset == dataset].set_index("region")["split"]
     results = []
     for index, (window, label) in enumerate(zip(windows, labels, strict=True)):
-        solid = predict(window)[margin : margin + label.shape[0], margin : margin + label.shape[1]]
+        solid = region_in_window(predict(window), margin, *label.shape)
         results.append(RegionResult(dataset, index, assigned[index], label, solid))
     return results
 
@@ -126,3 +130,68 @@ def read_scores(path: str) -> tuple[np.ndarray, int]:
 
     with h5py.File(path, "r") as handle:
         return handle["scores"][:], int(handle.attrs["margin"])
+
+
+def otsu_results(regions: RegionSet, splits: pd.DataFrame) -> tuple[list[RegionResult], float]:
+    """The floor: one global Otsu threshold of the data set's preprocessed intensities (its
+    region contexts), applied to each region's annotated slice."""
+    threshold = float(threshold_otsu(regions.crops))
+    centre = regions.crops[:, regions.margin_z]
+    results = region_results(
+        centre, regions.margin_xy, regions.labels, regions.dataset, splits, lambda x: x > threshold
+    )
+    return results, threshold
+
+
+def region_tables(
+    region_sets: list[RegionSet],
+    scores: dict[str, list[tuple[np.ndarray, int]]],
+    chosen: dict[str, dict],
+    splits: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
+    """Table 2 (scores > 0.5), Table 3 (post-processed with each method's chosen sigma and T)
+    and the porosity t-tests of the CNN, for every scored method and the Otsu floor.
+
+    `scores[method][i]` holds the (windows, margin) of `region_sets[i]`, `chosen[method]` that
+    method's postprocess.json."""
+    raw: dict[str, list[RegionResult]] = {method: [] for method in scores}
+    post: dict[str, list[RegionResult]] = {method: [] for method in scores}
+    otsu: list[RegionResult] = []
+    for index, regions in enumerate(region_sets):
+        name, labels = regions.dataset, regions.labels
+        for method, per_dataset in scores.items():
+            windows, margin = per_dataset[index]
+            settings = chosen[method]
+            raw[method] += region_results(windows, margin, labels, name, splits, lambda w: w > 0.5)
+            post[method] += region_results(
+                windows, margin, labels, name, splits, lambda w, s=settings: segment_as_chosen(w, s)
+            )
+        otsu += otsu_results(regions, splits)[0]
+    floor = metrics_table(otsu, "otsu")
+    return {
+        "table2": pd.concat([*(metrics_table(raw[m], m) for m in scores), floor]),
+        "table3": pd.concat([*(metrics_table(post[m], m) for m in scores), floor]),
+        "ttest": ttest_table(post["cnn"]),
+    }
+
+
+def split_windows(
+    scores: list[tuple[np.ndarray, int]],
+    region_sets: list[RegionSet],
+    splits: pd.DataFrame,
+    split: str,
+) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """Score windows and labels of every region in `split`, over all data sets, and their one
+    common margin (windows of different margins cannot be post-processed alike)."""
+    margins = {margin for _, margin in scores}
+    if len(margins) != 1:
+        raise ValueError(
+            f"region score files have different margins {sorted(margins)}; re-run "
+            "predict_regions for every data set with the same postprocess.sigma_grid."
+        )
+    windows, labels = [], []
+    for (data, _), regions in zip(scores, region_sets, strict=True):
+        for index in regions_in(splits, regions.dataset, split):
+            windows.append(data[index])
+            labels.append(regions.labels[index])
+    return windows, labels, margins.pop()

@@ -5,13 +5,18 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import h5py
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
-from .io import atomic_output  # noqa: E402
+from .io import atomic_output
+from .postprocess import segment_as_chosen
+from .regions import RegionSet
+from .sampling import regions_in
+from .windows import region_in_window
 
 PORE_COLOUR, SOLID_COLOUR = "#1b9e77", "#d95f02"  # colour-blind safe pair (ColorBrewer Dark2)
 
@@ -109,3 +114,34 @@ def full_slices(rows: list[dict], path: str) -> None:
             axis.set_yticks([])
     figure.legend(handles=LEGEND, loc="lower center", ncol=2, fontsize=9)
     save(figure, path)
+
+
+def region_row(
+    regions: RegionSet, windows: np.ndarray, margin: int, chosen: dict, splits: pd.DataFrame
+) -> dict:
+    """One line of Figure 8: the data set's first test region, its image, labels, scores
+    and the post-processed segmentation."""
+    index = regions_in(splits, regions.dataset, "test")[0]
+    label = regions.labels[index]
+    return {
+        "title": f"{regions.dataset}, region {index}",
+        "image": region_in_window(
+            regions.crops[index, regions.margin_z], regions.margin_xy, *label.shape
+        ),
+        "manual": label,
+        "score": region_in_window(windows[index], margin, *label.shape),
+        "automatic": region_in_window(
+            segment_as_chosen(windows[index], chosen), margin, *label.shape
+        ),
+    }
+
+
+def slice_row(title: str, volume_path: str, segmentation_path: str) -> dict:
+    """One line of Figure 9: the middle slice of a preprocessed volume and its segmentation."""
+    with h5py.File(volume_path, "r") as volume, h5py.File(segmentation_path, "r") as seg:
+        middle = volume["volume"].shape[0] // 2
+        return {
+            "title": title,
+            "image": volume["volume"][middle],
+            "segmentation": seg["segmentation"][middle],
+        }

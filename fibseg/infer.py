@@ -24,7 +24,7 @@ Scorer = Callable[..., np.ndarray]
 
 def make_scorer(
     model, engine: str, inference: InferenceSettings, tile: int | None = None
-) -> Scorer:  # noqa: ANN001
+) -> Scorer:
     """A function (stack, roi) -> scores for the configured engine."""
     _, _, padding = model_geometry(model)
     if engine == "sliding":
@@ -69,7 +69,26 @@ def label_agreement(first: np.ndarray, second: np.ndarray, threshold: float = 0.
     return float(np.mean((first > threshold) == (second > threshold)))
 
 
-def load_model(path: str):  # noqa: ANN201
+def load_model(path: str):
     import keras
 
     return keras.saving.load_model(path, compile=False)
+
+
+def score_dataset_regions(
+    model, regions: RegionSet, inference: InferenceSettings, margin: int, check_regions: list[int]
+) -> tuple[np.ndarray, float | None]:
+    """Scores of every region of a data set plus `margin`, one dense tile per region. For an
+    approximate dense engine ('same' model) also the label agreement with the exact sliding
+    window over `check_regions` (the validation regions); None otherwise."""
+    n_xy, n_z, padding = model_geometry(model)
+    window = int(max(regions.table.height.max(), regions.table.width.max())) + 2 * margin
+    scores = score_regions(
+        regions, make_scorer(model, inference.engine, inference, window), n_z, margin
+    )
+    if inference.engine != "dense" or padding != "same":
+        return scores, None
+    sliding = score_regions(
+        regions, make_scorer(model, "sliding", inference), n_z, margin, check_regions
+    )
+    return scores, label_agreement(scores[check_regions], sliding)

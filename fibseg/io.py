@@ -195,7 +195,7 @@ def write_h5(
         handle.attrs.update(attrs or {})
 
 
-def write_csv(path: str | os.PathLike, frame) -> None:  # noqa: ANN001 - pandas DataFrame
+def write_csv(path: str | os.PathLike, frame) -> None:
     """Write a pandas DataFrame to CSV atomically."""
     with atomic_output(path) as tmp:
         frame.to_csv(tmp, index=False)

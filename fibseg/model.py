@@ -32,7 +32,7 @@ def feature_size(n_xy: int, padding: str) -> int:
     return size
 
 
-def model_geometry(model) -> tuple[int, int, str]:  # noqa: ANN001
+def model_geometry(model) -> tuple[int, int, str]:
     """(n_xy, n_z, padding) of a trained model of the grid."""
     _, n_xy, _, n_z = model.input_shape
     padding = model.get_layer("block1_conv1").padding

@@ -11,11 +11,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import remove_small_objects
 
 from .metrics import confusion, miou_from_confusion
-
-
-def smoothing_margin(sigmas: list[float]) -> int:
-    """Pixels of context around a region that the widest smoothing needs (4 sigma)."""
-    return int(np.ceil(4 * max(sigmas)))
+from .windows import region_in_window
 
 
 def smooth_xy(array: np.ndarray, sigma: float) -> np.ndarray:
@@ -64,7 +60,7 @@ def optimize(
         total = np.zeros((2, 2), np.int64)
         for window, label in zip(score_windows, labels, strict=True):
             solid = segment(window, sigma, threshold, min_size)
-            inner = solid[margin : margin + label.shape[0], margin : margin + label.shape[1]]
+            inner = region_in_window(solid, margin, *label.shape)
             total += confusion(label, inner)
         trials.append(
             {

@@ -23,7 +23,7 @@ from .io import InputError, Volume, atomic_output
 from .windows import mirror_index
 
 
-def context_crop(volume: Volume, region, margin_xy: int, margin_z: int) -> np.ndarray:  # noqa: ANN001
+def context_crop(volume: Volume, region, margin_xy: int, margin_z: int) -> np.ndarray:
     """The region plus its margins, read slice by slice, mirrored at the volume's edges."""
     depth, height, width = volume.shape
     zs = mirror_index(np.arange(region.z - margin_z, region.z + margin_z + 1), depth)

@@ -18,7 +18,7 @@ def start_log(log_path: str, name: str = "fibseg") -> logging.Logger:
         format="%(asctime)s %(levelname)s %(message)s",
     )
     logging.captureWarnings(True)
-    sys.stderr = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
+    sys.stderr = open(log_path, "a", buffering=1)
     logger = logging.getLogger(name)
     logger.info("python %s on %s", platform.python_version(), platform.node())
     return logger

@@ -43,3 +43,10 @@ def best_cell(cells: pd.DataFrame) -> dict:
     """The overall best model: lowest validation loss over all cells."""
     row = cells.loc[cells["val_loss"].idxmin()]
     return {key: (value.item() if hasattr(value, "item") else value) for key, value in row.items()}
+
+
+def select_model(run_dirs: list[str]) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """The best run of each cell, the overall best, and the history of the best run."""
+    cells = select_cells(collect_histories(run_dirs))
+    best = best_cell(cells)
+    return cells, best, pd.read_csv(Path(best["run_dir"]) / "history.csv")

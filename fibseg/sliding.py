@@ -12,7 +12,7 @@ from .windows import Roi, mirrored_source, region_of_interest
 def sliding_scores(
     model,
     stack: np.ndarray,
-    extract_batch: int = 65536,  # noqa: ANN001
+    extract_batch: int = 65536,
     predict_batch: int = 2048,
     roi: Roi | None = None,
 ) -> np.ndarray:

@@ -60,7 +60,7 @@ def train_run(
     padding: str,
     training: TrainingSettings,
     log=None,
-) -> pd.DataFrame:  # noqa: ANN001
+) -> pd.DataFrame:
     """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch.
 
     Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into `run_dir`.
@@ -178,7 +178,7 @@ def train_run(
     return history
 
 
-def commit_epoch(checkpoint_dir: Path, epoch: int, model, history: pd.DataFrame) -> None:  # noqa: ANN001
+def commit_epoch(checkpoint_dir: Path, epoch: int, model, history: pd.DataFrame) -> None:
     """Write the epoch's checkpoint under a temporary name, rename it, drop older ones."""
     previous = latest_checkpoint(checkpoint_dir)
     staging = checkpoint_dir / f".epoch_{epoch:04d}.partial"

@@ -4,33 +4,22 @@ import json
 
 import pandas as pd
 
-from fibseg.evaluate import read_scores
+from fibseg.evaluate import read_scores, split_windows
 from fibseg.io import atomic_output, write_csv
 from fibseg.postprocess import optimize
 from fibseg.regions import RegionSet
 from fibseg.runtime import start_log
-from fibseg.sampling import regions_in
 
 log = start_log(snakemake.log[0])
-settings = snakemake.params.postprocess
+grid = snakemake.params.postprocess
+region_sets = [RegionSet.read(path, crops=False) for path in snakemake.input.regions]
+scores = [read_scores(path) for path in snakemake.input.scores]
 split = pd.read_csv(snakemake.input.split)
-windows, labels, margins = [], [], set()
-for scores_path, regions_path in zip(snakemake.input.scores, snakemake.input.regions, strict=True):
-    regions = RegionSet.read(regions_path, crops=False)
-    scores, margin = read_scores(scores_path)
-    margins.add(margin)
-    for index in regions_in(split, regions.dataset, "val"):
-        windows.append(scores[index])
-        labels.append(regions.labels[index])
+windows, labels, margin = split_windows(scores, region_sets, split, "val")
 best, trials = optimize(
-    windows,
-    labels,
-    margins.pop(),
-    settings["sigma_grid"],
-    settings["threshold_grid"],
-    settings["min_object_voxels"],
+    windows, labels, margin, grid["sigma_grid"], grid["threshold_grid"], grid["min_object_voxels"]
 )
-best = {**best, "min_object_voxels": settings["min_object_voxels"], "val_regions": len(windows)}
+best = {**best, "min_object_voxels": grid["min_object_voxels"], "val_regions": len(windows)}
 with atomic_output(snakemake.output.params) as tmp:
     tmp.write_text(json.dumps(best, indent=2))
 write_csv(snakemake.output.trials, pd.DataFrame(trials))

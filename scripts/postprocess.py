@@ -11,7 +11,7 @@ from fibseg.postprocess import segment_as_chosen
 from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
-settings = json.loads(open(snakemake.input.params).read())
+settings = json.loads(open(snakemake.input.postprocess).read())
 with h5py.File(snakemake.input.scores, "r") as handle:
     scores = handle["scores"][:].astype(np.float32)
 solid = segment_as_chosen(scores, settings).astype(np.uint8)

@@ -91,5 +91,5 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine):
         write_project(tmp_path, config)
         run_snakemake(project, "results/T22/region_scores.h5", "--forcerun", "predict_regions")
         log = (project / "logs/predict_regions/T22.log").read_text()
-        agreement = re.search(r"label agreement with sliding (\S+) over .* 2 validation", log)
+        agreement = re.search(r"label agreement with sliding: (\S+) on 2 val regions", log)
         assert agreement and 0.5 <= float(agreement.group(1)) <= 1, log

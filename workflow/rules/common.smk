@@ -5,9 +5,14 @@ import re
 from snakemake.utils import validate
 
 from fibseg.io import Volume, split_spec
-from fibseg.postprocess import smoothing_margin
 from fibseg.settings import InferenceSettings, TrainingSettings
-from fibseg.resources import predict_memory_mb, volume_memory_mb
+from fibseg.dag import (
+    chunk_names,
+    chunk_slices,
+    context_margins,
+    predict_memory_mb,
+    volume_memory_mb,
+)
 from fibseg.validate import check_config, check_external_inputs, read_sheet
 
 validate(config, "../schemas/config.schema.yaml")
@@ -17,6 +22,7 @@ SHEET = read_sheet(config["datasets"])
 validate(SHEET, "../schemas/datasets.schema.yaml")
 check_external_inputs(SHEET, config["datasets"], generated_prefix="results/")
 SHEET = SHEET.set_index("name", drop=False)
+ROWS = SHEET.to_dict("index")  # name -> {column: value}, for lookup(dpath="{ds}/column")
 DATASETS = list(SHEET.index)  # full volumes: preprocessed, predicted, segmented
 PUBLISHED = config["published"]["datasets"]  # released crops only: train and evaluate
 REGION_DATASETS = DATASETS + [name for name in PUBLISHED if name not in DATASETS]
@@ -24,12 +30,11 @@ DEMO = list(config["demo"])
 THREADS = config["resources"]["threads"]
 GRID_CELLS = [(n_xy, n_z) for n_z in config["grid"]["n_z"] for n_xy in config["grid"]["n_xy"]]
 SEEDS = list(range(config["grid"]["seeds"]))
-SMOOTH_MARGIN = smoothing_margin(config["postprocess"]["sigma_grid"])
-MARGINS = {
-    "xy": max(config["grid"]["n_xy"]) // 2,
-    "z": max(config["grid"]["n_z"]) // 2,
-    "smooth": SMOOTH_MARGIN,
-}
+RUN_DIRS = [f"results/train/nxy{n_xy}_nz{n_z}/seed{seed}" for n_xy, n_z in GRID_CELLS for seed in SEEDS]
+MARGINS = context_margins(
+    config["grid"]["n_xy"], config["grid"]["n_z"], config["postprocess"]["sigma_grid"]
+)
+SMOOTH_MARGIN = MARGINS["smooth"]
 SLICES_PER_JOB = config["inference"]["slices_per_job"]
 TRAINING = TrainingSettings.from_config(config["training"])
 INFERENCE = InferenceSettings.from_config(config["inference"])
@@ -104,21 +109,14 @@ def postprocess_mem_mb(wildcards):
     return volume_memory_mb(volume_shape(wildcards.ds), 24)
 
 
-def chunk_names(ds):
-    """One chunk of SLICES_PER_JOB slices per predict_slices job."""
-    return [f"{c:04d}" for c in range(-(-volume_depth(ds) // SLICES_PER_JOB))]
-
-
-def chunk_slices(wildcards):
-    """[first, stop) slice of one chunk."""
-    first = int(wildcards.chunk) * SLICES_PER_JOB
-    return [first, min(first + SLICES_PER_JOB, volume_depth(wildcards.ds))]
+def slices_of_chunk(wildcards):
+    """[first, stop) slice of one predict_slices job."""
+    return chunk_slices(wildcards.chunk, volume_depth(wildcards.ds), SLICES_PER_JOB)
 
 
 def score_chunks(wildcards):
-    return expand(
-        "results/{ds}/scores/{chunk}.h5", ds=wildcards.ds, chunk=chunk_names(wildcards.ds)
-    )
+    chunks = chunk_names(volume_depth(wildcards.ds), SLICES_PER_JOB)
+    return expand("results/{ds}/scores/{chunk}.h5", ds=wildcards.ds, chunk=chunks)
 
 
 TRUTH_DATASETS = [ds for ds in DATASETS if dataset(ds).truth]

@@ -6,13 +6,11 @@ rule evaluate:
         scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
         regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
         split="results/split.csv",
-        params="results/postprocess.json",
+        postprocess="results/postprocess.json",
     output:
         table2=report("results/tables/table2.csv", caption="../report/table2.rst", category="Evaluation"),
         table3=report("results/tables/table3.csv", caption="../report/table3.rst", category="Evaluation"),
         ttest=report("results/tables/porosity_ttest.csv", caption="../report/ttest.rst", category="Evaluation"),
-    params:
-        min_object_voxels=config["postprocess"]["min_object_voxels"],
     log:
         "logs/evaluate.log",
     conda:
@@ -43,12 +41,14 @@ rule figures:
         scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
         regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
         split="results/split.csv",
-        params="results/postprocess.json",
+        postprocess="results/postprocess.json",
         volumes=expand("results/{ds}/preprocessed.h5", ds=DATASETS),
         segmentations=expand("results/{ds}/segmentation.h5", ds=DATASETS),
     output:
         fig8=report("results/figures/fig8_regions.png", caption="../report/fig8.rst", category="Segmentation"),
         fig9=report("results/figures/fig9_slices.png", caption="../report/fig9.rst", category="Segmentation"),
+    params:
+        datasets=DATASETS,
     log:
         "logs/figures.log",
     conda:

@@ -48,7 +48,7 @@ rule predict_slices:
         "results/{ds}/scores/{chunk}.h5",
     params:
         inference=INFERENCE,
-        slices=chunk_slices,
+        slices=slices_of_chunk,
     threads: THREADS
     resources:
         mem_mb=predict_mem_mb,
@@ -85,7 +85,7 @@ rule stitch:
 rule postprocess:
     input:
         scores="results/{ds}/scores.h5",
-        params="results/postprocess.json",
+        postprocess="results/postprocess.json",
     output:
         h5="results/{ds}/segmentation.h5",
         tif="results/{ds}/segmentation.tif",

@@ -8,8 +8,8 @@ rule check_dataset:
     output:
         "results/{ds}/checked.json",
     params:
-        volume=lambda wildcards: dataset(wildcards.ds).volume,
-        labels=lambda wildcards: dataset(wildcards.ds).labels,
+        volume=lookup(dpath="{ds}/volume", within=ROWS),
+        labels=lookup(dpath="{ds}/labels", within=ROWS),
     log:
         "logs/check_dataset/{ds}.log",
     conda:
@@ -26,7 +26,7 @@ rule align:
         volume="results/{ds}/aligned.h5",
         transforms="results/{ds}/alignment.csv",
     params:
-        volume=lambda wildcards: dataset(wildcards.ds).volume,
+        volume=lookup(dpath="{ds}/volume", within=ROWS),
     log:
         "logs/align/{ds}.log",
     benchmark:

@@ -8,7 +8,7 @@ rule extract_regions:
     output:
         "results/{ds}/regions.h5",
     params:
-        labels=lambda wildcards: dataset(wildcards.ds).labels,
+        labels=lookup(dpath="{ds}/labels", within=ROWS),
         margins=MARGINS,
     log:
         "logs/extract_regions/{ds}.log",

@@ -35,7 +35,7 @@ rule select_model:
             cell=GRID_CELLS,
             seed=SEEDS,
         ),
-        params=expand(
+        run_params=expand(
             "results/train/nxy{cell[0]}_nz{cell[1]}/seed{seed}/params.json",
             cell=GRID_CELLS,
             seed=SEEDS,
@@ -48,6 +48,8 @@ rule select_model:
         fig4=report("results/figures/fig4_val_miou.png", caption="../report/fig4.rst", category="Model selection"),
         fig5=report("results/figures/fig5_train_time.png", caption="../report/fig5.rst", category="Model selection"),
         fig6=report("results/figures/fig6_learning_curves.png", caption="../report/fig6.rst", category="Model selection"),
+    params:
+        run_dirs=RUN_DIRS,
     log:
         "logs/select_model.log",
     conda:
