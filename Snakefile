@@ -17,6 +17,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/regions.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/prediction.smk"
+include: "workflow/rules/forest.smk"
 include: "workflow/rules/evaluation.smk"
 
 
@@ -28,6 +29,8 @@ localrules:
     split,
     sample,
     select_model,
+    optimize_forest_postprocess,
+    stitch_forest,
     optimize_postprocess,
     stitch,
     evaluate,

@@ -195,3 +195,21 @@ def split_windows(
             windows.append(data[index])
             labels.append(regions.labels[index])
     return windows, labels, margins.pop()
+
+
+def volume_rows(
+    datasets: list[str], truth_specs: list[str], segmentations: dict[str, list[str]]
+) -> list[dict]:
+    """full_volume.csv: every method's whole segmentation against each data set's truth."""
+    import h5py
+
+    from .io import read_volume
+
+    rows = []
+    for index, (name, spec) in enumerate(zip(datasets, truth_specs, strict=True)):
+        truth = read_volume(spec, name)
+        for method, paths in segmentations.items():
+            with h5py.File(paths[index], "r") as handle:
+                segmentation = handle["segmentation"][:]
+            rows.append({"method": method} | volume_row(name, truth, segmentation))
+    return rows

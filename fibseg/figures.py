@@ -5,6 +5,9 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+import json
+from pathlib import Path
+
 import h5py
 import matplotlib.pyplot as plt
 import numpy as np
@@ -64,9 +67,14 @@ LEGEND = [Patch(color=PORE_COLOUR, label="pore (0)"), Patch(color=SOLID_COLOUR, 
 
 
 def region_panels(rows: list[dict], path: str) -> None:
-    """Figure 8: per data set, image, manual, raw score, automatic and the errors."""
-    figure, axes = plt.subplots(len(rows), 5, figsize=(14, 2.9 * len(rows)), squeeze=False)
+    """Figure 8: per data set, image, manual, raw score, automatic, the errors and, where the
+    rows hold one, the random forest's segmentation."""
     titles = ["image", "manual", "score (P(solid))", "automatic", "errors"]
+    if all("forest" in row for row in rows):
+        titles.append("random forest")
+    figure, axes = plt.subplots(
+        len(rows), len(titles), figsize=(2.8 * len(titles), 2.9 * len(rows)), squeeze=False
+    )
     for line, row in zip(axes, rows, strict=True):
         image, manual, score, automatic = (
             row[k] for k in ("image", "manual", "score", "automatic")
@@ -82,6 +90,9 @@ def region_panels(rows: list[dict], path: str) -> None:
         errors[(manual == 0) & (automatic == 1)] = (0.1, 0.3, 0.95, 0.8)  # pore called solid
         line[4].imshow(image, cmap="gray")
         line[4].imshow(errors)
+        if len(titles) > 5:
+            line[5].imshow(image, cmap="gray")
+            line[5].imshow(row["forest"], cmap=LABEL_MAP, alpha=0.45, vmin=0, vmax=1)
         line[0].set_ylabel(row["title"])
         figure.colorbar(shown, ax=line[2], fraction=0.046)
         for axis, title in zip(line, titles, strict=True):
@@ -102,14 +113,17 @@ def region_panels(rows: list[dict], path: str) -> None:
 
 
 def full_slices(rows: list[dict], path: str) -> None:
-    """Figure 9: one full slice per data set and its segmentation."""
-    figure, axes = plt.subplots(len(rows), 2, figsize=(9, 4.2 * len(rows)), squeeze=False)
-    for (left, right), row in zip(axes, rows, strict=True):
+    """Figure 9: one full slice per data set, its segmentation and its uncertainty."""
+    figure, axes = plt.subplots(len(rows), 3, figsize=(13.5, 4.2 * len(rows)), squeeze=False)
+    for (left, middle, right), row in zip(axes, rows, strict=True):
         left.imshow(row["image"], cmap="gray")
         left.set_title(f"{row['title']}: data", fontsize=9)
-        right.imshow(row["segmentation"], cmap=LABEL_MAP, vmin=0, vmax=1)
-        right.set_title(f"{row['title']}: segmentation", fontsize=9)
-        for axis in (left, right):
+        middle.imshow(row["segmentation"], cmap=LABEL_MAP, vmin=0, vmax=1)
+        middle.set_title(f"{row['title']}: segmentation", fontsize=9)
+        shown = right.imshow(row["uncertainty"], cmap="magma", vmin=0, vmax=0.5)
+        right.set_title(f"uncertainty: {row['uncertainty_kind']}", fontsize=8)
+        figure.colorbar(shown, ax=right, fraction=0.046)
+        for axis in (left, middle, right):
             axis.set_xticks([])
             axis.set_yticks([])
     figure.legend(handles=LEGEND, loc="lower center", ncol=2, fontsize=9)
@@ -117,31 +131,81 @@ def full_slices(rows: list[dict], path: str) -> None:
 
 
 def region_row(
-    regions: RegionSet, windows: np.ndarray, margin: int, chosen: dict, splits: pd.DataFrame
+    regions: RegionSet,
+    windows: np.ndarray,
+    margin: int,
+    chosen: dict,
+    splits: pd.DataFrame,
+    forest: tuple[np.ndarray, int, dict] | None = None,
 ) -> dict:
     """One line of Figure 8: the data set's first test region, its image, labels, scores
-    and the post-processed segmentation."""
+    and the post-processed segmentation; with `forest` (windows, margin, postprocess.json)
+    also the forest's post-processed segmentation."""
     index = regions_in(splits, regions.dataset, "test")[0]
     label = regions.labels[index]
-    return {
+    row = {} if forest is None else {"forest": segmented_region(forest, index, label.shape)}
+    return row | {
         "title": f"{regions.dataset}, region {index}",
         "image": region_in_window(
             regions.crops[index, regions.margin_z], regions.margin_xy, *label.shape
         ),
         "manual": label,
         "score": region_in_window(windows[index], margin, *label.shape),
-        "automatic": region_in_window(
-            segment_as_chosen(windows[index], chosen), margin, *label.shape
-        ),
+        "automatic": segmented_region((windows, margin, chosen), index, label.shape),
     }
 
 
-def slice_row(title: str, volume_path: str, segmentation_path: str) -> dict:
-    """One line of Figure 9: the middle slice of a preprocessed volume and its segmentation."""
-    with h5py.File(volume_path, "r") as volume, h5py.File(segmentation_path, "r") as seg:
+def segmented_region(
+    scored: tuple[np.ndarray, int, dict], index: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """The post-processed segmentation of region `index` from (windows, margin, chosen)."""
+    windows, margin, chosen = scored
+    return region_in_window(segment_as_chosen(windows[index], chosen), margin, *shape)
+
+
+def slice_row(title: str, volume_path: str, segmentation_path: str, scores_path: str) -> dict:
+    """One line of Figure 9: the middle slice of a preprocessed volume, its segmentation and
+    the uncertainty of its scores."""
+    with (
+        h5py.File(volume_path, "r") as volume,
+        h5py.File(segmentation_path, "r") as seg,
+        h5py.File(scores_path, "r") as scores,
+    ):
         middle = volume["volume"].shape[0] // 2
         return {
             "title": title,
             "image": volume["volume"][middle],
             "segmentation": seg["segmentation"][middle],
+            "uncertainty": scores["uncertainty"][middle],
+            "uncertainty_kind": str(scores.attrs["uncertainty"]),
         }
+
+
+def read_chosen(path: str) -> dict:
+    """A postprocess.json."""
+    return json.loads(Path(path).read_text())
+
+
+def figure8(
+    region_files: list[str],
+    score_files: list[str],
+    postprocess: str,
+    splits: pd.DataFrame,
+    forest_score_files: list[str],
+    forest_postprocess: str | None,
+    path: str,
+) -> None:
+    """Figure 8 from the workflow's files; the forest's column where its files are given."""
+    from .evaluate import read_scores
+
+    forests: list = [None] * len(region_files)
+    if forest_score_files:
+        forest_chosen = read_chosen(forest_postprocess)
+        forests = [(*read_scores(file), forest_chosen) for file in forest_score_files]
+    rows = [
+        region_row(
+            RegionSet.read(regions), *read_scores(scores), read_chosen(postprocess), splits, forest
+        )
+        for regions, scores, forest in zip(region_files, score_files, forests, strict=True)
+    ]
+    region_panels(rows, path)

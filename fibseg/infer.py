@@ -73,22 +73,3 @@ def load_model(path: str):
     import keras
 
     return keras.saving.load_model(path, compile=False)
-
-
-def score_dataset_regions(
-    model, regions: RegionSet, inference: InferenceSettings, margin: int, check_regions: list[int]
-) -> tuple[np.ndarray, float | None]:
-    """Scores of every region of a data set plus `margin`, one dense tile per region. For an
-    approximate dense engine ('same' model) also the label agreement with the exact sliding
-    window over `check_regions` (the validation regions); None otherwise."""
-    n_xy, n_z, padding = model_geometry(model)
-    window = int(max(regions.table.height.max(), regions.table.width.max())) + 2 * margin
-    scores = score_regions(
-        regions, make_scorer(model, inference.engine, inference, window), n_z, margin
-    )
-    if inference.engine != "dense" or padding != "same":
-        return scores, None
-    sliding = score_regions(
-        regions, make_scorer(model, "sliding", inference), n_z, margin, check_regions
-    )
-    return scores, label_agreement(scores[check_regions], sliding)

@@ -202,7 +202,8 @@ def write_csv(path: str | os.PathLike, frame) -> None:
 
 
 def stitch_chunks(chunk_paths: list[str], output: str, dtype: str = "float32") -> tuple:
-    """Write the chunks' `/scores` into one `/scores` volume; every slice exactly once."""
+    """Write the chunks' `/scores` (and `/uncertainty`, where present) into one volume each;
+    every slice exactly once. The chunks' other attributes are kept."""
     pieces = []
     for path in chunk_paths:
         with h5py.File(path, "r") as handle:
@@ -225,9 +226,14 @@ def stitch_chunks(chunk_paths: list[str], output: str, dtype: str = "float32") -
             f"{[(p[0], p[1]) for p in pieces]}"
         )
     shape = (depth, *pieces[0][3])
+    with h5py.File(pieces[0][2], "r") as handle:
+        names = [name for name in ("scores", "uncertainty") if name in handle]
+        attrs = {k: v for k, v in handle.attrs.items() if k not in ("first_slice", "stop_slice")}
     with atomic_output(output) as tmp, h5py.File(tmp, "w") as out:
-        scores = out.create_dataset("scores", shape=shape, dtype=dtype, chunks=(1, *shape[1:]))
-        for first, stop, path, _ in pieces:
-            with h5py.File(path, "r") as handle:
-                scores[first:stop] = np.clip(handle["scores"][:], 0, 1).astype(dtype)
+        out.attrs.update(attrs)
+        for name in names:
+            data = out.create_dataset(name, shape=shape, dtype=dtype, chunks=(1, *shape[1:]))
+            for first, stop, path, _ in pieces:
+                with h5py.File(path, "r") as handle:
+                    data[first:stop] = np.clip(handle[name][:], 0, 1).astype(dtype)
     return shape

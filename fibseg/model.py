@@ -39,18 +39,23 @@ def model_geometry(model) -> tuple[int, int, str]:
     return int(n_xy), int(n_z), padding
 
 
+def check_slices(n_z: int, key: str = "grid.n_z") -> None:
+    """The slice to classify is the centre of its n_z slices: n_z is odd (CNN and forest)."""
+    if n_z % 2 == 0:
+        raise ModelConfigError(
+            f"n_z={n_z} must be odd: the slice to classify is the centre of its n_z slices.",
+            "use odd sizes such as 1, 3, 5, 7, 9, 11.",
+            key,
+        )
+
+
 def check_architecture(n_xy: int, n_z: int, padding: str) -> None:
     """Reject sizes that give no network, with a message that says what to use."""
     if n_xy < 1 or n_z < 1:
         raise ModelConfigError(
             f"n_xy={n_xy}, n_z={n_z}: both must be at least 1.", "use positive sizes.", "grid"
         )
-    if n_z % 2 == 0:
-        raise ModelConfigError(
-            f"n_z={n_z} must be odd: the slice to classify is the centre of its n_z slices.",
-            "use odd sizes such as 1, 3, 5, 7, 9, 11.",
-            "grid.n_z",
-        )
+    check_slices(n_z)
     if padding == "valid" and n_xy < VALID_MIN_NXY:
         raise ModelConfigError(
             f"n_xy={n_xy} is too small for padding 'valid': four blocks need "

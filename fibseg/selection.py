@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .io import LimitError
+
 
 def collect_histories(run_dirs: list[str | Path]) -> pd.DataFrame:
     """Every epoch of every run, with its n_xy, n_z, seed and total training time."""
@@ -45,8 +47,30 @@ def best_cell(cells: pd.DataFrame) -> dict:
     return {key: (value.item() if hasattr(value, "item") else value) for key, value in row.items()}
 
 
-def select_model(run_dirs: list[str]) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    """The best run of each cell, the overall best, and the history of the best run."""
-    cells = select_cells(collect_histories(run_dirs))
+def check_ensemble_size(top_k: int, runs: int) -> None:
+    """An ensemble cannot have more members than the grid has runs."""
+    if top_k > runs:
+        raise LimitError(
+            f"asks for {top_k} members but the grid trains only {runs} runs.",
+            f"set ensemble.top_k <= {runs} or train more seeds (grid.seeds).",
+            "ensemble.top_k",
+        )
+
+
+def top_runs(histories: pd.DataFrame, k: int) -> list[str]:
+    """Run directories of the k runs of lowest validation loss over all cells, best first
+    (the ensemble); ties go to the earlier run."""
+    per_run = histories.groupby("run_dir", sort=False)["val_loss"].min()
+    return list(per_run.sort_values(kind="stable").index[:k])
+
+
+def select_model(run_dirs: list[str], top_k: int = 1) -> tuple[pd.DataFrame, dict, list[str]]:
+    """The best run of each cell, the overall best, and the run directories of the ensemble
+    (the best run first)."""
+    histories = collect_histories(run_dirs)
+    cells = select_cells(histories)
     best = best_cell(cells)
-    return cells, best, pd.read_csv(Path(best["run_dir"]) / "history.csv")
+    members = top_runs(histories, top_k)
+    if members[0] != best["run_dir"]:
+        members = [best["run_dir"], *[m for m in members if m != best["run_dir"]]][:top_k]
+    return cells, best, members

@@ -248,15 +248,20 @@ def check_config(config: dict, config_name: str = "config") -> None:
     """Checks across keys that the JSON schema cannot express, each defined once beside the
     code it protects; the message names the config key."""
     from .dense import check_dense_padding
-    from .model import check_grid_sizes
+    from .model import check_grid_sizes, check_slices
     from .published import check_published_context
     from .sampling import check_split_fractions
+    from .selection import check_ensemble_size
 
     grid, inference = config["grid"], config["inference"]
     checks = [
         lambda: check_grid_sizes(grid["n_xy"], grid["n_z"], config["model"]["padding"]),
         lambda: check_split_fractions(config["split"]),
     ]
+    runs = len(grid["n_xy"]) * len(grid["n_z"]) * grid["seeds"]
+    checks.append(lambda: check_ensemble_size(config["ensemble"]["top_k"], runs))
+    if config["forest"]["n_z"] is not None:
+        checks.append(lambda: check_slices(config["forest"]["n_z"], "forest.n_z"))
     if inference["engine"] == "dense":
         checks.append(
             lambda: check_dense_padding(

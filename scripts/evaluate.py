@@ -10,10 +10,14 @@ from fibseg.regions import RegionSet
 from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
-region_sets = [RegionSet.read(path) for path in snakemake.input.regions]
-scores = {"cnn": [read_scores(path) for path in snakemake.input.scores]}
-chosen = {"cnn": json.loads(open(snakemake.input.postprocess).read())}
-tables = region_tables(region_sets, scores, chosen, pd.read_csv(snakemake.input.split))
+inputs = snakemake.input
+region_sets = [RegionSet.read(path) for path in inputs.regions]
+scores = {"cnn": [read_scores(path) for path in inputs.scores]}
+chosen = {"cnn": json.loads(open(inputs.postprocess).read())}
+if inputs.forest_scores:
+    scores["rf"] = [read_scores(path) for path in inputs.forest_scores]
+    chosen["rf"] = json.loads(open(inputs.forest_postprocess[0]).read())
+tables = region_tables(region_sets, scores, chosen, pd.read_csv(inputs.split))
 for name, table in tables.items():
     write_csv(snakemake.output[name], table)
 log.info("Table 3:\n%s", tables["table3"].query("metric == 'mIoU'").to_string(index=False))

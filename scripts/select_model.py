@@ -1,7 +1,9 @@
-"""Rule select_model: best run per cell, the overall best model, Figures 3-6."""
+"""Rule select_model: best run per cell, the overall best model and the ensemble, Figures 3-6."""
 
 import json
 import shutil
+
+import pandas as pd
 
 from fibseg import figures
 from fibseg.io import atomic_output, write_csv
@@ -10,15 +12,16 @@ from fibseg.selection import select_model
 
 log = start_log(snakemake.log[0])
 out = snakemake.output
-cells, best, history = select_model(snakemake.params.run_dirs)
+cells, best, members = select_model(snakemake.params.run_dirs, len(out.members) + 1)
 write_csv(out.cells, cells)
 with atomic_output(out.best) as tmp:
-    tmp.write_text(json.dumps(best, indent=2))
-with atomic_output(out.model) as tmp:
-    shutil.copyfile(f"{best['run_dir']}/model.keras", tmp)
+    tmp.write_text(json.dumps(best | {"ensemble": members}, indent=2))
+for run_dir, model in zip(members, [out.model, *out.members], strict=True):
+    with atomic_output(model) as tmp:
+        shutil.copyfile(f"{run_dir}/model.keras", tmp)
 figures.per_cell(cells, "val_loss", "validation loss", "Figure 3", out.fig3)
 figures.per_cell(cells, "val_mIoU", "validation mIoU", "Figure 4", out.fig4)
 figures.per_cell(cells, "mean_train_seconds", "mean training time (s)", "Figure 5", out.fig5)
 title = f"Figure 6: n_xy={best['n_xy']}, n_z={best['n_z']}, seed={best['seed']}"
-figures.learning_curves(history, title, out.fig6)
-log.info("best: %s", best)
+figures.learning_curves(pd.read_csv(f"{best['run_dir']}/history.csv"), title, out.fig6)
+log.info("best: %s; ensemble: %s", best, members)

@@ -10,6 +10,7 @@ from fibseg.dag import (
     chunk_names,
     chunk_slices,
     context_margins,
+    forest_memory_mb,
     predict_memory_mb,
     volume_memory_mb,
 )
@@ -32,10 +33,17 @@ GRID_CELLS = [(n_xy, n_z) for n_z in config["grid"]["n_z"] for n_xy in config["g
 SEEDS = list(range(config["grid"]["seeds"]))
 RUN_DIRS = [f"results/train/nxy{n_xy}_nz{n_z}/seed{seed}" for n_xy, n_z in GRID_CELLS for seed in SEEDS]
 MARGINS = context_margins(
-    config["grid"]["n_xy"], config["grid"]["n_z"], config["postprocess"]["sigma_grid"]
+    config["grid"]["n_xy"],
+    [*config["grid"]["n_z"], config["forest"]["n_z"] or 1],
+    config["postprocess"]["sigma_grid"],
 )
 SMOOTH_MARGIN = MARGINS["smooth"]
 SLICES_PER_JOB = config["inference"]["slices_per_job"]
+TOP_K = config["ensemble"]["top_k"]
+ENSEMBLE_MEMBERS = [f"results/model/member{rank}.keras" for rank in range(1, TOP_K)]
+CNN_MODELS = ["results/model/best.keras", *ENSEMBLE_MEMBERS]  # best first
+FOREST = config["forest"]["enabled"]
+FOREST_NZ = config["forest"]["n_z"] or max(config["grid"]["n_z"])
 TRAINING = TrainingSettings.from_config(config["training"])
 INFERENCE = InferenceSettings.from_config(config["inference"])
 
@@ -119,6 +127,22 @@ def score_chunks(wildcards):
     return expand("results/{ds}/scores/{chunk}.h5", ds=wildcards.ds, chunk=chunks)
 
 
+def forest_score_chunks(wildcards):
+    chunks = chunk_names(volume_depth(wildcards.ds), SLICES_PER_JOB)
+    return expand("results/forest/{ds}/scores/{chunk}.h5", ds=wildcards.ds, chunk=chunks)
+
+
+def forest_mem_mb(wildcards):
+    """Memory of one predict_forest_slices job: the features of a slice."""
+    _, height, width = volume_shape(wildcards.ds)
+    return forest_memory_mb(height, width, FOREST_NZ, config["forest"]["sigma_max"])
+
+
+def forest_files(pattern, **wildcards):
+    """The forest's files (none when forest.enabled is false)."""
+    return expand(pattern, **wildcards) if FOREST else []
+
+
 TRUTH_DATASETS = [ds for ds in DATASETS if dataset(ds).truth]
 
 
@@ -134,6 +158,7 @@ def all_targets():
         "results/tables/porosity_ttest.csv",
         *(["results/tables/full_volume.csv"] if TRUTH_DATASETS else []),
         *expand("results/{ds}/segmentation.tif", ds=DATASETS),
+        *(expand("results/forest/{ds}/segmentation.tif", ds=DATASETS) if FOREST else []),
         "results/figures/fig8_regions.png",
         *(["results/figures/fig9_slices.png"] if DATASETS else []),
     ]

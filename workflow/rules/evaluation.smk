@@ -7,6 +7,8 @@ rule evaluate:
         regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
         split="results/split.csv",
         postprocess="results/postprocess.json",
+        forest_scores=forest_files("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),
+        forest_postprocess=forest_files("results/forest/postprocess.json"),
     output:
         table2=report("results/tables/table2.csv", caption="../report/table2.rst", category="Evaluation"),
         table3=report("results/tables/table3.csv", caption="../report/table3.rst", category="Evaluation"),
@@ -22,6 +24,7 @@ rule evaluate:
 rule evaluate_volume:
     input:
         segmentations=expand("results/{ds}/segmentation.h5", ds=TRUTH_DATASETS),
+        forest_segmentations=forest_files("results/forest/{ds}/segmentation.h5", ds=TRUTH_DATASETS),
         truths=truth_files,
     output:
         report("results/tables/full_volume.csv", caption="../report/full_volume.rst", category="Evaluation"),
@@ -42,8 +45,11 @@ rule figures:
         regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
         split="results/split.csv",
         postprocess="results/postprocess.json",
+        forest_scores=forest_files("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),
+        forest_postprocess=forest_files("results/forest/postprocess.json"),
         volumes=expand("results/{ds}/preprocessed.h5", ds=DATASETS),
         segmentations=expand("results/{ds}/segmentation.h5", ds=DATASETS),
+        volume_scores=expand("results/{ds}/scores.h5", ds=DATASETS),
     output:
         fig8=report("results/figures/fig8_regions.png", caption="../report/fig8.rst", category="Segmentation"),
         fig9=report("results/figures/fig9_slices.png", caption="../report/fig9.rst", category="Segmentation"),

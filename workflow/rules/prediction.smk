@@ -3,7 +3,7 @@
 
 rule predict_regions:
     input:
-        model="results/model/best.keras",
+        models=CNN_MODELS,
         regions="results/{ds}/regions.h5",
         split="results/split.csv",
     output:
@@ -42,7 +42,7 @@ rule optimize_postprocess:
 
 rule predict_slices:
     input:
-        model="results/model/best.keras",
+        models=CNN_MODELS,
         volume="results/{ds}/preprocessed.h5",
     output:
         "results/{ds}/scores/{chunk}.h5",

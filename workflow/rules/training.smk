@@ -44,6 +44,7 @@ rule select_model:
         cells=report("results/selection/cells.csv", caption="../report/cells.rst", category="Model selection"),
         best="results/selection/best.json",
         model="results/model/best.keras",
+        members=ENSEMBLE_MEMBERS,
         fig3=report("results/figures/fig3_val_loss.png", caption="../report/fig3.rst", category="Model selection"),
         fig4=report("results/figures/fig4_val_miou.png", caption="../report/fig4.rst", category="Model selection"),
         fig5=report("results/figures/fig5_train_time.png", caption="../report/fig5.rst", category="Model selection"),
