@@ -29,6 +29,9 @@ class TrainingSettings:
     batch_size: int = 128
     momentum: float = 0.99
     steps_per_epoch: int | None = None
+    mode: str = "patches"
+    tiles_per_batch: int = 4
+    tile: int = 128
     search: SearchRanges = field(default_factory=SearchRanges)
 
     @classmethod

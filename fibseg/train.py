@@ -49,11 +49,67 @@ class TerminationRequested(RuntimeError):
     """SIGTERM (a SLURM time limit or pre-emption) arrived; the last epoch is saved."""
 
 
+class PatchEpochs:
+    """The paper's way (§3.5): batches of sampled patches, `model.fit` one epoch at a time."""
+
+    def __init__(self, region_sets, train_csv, val_csv, n_xy, n_z, seed, augment, training):
+        self.train = PatchSource(region_sets, pd.read_csv(train_csv))
+        val = PatchSource(region_sets, pd.read_csv(val_csv))
+        size = training.batch_size
+        self.train_batches = make_sequence(
+            self.train, n_xy, n_z, size, seed, augment, True, training.steps_per_epoch
+        )
+        self.val_batches = make_sequence(val, n_xy, n_z, size, seed)
+        self.counts = {"train_samples": len(self.train), "val_samples": len(val)}
+
+    def fit(self, model, epoch: int) -> dict[str, list[float]]:
+        self.train_batches.set_epoch(epoch)
+        return model.fit(
+            self.train_batches, validation_data=self.val_batches, epochs=1, verbose=0
+        ).history
+
+
+class DenseEpochs:
+    """Dense training (`training.mode: dense`): tiles of the train regions through the
+    fully convolutional twin that shares the model's weights; the loss on every labelled
+    voxel, pore and solid weighted equally. An epoch sees every labelled train voxel once."""
+
+    def __init__(self, region_sets, split_csv, n_xy, n_z, seed, augment, training):
+        from .dense_training import DenseTiles, region_selection
+
+        table = pd.read_csv(split_csv)
+        tiles = {"tiles_per_batch": training.tiles_per_batch, "tile": training.tile, "seed": seed}
+        self.train_tiles = DenseTiles(
+            region_sets,
+            region_selection(table, "train"),
+            n_xy,
+            n_z,
+            augment=augment,
+            shuffle=True,
+            max_batches=training.steps_per_epoch,
+            **tiles,
+        )
+        self.val_tiles = DenseTiles(region_sets, region_selection(table, "val"), n_xy, n_z, **tiles)
+        self.counts = {
+            "train_samples": self.train_tiles.labelled,
+            "val_samples": self.val_tiles.labelled,
+        }
+        self.twin = None
+
+    def fit(self, model, epoch: int) -> dict[str, list[float]]:
+        from .dense_training import compile_training_twin, fit_dense_epoch
+
+        if self.twin is None:
+            self.twin = compile_training_twin(model)
+        return fit_dense_epoch(self.twin, self.train_tiles, self.val_tiles, epoch)
+
+
 def train_run(
     run_dir: str | os.PathLike,
     region_files: list[str],
     train_csv: str,
     val_csv: str,
+    split_csv: str | None,
     n_xy: int,
     n_z: int,
     seed: int,
@@ -61,7 +117,9 @@ def train_run(
     training: TrainingSettings,
     log=None,
 ) -> pd.DataFrame:
-    """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch.
+    """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch: on the
+    sampled patches of `train_csv`/`val_csv`, or (`training.mode` dense) on every labelled
+    voxel of the train/val regions of `split_csv`.
 
     Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into `run_dir`.
     """
@@ -75,21 +133,11 @@ def train_run(
     hyper = draw_hyperparameters(seed, n_xy, n_z, search)
     keras.utils.set_random_seed(seed)
     region_sets = {r.dataset: r for r in map(RegionSet.read, region_files)}
-    train_source = PatchSource(region_sets, pd.read_csv(train_csv))
-    val_source = PatchSource(region_sets, pd.read_csv(val_csv))
-    batch_size = training.batch_size
     augment = {"a": hyper["a"], "b": hyper["b"], "probability": search.augment_probability}
-    train_batches = make_sequence(
-        train_source,
-        n_xy,
-        n_z,
-        batch_size,
-        seed,
-        augment,
-        shuffle=True,
-        max_batches=training.steps_per_epoch,
-    )
-    val_batches = make_sequence(val_source, n_xy, n_z, batch_size, seed)
+    if training.mode == "dense":
+        epochs = DenseEpochs(region_sets, split_csv, n_xy, n_z, seed, augment, training)
+    else:
+        epochs = PatchEpochs(region_sets, train_csv, val_csv, n_xy, n_z, seed, augment, training)
 
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
@@ -121,10 +169,7 @@ def train_run(
             lr = learning_rate(epoch, hyper["log10_lr0"], hyper["k"], search.lr_step)
             model.optimizer.learning_rate = lr
             keras.utils.set_random_seed(seed * 100_003 + epoch)
-            train_batches.set_epoch(epoch)
-            result = model.fit(
-                train_batches, validation_data=val_batches, epochs=1, verbose=0
-            ).history
+            result = epochs.fit(model, epoch)
             row = {
                 "epoch": epoch,
                 "lr": lr,
@@ -162,10 +207,10 @@ def train_run(
         "padding": padding,
         **hyper,
         "epochs": training.epochs,
-        "batch_size": batch_size,
+        "mode": training.mode,
+        "batch_size": training.batch_size,
         "momentum": training.momentum,
-        "train_samples": len(train_source),
-        "val_samples": len(val_source),
+        **epochs.counts,
         "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]),
         "wall_seconds_this_session": time.time() - started,
         "train_seconds_total": float(history["seconds"].sum()),

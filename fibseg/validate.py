@@ -248,6 +248,7 @@ def check_config(config: dict, config_name: str = "config") -> None:
     """Checks across keys that the JSON schema cannot express, each defined once beside the
     code it protects; the message names the config key."""
     from .dense import check_dense_padding
+    from .dense_training import check_dense_training
     from .model import check_grid_sizes, check_slices
     from .published import check_published_context
     from .sampling import check_split_fractions
@@ -262,6 +263,8 @@ def check_config(config: dict, config_name: str = "config") -> None:
     checks.append(lambda: check_ensemble_size(config["ensemble"]["top_k"], runs))
     if config["forest"]["n_z"] is not None:
         checks.append(lambda: check_slices(config["forest"]["n_z"], "forest.n_z"))
+    if config["training"]["mode"] == "dense":
+        checks.append(lambda: check_dense_training(config["model"]["padding"]))
     if inference["engine"] == "dense":
         checks.append(
             lambda: check_dense_padding(

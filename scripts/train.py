@@ -12,6 +12,7 @@ history = train_run(
     snakemake.input.regions,
     snakemake.input.train,
     snakemake.input.val,
+    snakemake.input.split,
     int(snakemake.wildcards.nxy),
     int(snakemake.wildcards.nz),
     int(snakemake.wildcards.seed),

@@ -61,6 +61,7 @@ def run(directory, run_dir, seed=0, epochs=3):
         [str(directory / "T.h5")],
         str(directory / "train.csv"),
         str(directory / "val.csv"),
+        None,
         17,
         3,
         seed,
@@ -145,3 +146,42 @@ def test_select_model_picks_the_true_minimum(tmp_path):
     for row in cells.itertuples():
         assert (row.val_loss, row.seed, row.epoch) == truth[(row.n_xy, row.n_z)]
         assert row.mean_train_seconds == 1.0 and row.runs == 3
+
+
+@pytest.fixture(scope="module")
+def valid_regions(tmp_path_factory):
+    """Ten 16 x 16 regions with the 40 px of context that an 81 x 81 'valid' model needs."""
+    directory = tmp_path_factory.mktemp("valid_regions")
+    rng = np.random.default_rng(2)
+    labels = (rng.random((10, 16, 16)) < 0.5).astype(np.uint8)
+    crops = rng.random((10, 3, 96, 96)).astype(np.float32) * 0.5
+    crops[:, 1, 40:56, 40:56] += labels
+    table = pd.DataFrame({"z": range(10), "y": 0, "x": 0, "height": 16, "width": 16})
+    RegionSet("V", crops, labels, table, 40, 1).write(directory / "V.h5")
+    split = split_regions({"V": table}, {"train": 0.6, "val": 0.2, "test": 0.2}, 1)
+    split.to_csv(directory / "split.csv", index=False)
+    return directory, split
+
+
+def test_dense_mode_trains_on_every_labelled_voxel_of_the_split(valid_regions, tmp_path):
+    directory, split = valid_regions
+    settings = replace(TRAINING, mode="dense", epochs=2, tiles_per_batch=2)
+    history = train_run(
+        tmp_path / "d",
+        [str(directory / "V.h5")],
+        "unused when dense",
+        "unused when dense",
+        str(directory / "split.csv"),
+        81,
+        3,
+        0,
+        "valid",
+        settings,
+    )
+    assert history["epoch"].tolist() == [0, 1]
+    assert np.isfinite(history[["loss", "val_loss", "val_mIoU"]].to_numpy()).all()
+    params = json.loads((tmp_path / "d/params.json").read_text())
+    assert params["mode"] == "dense"
+    assert params["train_samples"] == (split.split == "train").sum() * 16 * 16
+    assert params["val_samples"] == (split.split == "val").sum() * 16 * 16
+    assert (tmp_path / "d/model.keras").exists()

@@ -6,6 +6,7 @@ rule train:
         regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
         train="results/samples/train.csv",
         val="results/samples/val.csv",
+        split="results/split.csv",
     output:
         model="results/train/nxy{nxy}_nz{nz}/seed{seed}/model.keras",
         history="results/train/nxy{nxy}_nz{nz}/seed{seed}/history.csv",
