@@ -261,7 +261,7 @@ def check_config(config: dict, config_name: str = "config") -> None:
     ]
     runs = len(grid["n_xy"]) * len(grid["n_z"]) * grid["seeds"]
     checks.append(lambda: check_ensemble_size(config["ensemble"]["top_k"], runs))
-    if config["forest"]["n_z"] is not None:
+    if config["forest"]["enabled"]:
         checks.append(lambda: check_slices(config["forest"]["n_z"], "forest.n_z"))
     if config["training"]["mode"] == "dense":
         checks.append(lambda: check_dense_training(config["model"]["padding"]))

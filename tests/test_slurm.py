@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, TINY_DEMO, demo_sheet_rows, run_snakemake, write_project
+from helpers import REPO, TINY_DEMO, demo_sheet_rows, run_snakemake, write_project
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
-from conftest import REPO, run_snakemake, write_project
+from helpers import REPO, run_snakemake, write_project
 
 pytestmark = pytest.mark.workflow
 

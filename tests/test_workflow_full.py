@@ -8,17 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from conftest import TINY_DEMO, demo_sheet_rows, run_snakemake, write_project
+from helpers import TINY_DEMO, demo_sheet_rows, run_snakemake, write_project
 
 pytestmark = pytest.mark.workflow
 
 
-@pytest.mark.parametrize("padding, n_xy, engine", [("valid", 77, "dense"), ("same", 17, "sliding")])
-def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine):
+@pytest.mark.parametrize(
+    "padding, n_xy, engine, forest, top_k",
+    [("valid", 77, "dense", True, 2), ("same", 17, "sliding", False, 1)],
+)
+def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine, forest, top_k):
+    """The 'valid' case also runs the random forest and an ensemble of the two seeds."""
     config = {
         "datasets": "config/datasets.tsv",
         "demo": TINY_DEMO,
-        "grid": {"n_xy": [n_xy], "n_z": [3], "seeds": 1},
+        "grid": {"n_xy": [n_xy], "n_z": [3], "seeds": top_k},
+        "forest": {"enabled": forest, "trees": 20},
+        "ensemble": {"top_k": top_k},
         "model": {"padding": padding},
         "sampling": {"fraction": 0.1, "seed": 1},
         "training": {"epochs": 1, "batch_size": 64},
@@ -46,7 +52,15 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine):
         ]
         with h5py.File(results / name / "scores.h5") as handle:
             scores = handle["scores"][:]
+            uncertainty = handle["uncertainty"][:]
+            kind = handle.attrs["uncertainty"]
         assert scores.shape == shape and 0 <= scores.min() and scores.max() <= 1
+        assert uncertainty.shape == shape and 0 <= uncertainty.min() and uncertainty.max() <= 0.5
+        if top_k == 1:  # no spread: the closeness to the decision boundary
+            assert kind.startswith("0.5 - |p - 0.5|")
+            np.testing.assert_allclose(uncertainty, 0.5 - np.abs(scores - 0.5), atol=1e-6)
+        else:
+            assert kind == "std across members" and uncertainty.max() > 0
         with h5py.File(results / name / "segmentation.h5") as handle:
             segmentation = handle["segmentation"][:]
         assert segmentation.dtype == np.uint8 and set(np.unique(segmentation)) <= {0, 1}
@@ -71,15 +85,25 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine):
     chosen = json.loads((results / "postprocess.json").read_text())
     assert chosen["sigma"] in (0.0, 1.0) and chosen["threshold"] in (0.4, 0.5)
     assert chosen["val_regions"] == 4  # 2 per data set
+    methods = {"cnn", "otsu", "rf"} if forest else {"cnn", "otsu"}
     for table in ("table2", "table3"):
         frame = pd.read_csv(results / f"tables/{table}.csv")
         assert set(frame.dataset) == {"T22", "T45", "Combined"}
-        assert set(frame.method) == {"cnn", "otsu"}
+        assert set(frame.method) == methods
         assert frame[["train", "val", "test"]].notna().all().all()
     ttest = pd.read_csv(results / "tables/porosity_ttest.csv")
     assert list(ttest.dataset) == ["T22", "T45"] and (ttest.regions == 10).all()
     volume = pd.read_csv(results / "tables/full_volume.csv")
-    assert list(volume.dataset) == ["T22", "T45"] and volume.mIoU.between(0, 1).all()
+    assert set(volume.method) == methods - {"otsu"} and volume.mIoU.between(0, 1).all()
+    assert sorted(volume.dataset) == sorted(["T22", "T45"] * len(methods - {"otsu"}))
+    assert (results / "model/member1.keras").exists() == (top_k == 2)
+    if forest:
+        forest_scores = results / "forest/T22/scores.h5"
+        with h5py.File(forest_scores) as handle:
+            assert handle["scores"].shape == (6, 96, 96)
+        assert (results / "forest/T22/segmentation.tif").exists()
+        best = json.loads((results / "selection/best.json").read_text())
+        assert len(best["ensemble"]) == 2 and best["ensemble"][0] == best["run_dir"]
     for figure in ("fig8_regions", "fig9_slices"):
         assert (results / f"figures/{figure}.png").stat().st_size > 10_000
     run_snakemake(project, "--report", "report.html")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
-from conftest import REPO, TINY_DEMO, run_snakemake, write_project
+from helpers import REPO, TINY_DEMO, run_snakemake, write_project
 
 pytestmark = pytest.mark.workflow
 

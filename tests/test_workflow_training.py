@@ -5,7 +5,7 @@ import json
 import h5py
 import pandas as pd
 import pytest
-from conftest import TINY_DEMO, demo_sheet_rows, run_snakemake, write_project
+from helpers import TINY_DEMO, demo_sheet_rows, run_snakemake, write_project
 
 pytestmark = pytest.mark.workflow
 

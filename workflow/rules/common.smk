@@ -32,9 +32,11 @@ THREADS = config["resources"]["threads"]
 GRID_CELLS = [(n_xy, n_z) for n_z in config["grid"]["n_z"] for n_xy in config["grid"]["n_xy"]]
 SEEDS = list(range(config["grid"]["seeds"]))
 RUN_DIRS = [f"results/train/nxy{n_xy}_nz{n_z}/seed{seed}" for n_xy, n_z in GRID_CELLS for seed in SEEDS]
+FOREST = config["forest"]["enabled"]
+FOREST_NZ = config["forest"]["n_z"]
 MARGINS = context_margins(
     config["grid"]["n_xy"],
-    [*config["grid"]["n_z"], config["forest"]["n_z"] or 1],
+    [*config["grid"]["n_z"], FOREST_NZ if FOREST else 1],
     config["postprocess"]["sigma_grid"],
 )
 SMOOTH_MARGIN = MARGINS["smooth"]
@@ -42,8 +44,6 @@ SLICES_PER_JOB = config["inference"]["slices_per_job"]
 TOP_K = config["ensemble"]["top_k"]
 ENSEMBLE_MEMBERS = [f"results/model/member{rank}.keras" for rank in range(1, TOP_K)]
 CNN_MODELS = ["results/model/best.keras", *ENSEMBLE_MEMBERS]  # best first
-FOREST = config["forest"]["enabled"]
-FOREST_NZ = config["forest"]["n_z"] or max(config["grid"]["n_z"])
 TRAINING = TrainingSettings.from_config(config["training"])
 INFERENCE = InferenceSettings.from_config(config["inference"])
 

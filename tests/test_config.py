@@ -1,0 +1,272 @@
+"""Bad configuration and data set sheets are rejected when the workflow loads, in process.
+
+`load_like_the_workflow` runs the checks of workflow/rules/common.smk in its order: the
+config schema (which fills the defaults), check_config, read_sheet, the sheet schema and
+check_external_inputs. One of these cases (even n_xy) also runs end to end through a real
+`snakemake -n` in test_faults.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import REPO, edit_config
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from fibseg.io import InputError
+from fibseg.validate import check_config, check_external_inputs, read_sheet
+
+CONFIG_SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
+SHEET_SCHEMA = str(REPO / "workflow/schemas/datasets.schema.yaml")
+SHEET = "config/datasets.tsv"
+PUBLISHED = {"datasets": {"HPC22": {"regions": "r.tif", "masks": "m.mat"}}}
+
+
+def load_like_the_workflow(project: Path, config_file: str = "config/config.yaml"):
+    """The load-time checks of common.smk, run in the project's working directory."""
+    config = yaml.safe_load((project / config_file).read_text())
+    validate(config, CONFIG_SCHEMA)
+    check_config(config)
+    sheet = read_sheet(config["datasets"])
+    validate(sheet, SHEET_SCHEMA)
+    check_external_inputs(sheet, config["datasets"], generated_prefix="results/")
+    return config, sheet
+
+
+@pytest.fixture
+def project(external, monkeypatch):
+    """The valid external project of test_faults.py, as the working directory."""
+    monkeypatch.chdir(external)
+    return external
+
+
+def append_row(project: Path, row: str) -> None:
+    with (project / SHEET).open("a") as sheet:
+        sheet.write(row + "\n")
+
+
+# --- valid input loads ---------------------------------------------------------------------------
+
+
+def test_the_external_project_loads_with_defaults_filled(project):
+    config, sheet = load_like_the_workflow(project)
+    assert config["model"]["padding"] == "same"  # defaults from the schema
+    assert config["inference"]["engine"] == "sliding"
+    assert config["published"]["datasets"] == {}
+    assert sheet["name"].tolist() == ["EXT"]
+    assert sheet["aligned"].tolist() == [False]  # default of the sheet schema
+
+
+def test_the_shipped_demo_config_loads(monkeypatch):
+    """config/config.yaml and its sheet: the demo's files are made by the workflow itself."""
+    monkeypatch.chdir(REPO)
+    config, sheet = load_like_the_workflow(REPO)
+    assert sheet["name"].tolist() == list(config["demo"])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"grid.n_xy": [129], "grid.n_z": [7], "published": PUBLISHED},  # the release's limit
+        {"inference.engine": "dense", "inference.allow_approximate_dense": True},
+        {"inference.engine": "dense", "model.padding": "valid", "grid.n_xy": [81]},
+    ],
+    ids=["published at its limit", "approximate dense opted in", "dense on a valid model"],
+)
+def test_allowed_edge_cases_load(project, changes):
+    edit_config(project, **changes)
+    load_like_the_workflow(project)
+
+
+# --- the config schema ---------------------------------------------------------------------------
+
+SCHEMA_ERRORS = {
+    "misspelled key": (
+        {"sampling.fractoin": 0.1},
+        ["'fractoin' was unexpected", "On instance['sampling']"],
+    ),
+    "n_z below 1": (
+        {"grid.n_z": [0]},
+        ["0 is less than the minimum of 1", "On instance['grid']['n_z'][0]"],
+    ),
+    "threshold outside (0, 1)": (
+        {"postprocess.threshold_grid": [1.2]},
+        [
+            "1.2 is greater than or equal to the maximum of 1",
+            "On instance['postprocess']['threshold_grid'][0]",
+        ],
+    ),
+    "unknown engine": (
+        {"inference.engine": "fast"},
+        ["'fast' is not one of ['sliding', 'dense']", "On instance['inference']['engine']"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCHEMA_ERRORS))
+def test_schema_names_the_key_and_the_allowed_values(project, case):
+    changes, fragments = SCHEMA_ERRORS[case]
+    edit_config(project, **changes)
+    with pytest.raises(WorkflowError) as error:
+        load_like_the_workflow(project)
+    message = str(error.value)
+    assert message.startswith("Error validating config file.")
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+# --- check_config: rules across keys, each defined beside its code -------------------------------
+
+CONFIG_ERRORS = {
+    "even n_xy": (
+        {"grid.n_xy": [17, 32]},
+        "file 'config: grid.n_xy': holds even sizes [32]; the voxel to classify must be the "
+        "centre of its neighbourhood. Fix: use odd sizes such as 33, 49, 65, 81, 97, 113.",
+    ),
+    "even n_z": (
+        {"grid.n_z": [1, 2]},
+        "file 'config: grid.n_z': n_z=2 must be odd: the slice to classify is the centre of "
+        "its n_z slices. Fix: use odd sizes such as 1, 3, 5, 7, 9, 11.",
+    ),
+    "n_xy too small for any model": (
+        {"grid.n_xy": [15]},
+        "file 'config: grid.n_xy': n_xy=15 is too small: four 2x2 poolings need n_xy >= 16. "
+        "Fix: use 17 or more.",
+    ),
+    "valid with small n_xy": (
+        {"model.padding": "valid"},
+        "file 'config: grid.n_xy': n_xy=17 is too small for padding 'valid': four blocks "
+        "need n_xy >= 76. Fix: use 81, 97 or 113, or set model.padding: same.",
+    ),
+    "fractions do not sum to 1": (
+        {"split": {"train": 0.7, "val": 0.2, "test": 0.2, "seed": 1}},
+        "file 'config: split': train + val + test = 1.1, not 1. Fix: make the fractions sum to 1.",
+    ),
+    "dense on a same model": (
+        {"inference.engine": "dense"},
+        "file 'config: inference.engine': the dense engine is exact only for models with "
+        "padding 'valid'; 'same' models would get an approximation. Fix: set model.padding: "
+        "valid (n_xy >= 76) and retrain, or inference.engine: sliding, or accept the "
+        "approximation with inference.allow_approximate_dense: true.",
+    ),
+    "n_xy beyond the published crops": (
+        {"grid.n_xy": [17, 131], "published": PUBLISHED},
+        "file 'config: grid': the grid needs margins 65 (x-y) and 0 (z); the release's crops "
+        "give 64 and 3. Fix: keep n_xy <= 129 and n_z <= 7 for the published data, or drop "
+        "the published data sets.",
+    ),
+    "n_z beyond the published crops": (
+        {"grid.n_z": [9], "published": PUBLISHED},
+        "file 'config: grid': the grid needs margins 8 (x-y) and 4 (z); the release's crops "
+        "give 64 and 3. Fix: keep n_xy <= 129 and n_z <= 7",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_ERRORS))
+def test_check_config_names_the_key_the_problem_and_the_fix(project, case):
+    changes, expected = CONFIG_ERRORS[case]
+    edit_config(project, **changes)
+    with pytest.raises(InputError) as error:
+        load_like_the_workflow(project)
+    assert str(error.value).startswith(expected), str(error.value)
+
+
+def test_check_config_names_the_config_it_was_given():
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["grid"]["n_z"] = [4]
+    validate(config, CONFIG_SCHEMA)
+    with pytest.raises(InputError, match=r"^file 'paper.yaml: grid.n_z': n_z=4 must be odd"):
+        check_config(config, "paper.yaml")
+
+
+# --- the data set sheet --------------------------------------------------------------------------
+
+
+def test_missing_sheet_is_named_with_the_key_to_set(project):
+    edit_config(project, datasets="config/nothere.tsv")
+    with pytest.raises(InputError) as error:
+        load_like_the_workflow(project)
+    assert str(error.value) == (
+        "file 'config/nothere.tsv': the data set sheet does not exist. "
+        "Fix: set the config key 'datasets' to a TSV sheet."
+    )
+
+
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        (
+            "EXT\tdata/vol.tif\tdata/regions.csv\tdata/labels.tif",
+            "file 'config/datasets.tsv': data set names occur more than once: EXT. "
+            "Fix: give every row of the sheet its own name.",
+        ),
+        (
+            "EXT 2\tdata/vol.tif\tdata/regions.csv\tdata/labels.tif",
+            "file 'config/datasets.tsv': the name 'EXT 2' cannot be used in file paths. "
+            "Fix: use letters, digits, '_', '-' and '.' only.",
+        ),
+        (
+            "B\t\tdata/regions.csv\tdata/labels.tif",
+            "file 'config/datasets.tsv': line 3 has an empty 'volume'. "
+            "Fix: fill in every required column.",
+        ),
+    ],
+    ids=["duplicate data set names", "name unusable in paths", "empty volume"],
+)
+def test_bad_sheet_row_is_named(project, row, expected):
+    append_row(project, row)
+    with pytest.raises(InputError) as error:
+        load_like_the_workflow(project)
+    assert str(error.value) == expected
+
+
+def test_sheet_schema_names_the_unknown_column(project):
+    (project / SHEET).write_text(
+        "name\tvolume\tregions\tlabels\tnote\n"
+        "EXT\tdata/vol.tif\tdata/regions.csv\tdata/labels.tif\tfrom the microscope\n"
+    )
+    with pytest.raises(WorkflowError) as error:
+        load_like_the_workflow(project)
+    message = str(error.value)
+    assert message.startswith("Error validating row 0 of data frame.")
+    assert "'note' was unexpected" in message
+
+
+# --- files that no rule makes must exist ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spoil, expected",
+    [
+        (
+            lambda p: (p / "data/vol.tif").unlink(),
+            "data set 'EXT', file 'data/vol.tif': the 'volume' file does not exist "
+            "(sheet config/datasets.tsv).",
+        ),
+        (
+            lambda p: append_row(p, "H5\tdata/vol.tif\tdata/regions.csv\tdata/masks.h5:/labels"),
+            "data set 'H5', file 'data/masks.h5': the 'labels' file does not exist "
+            "(sheet config/datasets.tsv).",
+        ),
+    ],
+    ids=["missing volume", "missing HDF5 labels"],
+)
+def test_missing_external_file_is_named_with_its_data_set(project, spoil, expected):
+    spoil(project)
+    with pytest.raises(InputError) as error:
+        load_like_the_workflow(project)
+    message = str(error.value)
+    assert message.startswith(expected), message
+    assert message.endswith(
+        "Fix: correct the path in the sheet (relative to the working directory) or copy the "
+        "file there."
+    )
+
+
+def test_files_under_results_are_left_to_the_rules(project):
+    append_row(project, "GEN\tresults/GEN/vol.tif\tresults/GEN/regions.csv\tdata/labels.tif")
+    _, sheet = load_like_the_workflow(project)
+    assert sheet["name"].tolist() == ["EXT", "GEN"]
