@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fibseg.evaluate import region_results
+from fibseg.evaluate import region_results, split_windows
 from fibseg.postprocess import optimize, segment
+from fibseg.regions import RegionSet
 
 
 def gaussian_direct(image, sigma):
@@ -107,3 +108,23 @@ def test_sigma_and_threshold_are_chosen_on_val_only():
     changed = windows.copy()
     changed[[2, 3]] = changed[[2, 3]] + 0.35  # val alone shifted: the threshold follows
     assert chosen(changed)["threshold"] != before["threshold"]
+
+
+def test_validation_windows_of_different_margins_are_refused():
+    table = pd.DataFrame({"z": [0, 1], "y": 0, "x": 0, "height": 4, "width": 4})
+    labels = np.zeros((2, 4, 4), np.uint8)
+    region_sets = [
+        RegionSet(name, np.zeros((2, 1, 8, 8), np.float32), labels, table, 2, 0)
+        for name in ("A", "B")
+    ]
+    splits = pd.DataFrame(
+        {"dataset": ["A", "A", "B", "B"], "region": [0, 1, 0, 1], "split": ["val", "test"] * 2}
+    )
+    same = [(np.zeros((2, 8, 8)), 2), (np.ones((2, 8, 8)), 2)]
+    windows, chosen_labels, margin = split_windows(same, region_sets, splits, "val")
+    assert margin == 2 and len(windows) == len(chosen_labels) == 2
+    assert windows[0].max() == 0 and windows[1].min() == 1  # region 0 of A, then of B
+    with pytest.raises(ValueError, match=r"different margins \[2, 3\]"):
+        split_windows(
+            [(np.zeros((2, 8, 8)), 2), (np.zeros((2, 10, 10)), 3)], region_sets, splits, "val"
+        )
