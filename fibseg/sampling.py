@@ -125,3 +125,16 @@ def sample_split(
             )
         picked.append(rng.choice(pool, per_class, replace=False))
     return voxels.iloc[np.sort(np.concatenate(picked))]
+
+
+def sample_splits(
+    region_sets: dict[str, RegionSet], split_table: pd.DataFrame, fraction: float, seed: int
+) -> dict[str, tuple[pd.DataFrame, int]]:
+    """The samples of each split and its count of labelled voxels: `fraction` of them, the
+    train split exactly half pore and half solid (§3.3); one generator for all three."""
+    rng = np.random.default_rng(seed)
+    drawn = {}
+    for split in SPLITS:
+        voxels = labelled_voxels(region_sets, split_table, split)
+        drawn[split] = (sample_split(voxels, fraction, split == "train", rng, split), len(voxels))
+    return drawn
