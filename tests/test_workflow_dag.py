@@ -55,6 +55,15 @@ def test_paper_plans_3600_training_and_600_prediction_jobs(paper_project):
     assert counts["select_model"] == 1
     assert counts["predict_slices"] == 600
     assert counts["stitch"] == counts["postprocess"] == counts["predict_regions"] == 3
+    # The random-forest baseline runs beside it on the CPU: one forest, the same 600 slices.
+    assert counts["train_forest"] == 1 and counts["predict_forest_slices"] == 600
+    assert counts["stitch_forest"] == counts["postprocess_forest"] == 3
+
+
+def test_an_ensemble_adds_members_not_jobs(paper_project):
+    (paper_project / "top5.yaml").write_text(yaml.safe_dump({"ensemble": {"top_k": 5}}))
+    counts = dry_run(paper_project, "top5.yaml")
+    assert counts["train"] == 3600 and counts["predict_slices"] == 600
 
 
 def test_three_slices_per_job_gives_201_prediction_jobs(paper_project):
