@@ -11,7 +11,7 @@ scores each method on the FULL volume against its ground truth:
 - cnn_patches: `fibseg.train.train_run` in patches mode (81 x 3, 'valid', the demo's 6
   epochs), the epoch of lowest validation loss, the dense engine, sigma and T on val;
 - cnn_dense: the same network trained densely (`TrainingSettings(mode="dense")`: every
-  labelled voxel of the train regions, 40 epochs as `config/demo_dense.yaml`).
+  labelled voxel of the train regions, 40 epochs as the default `config/config.yaml`).
 
 Columns: labelled voxels per data set, full-volume mIoU (mean of the pore and solid IoU),
 porosity error (automatic - truth, percentage points) and wall time (training + scoring of
@@ -619,7 +619,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help=",".join(METHODS))
     parser.add_argument("--data", default=",".join(KINDS), help="demo,spheres (or second)")
     parser.add_argument("--epochs-patches", type=int, default=6, help="the demo's 6")
-    parser.add_argument("--epochs-dense", type=int, default=40, help="demo_dense.yaml's 40")
+    parser.add_argument("--epochs-dense", type=int, default=40, help="the default demo's 40")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per CNN method")
     parser.add_argument("--max-train-samples", type=int, default=20000)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")

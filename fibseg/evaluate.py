@@ -197,10 +197,28 @@ def split_windows(
     return windows, labels, margins.pop()
 
 
+def otsu_volume(volume_spec: str) -> np.ndarray:
+    """The floor on a whole volume: solid where the preprocessed intensity exceeds the global
+    Otsu threshold of the volume (from a histogram of 1024 bins built slice by slice)."""
+    from .io import Volume
+
+    edges = np.linspace(0, 1, 1025)
+    with Volume(volume_spec) as volume:
+        counts = sum(np.histogram(volume.read(z, z + 1), edges)[0] for z in range(len(volume)))
+        threshold = threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2))
+        return np.concatenate(
+            [volume.read(z, z + 1) > threshold for z in range(len(volume))]
+        ).astype(np.uint8)
+
+
 def volume_rows(
-    datasets: list[str], truth_specs: list[str], segmentations: dict[str, list[str]]
+    datasets: list[str],
+    truth_specs: list[str],
+    segmentations: dict[str, list[str]],
+    preprocessed: list[str],
 ) -> list[dict]:
-    """full_volume.csv: every method's whole segmentation against each data set's truth."""
+    """full_volume.csv: every method's whole segmentation, and the Otsu floor of the
+    preprocessed volume, against each data set's truth."""
     import h5py
 
     from .io import read_volume
@@ -212,4 +230,6 @@ def volume_rows(
             with h5py.File(paths[index], "r") as handle:
                 segmentation = handle["segmentation"][:]
             rows.append({"method": method} | volume_row(name, truth, segmentation))
+        otsu = otsu_volume(preprocessed[index])
+        rows.append({"method": "otsu"} | volume_row(name, truth, otsu))
     return rows

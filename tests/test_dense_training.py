@@ -86,13 +86,18 @@ def dense_and_patch_steps(n_xy: int, n_z: int, tile: int, dtype: str, gradients:
     import keras
     import tensorflow as tf
 
+    # Keras keeps a global dtype policy beside floatx: set both, and restore both, so that
+    # no later test builds float64 models.
+    previous = keras.config.dtype_policy()
     keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     try:
         regions = make_regions(count=1)
         model = build_model(n_xy, n_z, "valid", seed=11)  # dropout rates 0
         twin = training_twin(model)
     finally:
         keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy(previous)
     assert all(
         v is w for v, w in zip(twin.trainable_variables, model.trainable_variables, strict=True)
     )

@@ -2,11 +2,13 @@
 
 from collections import deque
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from skimage.filters import threshold_otsu
 
-from fibseg.evaluate import region_results, split_windows
+from fibseg.evaluate import otsu_volume, region_results, split_windows
 from fibseg.postprocess import optimize, segment
 from fibseg.regions import RegionSet
 
@@ -128,3 +130,17 @@ def test_validation_windows_of_different_margins_are_refused():
         split_windows(
             [(np.zeros((2, 8, 8)), 2), (np.zeros((2, 10, 10)), 3)], region_sets, splits, "val"
         )
+
+
+def test_otsu_of_a_whole_volume_splits_two_populations(tmp_path):
+    rng = np.random.default_rng(3)
+    truth = (rng.random((4, 20, 20)) < 0.6).astype(np.uint8)
+    volume = np.where(truth, 0.7, 0.3) + rng.normal(0, 0.02, truth.shape)
+    path = tmp_path / "v.h5"
+    with h5py.File(path, "w") as handle:
+        handle["volume"] = volume.astype(np.float32)
+    solid = otsu_volume(f"{path}:/volume")
+    assert solid.dtype == np.uint8 and solid.shape == truth.shape
+    np.testing.assert_array_equal(solid, truth)  # the populations do not overlap
+    # skimage on the raw values (256 bins over their range, not 1024 over [0, 1]) agrees
+    assert np.mean(solid == (volume > threshold_otsu(volume))) > 0.995

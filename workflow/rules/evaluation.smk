@@ -25,6 +25,7 @@ rule evaluate_volume:
     input:
         segmentations=expand("results/{ds}/segmentation.h5", ds=TRUTH_DATASETS),
         forest_segmentations=forest_files("results/forest/{ds}/segmentation.h5", ds=TRUTH_DATASETS),
+        volumes=expand("results/{ds}/preprocessed.h5", ds=TRUTH_DATASETS),
         truths=truth_files,
     output:
         report("results/tables/full_volume.csv", caption="../report/full_volume.rst", category="Evaluation"),
