@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .dense import twin_geometry
 from .model import DENSE, FILTERS
 from .settings import InferenceSettings
@@ -50,7 +48,7 @@ def volume_memory_mb(shape: tuple[int, int, int], bytes_per_voxel: float) -> int
 
 def smoothing_margin(sigmas: list[float]) -> int:
     """Pixels of context around a region that the widest smoothing needs (4 sigma)."""
-    return int(np.ceil(4 * max(sigmas)))
+    return math.ceil(4 * max(sigmas))
 
 
 def context_margins(n_xys: list[int], n_zs: list[int], sigmas: list[float]) -> dict[str, int]:

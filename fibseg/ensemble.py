@@ -53,10 +53,9 @@ def load_member(
 def combine(scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, str]:
     """The members' mean score, the uncertainty map and what the map is."""
     stacked = np.stack(scores).astype(np.float32)
-    mean = stacked.mean(axis=0) if len(scores) > 1 else stacked[0]
     if len(scores) > 1:
-        return mean, stacked.std(axis=0), SPREAD
-    return mean, 0.5 - np.abs(mean - 0.5), MARGIN
+        return stacked.mean(axis=0), stacked.std(axis=0), SPREAD
+    return stacked[0], 0.5 - np.abs(stacked[0] - 0.5), MARGIN
 
 
 def ensemble_slices(

@@ -132,15 +132,14 @@ def read_scores(path: str) -> tuple[np.ndarray, int]:
         return handle["scores"][:], int(handle.attrs["margin"])
 
 
-def otsu_results(regions: RegionSet, splits: pd.DataFrame) -> tuple[list[RegionResult], float]:
+def otsu_results(regions: RegionSet, splits: pd.DataFrame) -> list[RegionResult]:
     """The floor: one global Otsu threshold of the data set's preprocessed intensities (its
     region contexts), applied to each region's annotated slice."""
-    threshold = float(threshold_otsu(regions.crops))
+    threshold = threshold_otsu(regions.crops)
     centre = regions.crops[:, regions.margin_z]
-    results = region_results(
+    return region_results(
         centre, regions.margin_xy, regions.labels, regions.dataset, splits, lambda x: x > threshold
     )
-    return results, threshold
 
 
 def region_tables(
@@ -166,7 +165,7 @@ def region_tables(
             post[method] += region_results(
                 windows, margin, labels, name, splits, lambda w, s=settings: segment_as_chosen(w, s)
             )
-        otsu += otsu_results(regions, splits)[0]
+        otsu += otsu_results(regions, splits)
     floor = metrics_table(otsu, "otsu")
     return {
         "table2": pd.concat([*(metrics_table(raw[m], m) for m in scores), floor]),

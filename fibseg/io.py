@@ -204,9 +204,14 @@ def write_csv(path: str | os.PathLike, frame) -> None:
 def stitch_chunks(chunk_paths: list[str], output: str, dtype: str = "float32") -> tuple:
     """Write the chunks' `/scores` (and `/uncertainty`, where present) into one volume each;
     every slice exactly once. The chunks' other attributes are kept."""
-    pieces = []
+    pieces, names, attrs = [], [], {}
     for path in chunk_paths:
         with h5py.File(path, "r") as handle:
+            if not pieces:  # the arrays and attributes every chunk carries
+                names = [name for name in ("scores", "uncertainty") if name in handle]
+                attrs = {
+                    k: v for k, v in handle.attrs.items() if k not in ("first_slice", "stop_slice")
+                }
             pieces.append(
                 (
                     int(handle.attrs["first_slice"]),
@@ -226,9 +231,6 @@ def stitch_chunks(chunk_paths: list[str], output: str, dtype: str = "float32") -
             f"{[(p[0], p[1]) for p in pieces]}"
         )
     shape = (depth, *pieces[0][3])
-    with h5py.File(pieces[0][2], "r") as handle:
-        names = [name for name in ("scores", "uncertainty") if name in handle]
-        attrs = {k: v for k, v in handle.attrs.items() if k not in ("first_slice", "stop_slice")}
     with atomic_output(output) as tmp, h5py.File(tmp, "w") as out:
         out.attrs.update(attrs)
         for name in names:
