@@ -19,6 +19,7 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/prediction.smk"
 include: "workflow/rules/forest.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/structure.smk"
 
 
 # Light jobs run on the submitting node, also with a cluster executor.
@@ -36,6 +37,7 @@ localrules:
     evaluate,
     evaluate_volume,
     figures,
+    structure_table,
 
 
 rule all:

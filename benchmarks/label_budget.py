@@ -11,7 +11,14 @@ scores each method on the FULL volume against its ground truth:
 - cnn_patches: `fibseg.train.train_run` in patches mode (81 x 3, 'valid', the demo's 6
   epochs), the epoch of lowest validation loss, the dense engine, sigma and T on val;
 - cnn_dense: the same network trained densely (`TrainingSettings(mode="dense")`: every
-  labelled voxel of the train regions, 40 epochs as the default `config/config.yaml`).
+  labelled voxel of the train regions, 40 epochs as the default `config/config.yaml`);
+- variants of dense training (`VARIANTS`): cnn_dense_steps (`--steps-per-epoch` steps every
+  epoch, 25 by default, whatever the number of tiles), cnn_dense_steps_m09 (momentum 0.9),
+  cnn_dense_steps_k20 (the learning rate drops every 20 epochs) and cnn_dense_pseudo (steps
+  plus `training.unlabelled: pseudo`, fibseg/unlabelled.py). Not run by default: m09, k20.
+
+Each CNN run's learning curve (history.csv, per epoch) goes to `<out>_histories.csv`.
+`--threads` sets the CPU threads (2); under `KERAS_BACKEND=torch` the CNNs run on a GPU.
 
 Columns: labelled voxels per data set, full-volume mIoU (mean of the pore and solid IoU),
 porosity error (automatic - truth, percentage points) and wall time (training + scoring of
@@ -73,7 +80,12 @@ from fibseg.preprocess import correct_gradient
 from fibseg.regions import RegionSet, extract_regions
 from fibseg.runtime import configure_threads
 from fibseg.sampling import labelled_voxels, regions_in, sample_split, split_regions
-from fibseg.settings import InferenceSettings, TrainingSettings
+from fibseg.settings import (
+    InferenceSettings,
+    SearchRanges,
+    TrainingSettings,
+    UnlabelledSettings,
+)
 from fibseg.synth import SynthSpec, random_regions, synthesize
 from fibseg.train import train_run
 
@@ -89,7 +101,23 @@ FOREST = {"trees": 200, "sigma_max": 16.0, "n_z": 3, "seed": 0}  # the schema's 
 MARGINS = context_margins([N_XY], [N_Z, FOREST["n_z"]], SIGMAS)
 INFERENCE = InferenceSettings(engine="dense")
 POROSITIES = {22: 0.22, 45: 0.45}  # data-set seed -> target porosity
-METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense")
+# CNN variants: settings over TrainingSettings(mode, epochs); "steps" marks those that run
+# --steps-per-epoch steps every epoch whatever the number of labelled tiles.
+VARIANTS = {
+    "cnn_patches": {"mode": "patches"},
+    "cnn_dense": {"mode": "dense"},
+    "cnn_dense_steps": {"mode": "dense", "steps": True},
+    "cnn_dense_steps_m09": {"mode": "dense", "steps": True, "momentum": 0.9},
+    # the learning rate drops every 20 epochs, the slowest of the search's k (4-20)
+    "cnn_dense_steps_k20": {"mode": "dense", "steps": True, "search": SearchRanges(k=(20,))},
+    "cnn_dense_pseudo": {
+        "mode": "dense",
+        "steps": True,
+        "unlabelled": UnlabelledSettings(method="pseudo"),
+    },
+}
+METHODS = ("otsu", "rf", *VARIANTS)
+DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps", "cnn_dense_pseudo")
 KINDS = ("demo", "spheres")
 KIND_ALIASES = {"second": "spheres"}
 
@@ -440,13 +468,13 @@ def run_forest(study: Study) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def run_cnn(
-    study: Study, training: TrainingSettings, seed: int, log: logging.Logger | None
+    study: Study, method: str, training: TrainingSettings, seed: int, log: logging.Logger | None
 ) -> tuple[dict[str, np.ndarray], dict]:
     """One train_run (rule train, the epoch of lowest val loss), scored by the dense
     engine."""
     import keras
 
-    run_dir = study.workdir / f"cnn_{training.mode}_seed{seed}"
+    run_dir = study.workdir / f"{method}_seed{seed}"
     history = train_run(
         run_dir,
         [d.region_file for d in study.datasets],
@@ -459,33 +487,48 @@ def run_cnn(
         PADDING,
         training,
         log,
+        [str(study.workdir / f"{d.name}_preprocessed.h5") for d in study.datasets],
     )
     member = load_member(str(run_dir / "model.keras"), INFERENCE, threads=THREADS)
     segmentations, chosen = scored_method(study, member)
     keras.backend.clear_session()  # free the graphs before the next run
     best = history.loc[history["val_loss"].idxmin()]
-    return segmentations, {**chosen, "best_epoch": int(best["epoch"]), "val_loss": best["val_loss"]}
+    curve = history.assign(data=study.kind, budget=study.budget.name, method=method, seed=seed)
+    return segmentations, {
+        **chosen,
+        "best_epoch": int(best["epoch"]),
+        "val_loss": best["val_loss"],
+        "steps": len(history) * (training.steps_per_epoch or 0),
+        "history": curve,
+    }
 
 
 def trained_on(study: Study, method: str) -> int:
     """Labelled voxels a method learns from: the samples, or every train voxel (dense)."""
-    return {"otsu": 0, "cnn_dense": study.train_voxels}.get(method, study.train_samples)
+    if method.startswith("cnn_dense"):
+        return study.train_voxels
+    return {"otsu": 0}.get(method, study.train_samples)
+
+
+def cnn_settings(method: str, args: argparse.Namespace) -> TrainingSettings:
+    """The training settings of a CNN variant."""
+    variant = dict(VARIANTS[method])
+    steps = args.steps_per_epoch if variant.pop("steps", False) else None
+    epochs = args.epochs_patches if variant["mode"] == "patches" else args.epochs_dense
+    return TrainingSettings(epochs=epochs, steps_per_epoch=steps, **variant)
 
 
 def run_method(
     study: Study, method: str, seed: int, args: argparse.Namespace, log: logging.Logger | None
-) -> list[dict]:
-    """One method (and seed) on one study: a row per data set."""
+) -> tuple[list[dict], pd.DataFrame | None]:
+    """One method (and seed) on one study: a row per data set, and a CNN's history."""
     started = time.perf_counter()
     if method == "otsu":
         segmentations, chosen = run_otsu(study)
     elif method == "rf":
         segmentations, chosen = run_forest(study)
     else:
-        mode = method.removeprefix("cnn_")
-        epochs = args.epochs_patches if mode == "patches" else args.epochs_dense
-        training = TrainingSettings(epochs=epochs, mode=mode)
-        segmentations, chosen = run_cnn(study, training, seed, log)
+        segmentations, chosen = run_cnn(study, method, cnn_settings(method, args), seed, log)
     seconds = time.perf_counter() - started
     rows = []
     for data in study.datasets:
@@ -509,10 +552,13 @@ def run_method(
                 "porosity_automatic": row["porosity_automatic"],
                 "porosity_error_pp": 100 * (row["porosity_automatic"] - row["porosity_truth"]),
                 "seconds": seconds,
-                **{k: chosen.get(k) for k in ("sigma", "threshold", "best_epoch", "val_loss")},
+                **{
+                    k: chosen.get(k)
+                    for k in ("sigma", "threshold", "best_epoch", "val_loss", "steps")
+                },
             }
         )
-    return rows
+    return rows, chosen.get("history")
 
 
 # --- run-time estimate ----------------------------------------------------------------------
@@ -538,7 +584,12 @@ TWIN_FIELD = 76  # receptive field of the 81 x 3 'valid' twin: a tile's halo is 
 
 
 def estimate_seconds(
-    budget: Budget, methods: list[str], datasets: int, epochs: dict[str, int], max_samples: int
+    budget: Budget,
+    methods: list[str],
+    datasets: int,
+    epochs: dict[str, int],
+    max_samples: int,
+    steps: int = 25,
 ) -> dict[str, float]:
     """Rough seconds per method (and for building the data) of one data kind and budget."""
     voxels = datasets * budget.voxels
@@ -571,6 +622,15 @@ def estimate_seconds(
         )
         + cnn_score,
     }
+    # fixed steps of 4 tiles; the pseudo-labels double the tiles and add a teacher pass
+    stepped = epochs["dense"] * (
+        steps * 4 * tile**2 / RATES["dense_train_px"]
+        + counts["val"] * tile**2 / RATES["dense_val_px"]
+        + EPOCH_OVERHEAD_S
+    )
+    for name in ("cnn_dense_steps", "cnn_dense_steps_m09", "cnn_dense_steps_k20"):
+        seconds[name] = stepped + cnn_score
+    seconds["cnn_dense_pseudo"] = 2.5 * stepped + cnn_score
     return {k: v for k, v in seconds.items() if k == "build" or k in methods}
 
 
@@ -616,10 +676,14 @@ def parse_args() -> argparse.Namespace:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--budgets", default=",".join(BUDGETS), help="small,medium,large")
-    parser.add_argument("--methods", default=",".join(METHODS), help=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=",".join(METHODS))
     parser.add_argument("--data", default=",".join(KINDS), help="demo,spheres (or second)")
     parser.add_argument("--epochs-patches", type=int, default=6, help="the demo's 6")
     parser.add_argument("--epochs-dense", type=int, default=40, help="the default demo's 40")
+    parser.add_argument(
+        "--steps-per-epoch", type=int, default=25, help="steps per epoch of the *_steps variants"
+    )
+    parser.add_argument("--threads", type=int, default=THREADS, help="CPU threads")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per CNN method")
     parser.add_argument("--max-train-samples", type=int, default=20000)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")
@@ -634,7 +698,7 @@ def parse_args() -> argparse.Namespace:
     args.porosities = POROSITIES
     if args.quick:  # one tiny budget, one data set per kind, short training
         args.budgets, args.porosities = [QUICK], {45: 0.45}
-        args.epochs_patches, args.epochs_dense = 1, 2
+        args.epochs_patches, args.epochs_dense = 1, 6  # 6: the pseudo-labels start at 5
         args.max_train_samples = min(args.max_train_samples, 2000)
     return args
 
@@ -654,7 +718,12 @@ def print_estimate(args: argparse.Namespace) -> None:
     total = 0.0
     for budget in args.budgets:
         seconds = estimate_seconds(
-            budget, args.methods, len(args.porosities), epochs, args.max_train_samples
+            budget,
+            args.methods,
+            len(args.porosities),
+            epochs,
+            args.max_train_samples,
+            args.steps_per_epoch,
         )
         cnn = sum(v for k, v in seconds.items() if k.startswith("cnn_"))
         one_kind = sum(seconds.values()) + (args.seeds - 1) * cnn
@@ -668,7 +737,9 @@ def print_estimate(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    global THREADS
     args = parse_args()
+    THREADS = args.threads
     configure_threads(THREADS)
     log = None
     if args.verbose:
@@ -678,7 +749,7 @@ def main() -> None:
     if args.dry_run:
         return
     out = Path(args.out)
-    rows = []
+    rows, curves = [], []
     for kind in args.data:
         for budget in args.budgets:
             with tempfile.TemporaryDirectory(prefix="label_budget_") as tmp:
@@ -688,10 +759,13 @@ def main() -> None:
                 print(describe(study), flush=True)
                 for method in args.methods:
                     for seed in range(args.seeds) if method.startswith("cnn_") else [0]:
-                        new = run_method(study, method, seed, args, log)
+                        new, curve = run_method(study, method, seed, args, log)
                         print(progress(new), flush=True)
                         rows += new
                         write_csv(out, pd.DataFrame(rows))  # a crash keeps what is done
+                        if curve is not None:  # the learning curves of the CNN runs
+                            curves.append(curve)
+                            write_csv(out.with_name(out.stem + "_histories.csv"), pd.concat(curves))
     table = summary(pd.DataFrame(rows))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False))

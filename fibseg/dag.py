@@ -67,3 +67,21 @@ def chunk_slices(chunk: str, depth: int, slices_per_job: int) -> list[int]:
     """[first, stop) slice of one chunk."""
     first = int(chunk) * slices_per_job
     return [first, min(first + slices_per_job, depth)]
+
+
+STRUCTURE_BYTES_PER_VOXEL = 320  # the analysis grid's peak (benchmarks/structure.py: 305 B)
+
+
+def structure_memory_mb(shape: tuple[int, int, int], voxel_nm: list[float], structure: dict) -> int:
+    """Memory of one analyze_structure job: the native volume and its pore mask (1 byte each)
+    and the analysis grid (fibseg.structure.analysis_shape: at most `max_voxels`, never
+    finer than the finest native voxel, or of side `voxel_nm`), with 20 % headroom: a full
+    paper volume with max_voxels 6e7 then asks for 26 GB."""
+    native = shape[0] * shape[1] * shape[2]
+    extent = math.prod(n * v for n, v in zip(shape, voxel_nm, strict=True))
+    side = structure.get("voxel_nm") or min(voxel_nm)
+    grid = extent / side**3
+    if not structure.get("voxel_nm"):
+        grid = min(grid, structure.get("max_voxels", 2_000_000))
+    work = 2 * native + STRUCTURE_BYTES_PER_VOXEL * grid
+    return BASE_MB // 3 + math.ceil(1.2 * work / MB)

@@ -337,7 +337,8 @@ def _dense_tiles_class():
     class DenseTiles(keras.utils.PyDataset):
         """Batches (inputs, fragment labels (.., 1), fragment weights) of `tiles_per_batch`
         tiles of the selected regions. One epoch visits every tile, so every labelled voxel,
-        once; shuffled per epoch (`set_epoch`) and augmented per tile with seeded generators.
+        once (or runs `max_batches` steps, see `__len__`); shuffled per epoch (`set_epoch`)
+        and augmented per tile with seeded generators.
 
         `selection` maps data set names to region numbers. `weights` are the class weights;
         by default `class_weights` of the selection's own labels."""
@@ -382,21 +383,25 @@ def _dense_tiles_class():
             self.labelled = int(labels.size)
             self.weights = weights if weights is not None else class_weights(labels)
             self.epoch = 0
-            self.order = np.arange(len(self.origins))
             self.on_epoch_end()
 
         def __len__(self) -> int:
-            batches = -(-len(self.origins) // self.tiles_per_batch)
-            return min(batches, self.max_batches) if self.max_batches else batches
+            """One pass over the tiles, or exactly `max_batches` steps: fewer, or more by
+            going round again (each pass in a new shuffled order)."""
+            return self.max_batches or -(-len(self.origins) // self.tiles_per_batch)
 
         def set_epoch(self, epoch: int) -> None:
             self.epoch = epoch
             self.on_epoch_end()
 
         def on_epoch_end(self) -> None:
+            tiles = len(self.origins)
+            passes = -(-len(self) * self.tiles_per_batch // tiles)
             if self.shuffle:
                 rng = np.random.default_rng([self.seed, self.epoch])
-                self.order = rng.permutation(len(self.origins))
+                self.order = np.concatenate([rng.permutation(tiles) for _ in range(passes)])
+            else:
+                self.order = np.tile(np.arange(tiles), passes)
 
         def tiles(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             """Batch `index` as (inputs, labels, weights) maps (B, side, side), not fragments."""
@@ -456,14 +461,14 @@ def evaluate_dense(twin, tiles) -> dict[str, float]:
     for index in range(len(tiles)):
         inputs, labels, weights = tiles[index]
         scores = np.asarray(twin.predict_on_batch(inputs))
-        bce = np.asarray(keras.losses.binary_crossentropy(labels, scores))
+        bce = keras.ops.convert_to_numpy(keras.losses.binary_crossentropy(labels, scores))
         total += float(np.sum(bce.astype(np.float64) * weights))
         labelled += int(np.count_nonzero(weights > 0))
         for metric in metrics:
             metric.update_state(labels, scores, sample_weight=weights)
-    decay = sum(float(np.asarray(loss)) for loss in twin.losses)
+    decay = sum(float(keras.ops.convert_to_numpy(loss)) for loss in twin.losses)
     result = {"loss": total / max(labelled, 1) + decay}
-    result.update({metric.name: float(np.asarray(metric.result())) for metric in metrics})
+    result.update({m.name: float(keras.ops.convert_to_numpy(m.result())) for m in metrics})
     return result
 
 

@@ -209,3 +209,74 @@ def figure8(
         for regions, scores, forest in zip(region_files, score_files, forests, strict=True)
     ]
     region_panels(rows, path)
+
+
+CLUSTER_MAP = ListedColormap([SOLID_COLOUR, "#bdbdbd", PORE_COLOUR])
+
+
+def structure_panels(results: dict[str, dict], map_files: dict[str, str], path: str) -> None:
+    """The structure figure, a row per data set: the local-thickness distributions of pore
+    and solid, the porosity profiles along z, y and x (segmentation solid, truth dashed),
+    and the middle z-plane of the analysis grid coloured by pore cluster."""
+    figure, axes = plt.subplots(
+        len(results), 4, figsize=(17, 4.2 * len(results)), squeeze=False, layout="constrained"
+    )
+    styles = {"segmentation": "-", "truth": "--"}
+    for line, (name, analyses) in zip(axes, results.items(), strict=True):
+        sizes, profiles, *planes = line
+        for source, result in analyses.items():
+            for phase, colour in (("pore", PORE_COLOUR), ("solid", SOLID_COLOUR)):
+                found = result[f"{phase}_size"]
+                sizes.plot(
+                    found["diameter_nm"],
+                    found["volume_fraction"],
+                    styles[source],
+                    color=colour,
+                    marker=".",
+                    label=f"{phase}, {source}",
+                )
+            for axis, colour in zip("zyx", ("#7570b3", "#e7298a", "#66a61e"), strict=True):
+                profile = result["porosity"]["profiles"][axis]
+                profiles.plot(
+                    np.asarray(profile["position_nm"]) / 1000,
+                    profile["porosity"],
+                    styles[source],
+                    color=colour,
+                    label=f"along {axis}, {source}",
+                )
+        sizes.set_xlabel("local thickness (diameter, nm)")
+        sizes.set_ylabel("volume fraction of the phase")
+        sizes.set_title(f"{name}: pore and solid sizes", fontsize=9)
+        profiles.set_xlabel("position (µm)")
+        profiles.set_ylabel("porosity")
+        profiles.set_title(f"{name}: porosity profiles", fontsize=9)
+        for axis in (sizes, profiles):
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=7)
+        with h5py.File(map_files[name], "r") as handle:
+            for axis, source in zip(planes, ("segmentation", "truth"), strict=True):
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if source not in handle:
+                    axis.set_axis_off()
+                    continue
+                axis.imshow(handle[source]["clusters"][:], cmap=CLUSTER_MAP, vmin=0, vmax=2)
+                percolates = "".join(
+                    a for a in "zyx" if analyses[source]["connectivity"][f"percolates_{a}"]
+                )
+                axis.set_title(
+                    f"{source}, middle z-plane: largest pore cluster\n"
+                    f"(percolates along: {percolates or 'none'})",
+                    fontsize=8,
+                )
+    figure.legend(
+        handles=[
+            Patch(color=PORE_COLOUR, label="pore, largest cluster"),
+            Patch(color="#bdbdbd", label="pore, other clusters"),
+            Patch(color=SOLID_COLOUR, label="solid"),
+        ],
+        loc="outside lower center",
+        ncol=3,
+        fontsize=9,
+    )
+    save(figure, path)

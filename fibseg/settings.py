@@ -22,6 +22,21 @@ class SearchRanges:
 
 
 @dataclass(frozen=True)
+class UnlabelledSettings:
+    """Learning from unlabelled voxels (dense training only; fibseg.unlabelled).
+
+    method none: today's training. pseudo: self-training on confident pseudo-labels of
+    volume tiles, `weight` x the labelled loss, from `start_epoch` on."""
+
+    method: str = "none"
+    weight: float = 1.0
+    confidence: float = 0.9
+    tiles_per_batch: int = 4
+    start_epoch: int = 5
+    noise: float = 0.03
+
+
+@dataclass(frozen=True)
 class TrainingSettings:
     """SGD training of one grid run (§3.5, §3.7)."""
 
@@ -33,11 +48,12 @@ class TrainingSettings:
     tiles_per_batch: int = 4
     tile: int = 128
     search: SearchRanges = field(default_factory=SearchRanges)
+    unlabelled: UnlabelledSettings = field(default_factory=UnlabelledSettings)
 
     @classmethod
     def from_config(cls, training: dict) -> TrainingSettings:
         """From the config's `training` section (missing keys take the defaults)."""
-        known = {f.name for f in fields(cls)} - {"search"}
+        known = {f.name for f in fields(cls)} - {"search", "unlabelled"}
         search = {
             key: tuple(value) if isinstance(value, list) else value
             for key, value in training.get("search", {}).items()
@@ -45,6 +61,7 @@ class TrainingSettings:
         return cls(
             **{k: v for k, v in training.items() if k in known},
             search=SearchRanges(**search),
+            unlabelled=UnlabelledSettings(**training.get("unlabelled", {})),
         )
 
 

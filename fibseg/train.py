@@ -10,6 +10,7 @@ so far and the history. A re-run resumes after the newest committed epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -72,9 +73,11 @@ class PatchEpochs:
 class DenseEpochs:
     """Dense training (`training.mode: dense`): tiles of the train regions through the
     fully convolutional twin that shares the model's weights; the loss on every labelled
-    voxel, pore and solid weighted equally. An epoch sees every labelled train voxel once."""
+    voxel, pore and solid weighted equally. An epoch sees every labelled train voxel once, or
+    runs `training.steps_per_epoch` steps; `training.unlabelled` adds pseudo-labelled tiles of
+    `volume_files`."""
 
-    def __init__(self, region_sets, split_csv, n_xy, n_z, seed, augment, training):
+    def __init__(self, region_sets, split_csv, n_xy, n_z, seed, augment, training, volume_files=()):
         from .dense_training import DenseTiles, region_selection
 
         table = pd.read_csv(split_csv)
@@ -95,12 +98,24 @@ class DenseEpochs:
             "val_samples": self.val_tiles.labelled,
         }
         self.twin = None
+        self.unlabelled = training.unlabelled
+        self.windows = None
+        if self.unlabelled.method == "pseudo":
+            from .unlabelled import VolumeWindows
+
+            side = self.train_tiles.side
+            self.windows = VolumeWindows(volume_files, n_xy, n_z, side, seed)
 
     def fit(self, model, epoch: int) -> dict[str, list[float]]:
         from .dense_training import compile_training_twin, fit_dense_epoch
+        from .unlabelled import fit_epoch_with_unlabelled
 
         if self.twin is None:
             self.twin = compile_training_twin(model)
+        if self.windows is not None:
+            return fit_epoch_with_unlabelled(
+                self.twin, self.train_tiles, self.val_tiles, self.windows, self.unlabelled, epoch
+            )
         return fit_dense_epoch(self.twin, self.train_tiles, self.val_tiles, epoch)
 
 
@@ -116,10 +131,12 @@ def train_run(
     padding: str,
     training: TrainingSettings,
     log=None,
+    volume_files: list[str] | tuple = (),
 ) -> pd.DataFrame:
     """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch: on the
     sampled patches of `train_csv`/`val_csv`, or (`training.mode` dense) on every labelled
-    voxel of the train/val regions of `split_csv`.
+    voxel of the train/val regions of `split_csv`, and with `training.unlabelled` on also
+    on pseudo-labelled tiles of the preprocessed `volume_files` (fibseg.unlabelled).
 
     Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into `run_dir`.
     """
@@ -135,7 +152,9 @@ def train_run(
     region_sets = {r.dataset: r for r in map(RegionSet.read, region_files)}
     augment = {"a": hyper["a"], "b": hyper["b"], "probability": search.augment_probability}
     if training.mode == "dense":
-        epochs = DenseEpochs(region_sets, split_csv, n_xy, n_z, seed, augment, training)
+        epochs = DenseEpochs(
+            region_sets, split_csv, n_xy, n_z, seed, augment, training, volume_files
+        )
     else:
         epochs = PatchEpochs(region_sets, train_csv, val_csv, n_xy, n_z, seed, augment, training)
 
@@ -208,6 +227,8 @@ def train_run(
         **hyper,
         "epochs": training.epochs,
         "mode": training.mode,
+        "steps_per_epoch": training.steps_per_epoch,
+        "unlabelled": dataclasses.asdict(training.unlabelled),
         "batch_size": training.batch_size,
         "momentum": training.momentum,
         **epochs.counts,

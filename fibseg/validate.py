@@ -253,6 +253,7 @@ def check_config(config: dict, config_name: str = "config") -> None:
     from .published import check_published_context
     from .sampling import check_split_fractions
     from .selection import check_ensemble_size
+    from .unlabelled import check_unlabelled
 
     grid, inference = config["grid"], config["inference"]
     checks = [
@@ -263,8 +264,10 @@ def check_config(config: dict, config_name: str = "config") -> None:
     checks.append(lambda: check_ensemble_size(config["ensemble"]["top_k"], runs))
     if config["forest"]["enabled"]:
         checks.append(lambda: check_slices(config["forest"]["n_z"], "forest.n_z"))
-    if config["training"]["mode"] == "dense":
+    training = config["training"]
+    if training["mode"] == "dense":
         checks.append(lambda: check_dense_training(config["model"]["padding"]))
+    checks.append(lambda: check_unlabelled(training["mode"], training["unlabelled"]["method"]))
     if inference["engine"] == "dense":
         checks.append(
             lambda: check_dense_padding(

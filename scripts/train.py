@@ -19,5 +19,6 @@ history = train_run(
     snakemake.params.padding,
     snakemake.params.training,
     log,
+    snakemake.input.volumes,
 )
 log.info("best val_loss %.5f", history["val_loss"].min())

@@ -151,6 +151,12 @@ CONFIG_ERRORS = {
         "valid (n_xy >= 76) and retrain, or inference.engine: sliding, or accept the "
         "approximation with inference.allow_approximate_dense: true.",
     ),
+    "unlabelled voxels with patch training": (
+        {"training.unlabelled": {"method": "pseudo"}},
+        "file 'config: training.unlabelled.method': learning from unlabelled voxels ('pseudo') "
+        "needs dense training, not 'patches'. Fix: set training.mode: dense (with "
+        "model.padding: valid) or training.unlabelled.method: none.",
+    ),
     "n_xy beyond the published crops": (
         {"grid.n_xy": [17, 131], "published": PUBLISHED},
         "file 'config: grid': the grid needs margins 65 (x-y) and 0 (z); the release's crops "

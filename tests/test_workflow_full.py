@@ -96,6 +96,16 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine, fo
     volume = pd.read_csv(results / "tables/full_volume.csv")
     assert set(volume.method) == methods and volume.mIoU.between(0, 1).all()
     assert sorted(volume.dataset) == sorted(["T22", "T45"] * len(methods))
+    # The structure of each CNN segmentation and of its truth; porosity as full_volume.csv
+    structure = pd.read_csv(results / "tables/structure.csv")
+    porosity = structure[structure.metric == "porosity"].set_index("dataset")
+    cnn = volume[volume.method == "cnn"].set_index("dataset")
+    assert sorted(porosity.index) == ["T22", "T45"]
+    np.testing.assert_allclose(porosity.truth, cnn.porosity_truth[porosity.index])
+    np.testing.assert_allclose(porosity.segmentation, cnn.porosity_automatic[porosity.index])
+    np.testing.assert_allclose(structure.difference, structure.segmentation - structure.truth)
+    assert structure.metric.str.startswith("tortuosity_diffusive").sum() == 6
+    assert (results / "figures/structure.png").stat().st_size > 10_000
     assert (results / "model/member1.keras").exists() == (top_k == 2)
     if forest:
         forest_scores = results / "forest/T22/scores.h5"

@@ -12,6 +12,7 @@ from fibseg.dag import (
     context_margins,
     forest_memory_mb,
     predict_memory_mb,
+    structure_memory_mb,
     volume_memory_mb,
 )
 from fibseg.validate import check_config, check_external_inputs, read_sheet
@@ -46,6 +47,12 @@ ENSEMBLE_MEMBERS = [f"results/model/member{rank}.keras" for rank in range(1, TOP
 CNN_MODELS = ["results/model/best.keras", *ENSEMBLE_MEMBERS]  # best first
 TRAINING = TrainingSettings.from_config(config["training"])
 INFERENCE = InferenceSettings.from_config(config["inference"])
+# the preprocessed volumes that training.unlabelled draws its tiles from (none when off)
+UNLABELLED_VOLUMES = (
+    expand("results/{ds}/preprocessed.h5", ds=DATASETS)
+    if TRAINING.unlabelled.method != "none"
+    else []
+)
 
 
 def constraint(names):
@@ -161,4 +168,21 @@ def all_targets():
         *(expand("results/forest/{ds}/segmentation.tif", ds=DATASETS) if FOREST else []),
         "results/figures/fig8_regions.png",
         *(["results/figures/fig9_slices.png"] if DATASETS else []),
+        *(STRUCTURE_TARGETS if config["structure"]["enabled"] and DATASETS else []),
     ]
+
+
+STRUCTURE_TARGETS = ["results/tables/structure.csv", "results/figures/structure.png"]
+
+
+def structure_truth(wildcards):
+    """The truth's file where the data set has one (the analysis runs on it too)."""
+    truth = dataset(wildcards.ds).truth
+    return [split_spec(truth)[0]] if truth else []
+
+
+def structure_mem_mb(wildcards):
+    """Memory of one analyze_structure job: the native volume and the analysis grid."""
+    return structure_memory_mb(
+        volume_shape(wildcards.ds), config["voxel_size_nm"], config["structure"]
+    )

@@ -7,6 +7,7 @@ rule train:
         train="results/samples/train.csv",
         val="results/samples/val.csv",
         split="results/split.csv",
+        volumes=UNLABELLED_VOLUMES,
     output:
         model="results/train/nxy{nxy}_nz{nz}/seed{seed}/model.keras",
         history="results/train/nxy{nxy}_nz{nz}/seed{seed}/history.csv",

@@ -1,0 +1,46 @@
+# Pore-structure analysis of every segmentation, and of its ground truth where there is one
+# (fibseg/structure.py; README, "Pore structure").
+
+
+rule analyze_structure:
+    input:
+        segmentation="results/{ds}/segmentation.h5",
+        truth=structure_truth,
+    output:
+        json="results/{ds}/structure.json",
+        maps="results/{ds}/structure_maps.h5",
+    params:
+        truth=lambda wildcards: dataset(wildcards.ds).truth,
+        voxel_size_nm=config["voxel_size_nm"],
+        structure=config["structure"],
+    resources:
+        mem_mb=structure_mem_mb,
+    log:
+        "logs/analyze_structure/{ds}.log",
+    benchmark:
+        "results/benchmarks/analyze_structure/{ds}.tsv"
+    wildcard_constraints:
+        ds=constraint(DATASETS),
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/analyze_structure.py"
+
+
+rule structure_table:
+    input:
+        analyses=expand("results/{ds}/structure.json", ds=DATASETS),
+        maps=expand("results/{ds}/structure_maps.h5", ds=DATASETS),
+    output:
+        table=report("results/tables/structure.csv", caption="../report/structure.rst", category="Structure"),
+        figure=report(
+            "results/figures/structure.png", caption="../report/structure_figure.rst", category="Structure"
+        ),
+    params:
+        datasets=DATASETS,
+    log:
+        "logs/structure_table.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/structure_table.py"
