@@ -395,8 +395,8 @@ def _dense_tiles_class():
             self.on_epoch_end()
 
         def on_epoch_end(self) -> None:
-            tiles = len(self.origins)
-            passes = -(-len(self) * self.tiles_per_batch // tiles)
+            tiles = len(self.origins)  # one pass (its last batch may be short), or enough
+            passes = -(-len(self) * self.tiles_per_batch // tiles) if self.max_batches else 1
             if self.shuffle:
                 rng = np.random.default_rng([self.seed, self.epoch])
                 self.order = np.concatenate([rng.permutation(tiles) for _ in range(passes)])
