@@ -32,7 +32,7 @@ from .dense import twin_geometry
 from .dense_training import dihedral_2d, fragment_layout, from_fragment_layout
 from .io import LimitError
 from .settings import UnlabelledSettings
-from .windows import mirror_index
+from .windows import mirror_index, neighbour_slices
 
 
 def check_unlabelled(mode: str, method: str) -> None:
@@ -69,7 +69,7 @@ class VolumeWindows:
         which = int(rng.integers(len(self.files)))
         depth, height, width = self.shapes[which]
         z = int(rng.integers(depth))
-        slices = mirror_index(np.arange(z - self.n_z // 2, z + self.n_z // 2 + 1), depth)
+        slices = neighbour_slices(z, self.n_z, depth)
         with h5py.File(self.files[which], "r") as handle:
             unique, inverse = np.unique(slices, return_inverse=True)
             stack = handle["volume"][unique.tolist()][inverse]
