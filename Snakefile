@@ -29,6 +29,7 @@ localrules:
     check_dataset,
     split,
     sample,
+    promote,
     select_model,
     optimize_forest_postprocess,
     stitch_forest,

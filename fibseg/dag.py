@@ -40,10 +40,22 @@ def forest_memory_mb(height: int, width: int, n_z: int, sigma_max: float) -> int
     return BASE_MB + math.ceil(1.5 * slice_bytes * (2 * features + 3 * n_z) / MB)
 
 
-def volume_memory_mb(shape: tuple[int, int, int], bytes_per_voxel: float) -> int:
-    """Memory for a rule that holds a whole volume (post-processing, stitching)."""
-    voxels = shape[0] * shape[1] * shape[2]
-    return BASE_MB // 3 + math.ceil(voxels * bytes_per_voxel / MB)
+# Bytes per voxel of one slab at the peak of fibseg.postprocess.write_segmentation: the
+# slab's mask, its labels (uint32), the kept mask and its inverse or uint8 copy
+# (benchmarks/postprocess.py measured 8.6 on 1024 x 2048 slices)
+STREAMED_BYTES_PER_VOXEL = 10
+SMOOTHING_SLICE_COPIES = 8  # float32 slices alive while one slice is smoothed twice
+
+
+def postprocess_memory_mb(shape: tuple[int, int, int], slab_depth: int) -> int:
+    """Memory of one postprocess job, which streams the volume in slabs of `slab_depth`
+    slices: a slab's masks and labels and a few float32 slices of the smoothing, with 50 %
+    headroom. The depth does not enter (the face components' sizes, kept for the whole
+    volume, are a few bytes per component that touches a slab face)."""
+    _, height, width = shape
+    slab = min(slab_depth, shape[0]) * height * width
+    smoothing = SMOOTHING_SLICE_COPIES * height * width * 4
+    return BASE_MB // 3 + math.ceil(1.5 * (slab * STREAMED_BYTES_PER_VOXEL + smoothing) / MB)
 
 
 def smoothing_margin(sigmas: list[float]) -> int:

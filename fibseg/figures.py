@@ -44,9 +44,19 @@ def per_cell(cells: pd.DataFrame, column: str, ylabel: str, title: str, path: st
     save(figure, path)
 
 
-def learning_curves(history: pd.DataFrame, title: str, path: str) -> None:
-    """Figure 6: loss and accuracy of train and validation data per epoch."""
-    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(9, 3.4))
+def learning_curves(
+    history: pd.DataFrame,
+    title: str,
+    path: str,
+    cell_runs: pd.DataFrame | None = None,
+    rung_epochs: tuple[int, ...] = (),
+) -> None:
+    """Figure 6: loss and accuracy of train and validation data per epoch; with `cell_runs`
+    (collect_histories of the cell's runs) a third panel with every run's validation loss,
+    runs pruned by successive halving in grey and the rung ends dotted."""
+    panels = 3 if cell_runs is not None else 2
+    figure, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.4))
+    loss, accuracy = axes[:2]
     epochs = history["epoch"] + 1
     loss.plot(epochs, history["loss"], label="train")
     loss.plot(epochs, history["val_loss"], label="validation")
@@ -54,12 +64,28 @@ def learning_curves(history: pd.DataFrame, title: str, path: str) -> None:
     accuracy.plot(epochs, history["accuracy"], label="train")
     accuracy.plot(epochs, history["val_accuracy"], label="validation")
     accuracy.set_ylabel("accuracy")
-    for axis in (loss, accuracy):
+    if cell_runs is not None:
+        runs_panel(axes[2], cell_runs, rung_epochs)
+    for axis in axes:
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(title)
+    figure.tight_layout()
     save(figure, path)
+
+
+def runs_panel(axis: plt.Axes, cell_runs: pd.DataFrame, rung_epochs: tuple[int, ...]) -> None:
+    """Validation loss of every run of a cell: kept runs in colour, pruned ones in grey."""
+    for (_seed, pruned), run in cell_runs.groupby(["seed", "pruned"]):
+        style = {"color": "0.6", "lw": 0.8, "marker": "o", "ms": 3} if pruned else {"lw": 1.2}
+        axis.plot(run["epoch"] + 1, run["val_loss"], **style)
+    for end in rung_epochs[:-1]:
+        axis.axvline(end, color="k", ls=":", lw=0.8)
+    pruned = int(cell_runs.drop_duplicates("run_dir")["pruned"].sum())
+    runs = cell_runs["run_dir"].nunique()
+    axis.plot([], [], color="0.6", marker="o", ms=3, label=f"pruned ({pruned} of {runs})")
+    axis.set_ylabel("validation loss (every run of the cell)")
 
 
 LABEL_MAP = ListedColormap([PORE_COLOUR, SOLID_COLOUR])

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from .halving import final_runs
 from .io import LimitError
 
 
 def collect_histories(run_dirs: list[str | Path]) -> pd.DataFrame:
-    """Every epoch of every run, with its n_xy, n_z, seed and total training time."""
+    """Every epoch of every run, with its n_xy, n_z, seed, total training time and whether
+    successive halving pruned it. Of a run trained over several rungs, only the furthest
+    rung's directory counts (its history holds all the epochs)."""
     frames = []
-    for run_dir in map(Path, run_dirs):
+    runs = final_runs([str(d) for d in run_dirs])
+    for run_dir, pruned in zip(map(Path, runs["run_dir"]), runs["pruned"], strict=True):
         params = json.loads((run_dir / "params.json").read_text())
         history = pd.read_csv(run_dir / "history.csv")
         frames.append(
@@ -23,18 +27,24 @@ def collect_histories(run_dirs: list[str | Path]) -> pd.DataFrame:
                 seed=params["seed"],
                 run_dir=str(run_dir),
                 run_seconds=params["train_seconds_total"],
+                pruned=bool(pruned),
             )
         )
     return pd.concat(frames, ignore_index=True)
 
 
 def select_cells(histories: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: the (seed, epoch) of lowest val_loss, its metrics, the mean run time."""
+    """One row per cell: the (seed, epoch) of lowest val_loss, its metrics, the mean time of
+    a run trained to the end, the runs trained and how many of them were pruned."""
     best = histories.loc[histories.groupby(["n_xy", "n_z"])["val_loss"].idxmin()]
     runs = histories.drop_duplicates("run_dir")
-    timing = runs.groupby(["n_xy", "n_z"])["run_seconds"].agg(
-        mean_train_seconds="mean", runs="count"
+    completed = runs[~runs["pruned"]].groupby(["n_xy", "n_z"])["run_seconds"]
+    timing = runs.groupby(["n_xy", "n_z"]).agg(
+        runs=("run_seconds", "count"),
+        pruned=("pruned", "sum"),
+        cell_train_seconds=("run_seconds", "sum"),
     )
+    timing.insert(0, "mean_train_seconds", completed.mean())
     cells = best.set_index(["n_xy", "n_z"])[
         ["seed", "epoch", "val_loss", "val_accuracy", "val_mIoU", "run_dir"]
     ].join(timing)
@@ -67,7 +77,13 @@ def top_runs(histories: pd.DataFrame, k: int) -> list[str]:
 def select_model(run_dirs: list[str], top_k: int = 1) -> tuple[pd.DataFrame, dict, list[str]]:
     """The best run of each cell, the overall best, and the run directories of the ensemble
     (the best run first)."""
-    histories = collect_histories(run_dirs)
+    return select_from_histories(collect_histories(run_dirs), top_k)
+
+
+def select_from_histories(
+    histories: pd.DataFrame, top_k: int = 1
+) -> tuple[pd.DataFrame, dict, list[str]]:
+    """`select_model` on histories already collected (fibseg.selection.collect_histories)."""
     cells = select_cells(histories)
     best = best_cell(cells)
     members = top_runs(histories, top_k)

@@ -41,9 +41,34 @@ HISTORY_COLUMNS = [
 ]
 
 
+def seed_generators(model) -> list:
+    """The model's random-number generators (dropout), in layer order."""
+    return [
+        layer.seed_generator
+        for layer in model._flatten_layers()
+        if hasattr(layer, "seed_generator")
+    ]
+
+
+def random_state(model) -> list[list[int]]:
+    """The state of each dropout generator. Keras does not save it with the model, so a
+    checkpoint keeps it beside, and a resumed run draws the masks it would have drawn."""
+    import keras
+
+    return [keras.ops.convert_to_numpy(g.state.value).tolist() for g in seed_generators(model)]
+
+
+def restore_random_state(model, states: list[list[int]]) -> None:
+    for generator, state in zip(seed_generators(model), states, strict=True):
+        generator.state.assign(np.asarray(state, dtype=generator.state.dtype))
+
+
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     done = sorted(checkpoint_dir.glob("epoch_[0-9][0-9][0-9][0-9]"))
     return done[-1] if done else None
+
+
+RANDOM_STATE = "random_state.json"
 
 
 class TerminationRequested(RuntimeError):
@@ -132,13 +157,18 @@ def train_run(
     training: TrainingSettings,
     log=None,
     volume_files: list[str] | tuple = (),
+    rung: int = 0,
+    keep_last_state: bool = False,
 ) -> pd.DataFrame:
     """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch: on the
     sampled patches of `train_csv`/`val_csv`, or (`training.mode` dense) on every labelled
     voxel of the train/val regions of `split_csv`, and with `training.unlabelled` on also
     on pseudo-labelled tiles of the preprocessed `volume_files` (fibseg.unlabelled).
 
-    Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into `run_dir`.
+    Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into `run_dir`,
+    and with `keep_last_state` also `last.keras` (the last epoch's weights and optimiser
+    state, from which the next rung of successive halving resumes; fibseg.halving). A run
+    trains up to `training.epochs`; `rung` is recorded in params.json.
     """
     import keras
 
@@ -161,6 +191,8 @@ def train_run(
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
         model = keras.saving.load_model(resume / "last.keras")
+        if (resume / RANDOM_STATE).is_file():
+            restore_random_state(model, json.loads((resume / RANDOM_STATE).read_text()))
         history = pd.read_csv(resume / "history.csv")
         first_epoch = int(history["epoch"].max()) + 1
         if log:
@@ -216,6 +248,9 @@ def train_run(
     final = latest_checkpoint(checkpoint_dir)
     with atomic_output(run_dir / "model.keras") as tmp:
         shutil.copyfile(final / "best.keras", tmp)
+    if keep_last_state:
+        with atomic_output(run_dir / "last.keras") as tmp:
+            shutil.copyfile(final / "last.keras", tmp)
     history["epoch"] = history["epoch"].astype(int)
     with atomic_output(run_dir / "history.csv") as tmp:
         history.to_csv(tmp, index=False)
@@ -223,6 +258,7 @@ def train_run(
         "n_xy": n_xy,
         "n_z": n_z,
         "seed": seed,
+        "rung": rung,
         "padding": padding,
         **hyper,
         "epochs": training.epochs,
@@ -237,6 +273,7 @@ def train_run(
         "train_seconds_total": float(history["seconds"].sum()),
         "versions": versions(),
         "resumed_from_epoch": first_epoch,
+        "random_state": random_state(model),
     }
     with atomic_output(run_dir / "params.json") as tmp:
         tmp.write_text(json.dumps(params, indent=2))
@@ -257,6 +294,7 @@ def commit_epoch(checkpoint_dir: Path, epoch: int, model, history: pd.DataFrame)
     else:
         shutil.copyfile(previous / "best.keras", staging / "best.keras")
     history.to_csv(staging / "history.csv", index=False)
+    (staging / RANDOM_STATE).write_text(json.dumps(random_state(model)))
     final = checkpoint_dir / f"epoch_{epoch:04d}"
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)

@@ -249,6 +249,7 @@ def check_config(config: dict, config_name: str = "config") -> None:
     code it protects; the message names the config key."""
     from .dense import check_dense_padding
     from .dense_training import check_dense_training
+    from .halving import check_search
     from .model import check_grid_sizes, check_slices
     from .published import check_published_context
     from .sampling import check_split_fractions
@@ -262,6 +263,7 @@ def check_config(config: dict, config_name: str = "config") -> None:
     ]
     runs = len(grid["n_xy"]) * len(grid["n_z"]) * grid["seeds"]
     checks.append(lambda: check_ensemble_size(config["ensemble"]["top_k"], runs))
+    checks.append(lambda: check_search(grid["search"], config["training"]["epochs"], grid["seeds"]))
     if config["forest"]["enabled"]:
         checks.append(lambda: check_slices(config["forest"]["n_z"], "forest.n_z"))
     training = config["training"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,27 @@ def run_snakemake(
             f"{process.stderr[-8000:]}"
         )
     return process
+
+
+def start_snakemake(project: Path, *args: str, **kwargs) -> subprocess.Popen:
+    """Start the real workflow in its own session (so a test can kill the whole job tree)."""
+    return subprocess.Popen(
+        [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--cores", "2", *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        **kwargs,
+    )
+
+
+def wait_for(condition, timeout=300.0, poll=0.1):
+    """Poll `condition` until it is truthy; its value, or TimeoutError."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if result := condition():
+            return result
+        time.sleep(poll)
+    raise TimeoutError("condition not met")

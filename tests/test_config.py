@@ -157,6 +157,11 @@ CONFIG_ERRORS = {
         "needs dense training, not 'patches'. Fix: set training.mode: dense (with "
         "model.padding: valid) or training.unlabelled.method: none.",
     ),
+    "halving rungs that stop short of training.epochs": (
+        {"grid.search": {"strategy": "halving", "rungs": [4, 12], "keep": 0.5}},
+        "file 'config: grid.search.rungs': [4, 12] must rise strictly and end at "
+        "training.epochs (40). Fix: list the end epoch of each rung, the last one 40.",
+    ),
     "n_xy beyond the published crops": (
         {"grid.n_xy": [17, 131], "published": PUBLISHED},
         "file 'config: grid': the grid needs margins 65 (x-y) and 0 (z); the release's crops "

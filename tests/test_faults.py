@@ -7,7 +7,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import h5py
@@ -22,6 +21,8 @@ from helpers import (
     edit_config,
     imwrite,
     run_snakemake,
+    start_snakemake,
+    wait_for,
     write_project,
 )
 
@@ -150,28 +151,6 @@ TRAIN_CONFIG = {
     "inference": {"engine": "sliding", "slices_per_job": 2},
 }
 RUN = "results/train/nxy33_nz1/seed0"
-
-
-def start_snakemake(project: Path, *args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--cores", "2", *args],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        **kwargs,
-    )
-
-
-def wait_for(condition, timeout=300.0, poll=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if result := condition():
-            return result
-        time.sleep(poll)
-    raise TimeoutError("condition not met")
 
 
 def job_pids(process: subprocess.Popen, pattern: str) -> list[int]:

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from fibseg.model import ModelConfigError, build_model, draw_hyperparameters, learning_rate
+from fibseg.model import (
+    ModelConfigError,
+    build_model,
+    draw_hyperparameters,
+    forward_flops,
+    learning_rate,
+)
 from fibseg.settings import SearchRanges
 
 TABLE_1 = {  # Skärberg et al. 2021, Table 1: number of weights, rows n_xy, columns n_z
@@ -78,3 +84,55 @@ def test_step_learning_rate():
     assert learning_rate(7, -2.0, 8) == pytest.approx(0.01)
     assert learning_rate(8, -2.0, 8) == pytest.approx(10**-2.25)
     assert learning_rate(39, -2.5, 4) == pytest.approx(10 ** (-2.5 - 0.25 * 9))
+
+
+def test_forward_flops_of_patch_models_by_hand():
+    """2 x multiply-adds of each convolution (3 x 3) and dense layer, pooling halving down."""
+    same_33x1 = 2 * (
+        33**2 * 9 * 1 * 16
+        + 33**2 * 9 * 16 * 16
+        + 16**2 * 9 * 16 * 32
+        + 16**2 * 9 * 32 * 32
+        + 8**2 * 9 * 32 * 64
+        + 8**2 * 9 * 64 * 64
+        + 4**2 * 9 * 64 * 80
+        + 4**2 * 9 * 80 * 80
+        + 2 * 2 * 80 * 128
+        + 128 * 64
+        + 64
+    )
+    assert forward_flops(build_model(33, 1, "same"), (1, 33, 33, 1)) == same_33x1
+    valid_81x3 = 2 * (
+        79**2 * 9 * 3 * 16
+        + 77**2 * 9 * 16 * 16
+        + 36**2 * 9 * 16 * 32
+        + 34**2 * 9 * 32 * 32
+        + 15**2 * 9 * 32 * 64
+        + 13**2 * 9 * 64 * 64
+        + 4**2 * 9 * 64 * 80
+        + 2**2 * 9 * 80 * 80
+        + 80 * 128
+        + 128 * 64
+        + 64
+    )
+    assert forward_flops(build_model(81, 3, "valid"), (5, 81, 81, 3)) == 5 * valid_81x3
+
+
+def test_forward_flops_of_the_dense_training_twin_by_hand():
+    """A 128 px tile of an 81 x 3 'valid' model: input 128 + 76 - 1 = 203 px. Each level runs
+    two valid convolutions, a stride-1 pool and splits into 4 fragments of half the side;
+    the dense layers run on the 256 fragments of 8 x 8 (= 128 x 128 outputs)."""
+    from fibseg.dense_training import training_twin
+
+    levels = [  # (fragments, side after conv 1, side after conv 2, in, out channels)
+        (1, 201, 199, 3, 16),
+        (4, 97, 95, 16, 32),
+        (16, 45, 43, 32, 64),
+        (64, 19, 17, 64, 80),
+    ]
+    by_hand = sum(
+        n * 9 * (a**2 * c_in * c_out + b**2 * c_out * c_out) for n, a, b, c_in, c_out in levels
+    )
+    by_hand += 256 * 8**2 * (80 * 128 + 128 * 64 + 64)
+    twin = training_twin(build_model(81, 3, "valid"))
+    assert forward_flops(twin, (1, 203, 203, 3)) == 2 * by_hand

@@ -1,6 +1,12 @@
-"""Post-processing against a direct implementation, and sigma/T chosen on val only."""
+"""Post-processing against a direct implementation, sigma/T chosen on val only, and the
+streamed post-processing equal to the whole-volume one across slab faces."""
 
+import json
+import os
+import subprocess
+import sys
 from collections import deque
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -8,9 +14,20 @@ import pandas as pd
 import pytest
 from skimage.filters import threshold_otsu
 
+from fibseg.dag import postprocess_memory_mb
 from fibseg.evaluate import otsu_volume, region_results, split_windows
-from fibseg.postprocess import optimize, segment
+from fibseg.io import write_h5, write_tiff
+from fibseg.metrics import porosity
+from fibseg.postprocess import (
+    optimize,
+    segment,
+    segment_as_chosen,
+    segment_streamed,
+    write_segmentation,
+)
 from fibseg.regions import RegionSet
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def gaussian_direct(image, sigma):
@@ -146,3 +163,181 @@ def test_otsu_of_a_whole_volume_splits_two_populations(tmp_path):
     assert np.mean(solid == truth) > 0.995
     # skimage on the raw values (256 bins over their range, not 1024 over [0, 1]) agrees
     assert np.mean(solid == (volume > threshold_otsu(volume))) > 0.995
+
+
+# --- streamed post-processing ----------------------------------------------------------------
+
+
+def streamed(scores, sigma, threshold, min_size, slab_depth):
+    """`segment_streamed` stacked back into one volume (scratch in memory)."""
+    scratch = np.zeros(scores.shape, bool)
+    slabs = list(segment_streamed(scores, sigma, threshold, min_size, slab_depth, scratch))
+    assert [start for start, _ in slabs] == list(range(0, len(scores), slab_depth))
+    return np.concatenate([slab for _, slab in slabs])
+
+
+def random_scores(seed, shape=(20, 40, 40)):
+    """Smooth random scores with noise: objects of many sizes, some across slab faces."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    field = ndi.gaussian_filter(rng.random(shape), (0.8, 1.5, 1.5)) * 4 - 1.5
+    return np.clip(field + rng.normal(0, 0.15, shape), 0, 1).astype(np.float16)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("slab_depth", [1, 3, 4, 7, 25])
+@pytest.mark.parametrize("min_size", [1, 2, 8, 40])
+def test_streamed_equals_the_whole_volume_on_random_scores(seed, slab_depth, min_size):
+    scores, sigma = random_scores(seed), (1.0, 0.5, 2.63)[seed]
+    whole = segment(scores.astype(np.float32), sigma, 0.45, min_size)
+    np.testing.assert_array_equal(streamed(scores, sigma, 0.45, min_size, slab_depth), whole)
+    if min_size > 2:  # the removal changed something in both phases
+        thresholded = segment(scores.astype(np.float32), sigma, 0.45, 1)
+        assert (thresholded & ~whole).any() and (~thresholded & whole).any()
+
+
+def objects_across_faces():
+    """Solid objects in a 12 x 24 x 24 volume of pore, for slabs of 4 slices
+    ([0, 4), [4, 8), [8, 12)), each named with its size."""
+    solid = np.zeros((12, 24, 24), bool)
+    objects = {}
+    # a U through three slabs: two rods (z 1-10) joined only by a bar in slab 0, so in
+    # slabs 1 and 2 they are two components each; 11 + 2 x 9 = 29 voxels
+    u_shape = np.zeros_like(solid)
+    u_shape[1, 2, 2:13] = True
+    u_shape[1:11, 2, 2] = u_shape[1:11, 2, 12] = True
+    objects["u through three slabs"] = u_shape
+    # a 2 x 2 x 2 cube cut by the face at z = 4: 4 + 4 voxels
+    cube = np.zeros_like(solid)
+    cube[3:5, 10:12, 10:12] = True
+    objects["small cube cut by a face"] = cube
+    # a 3 x 3 column over slices 2-9: at most 18 voxels in one slab, 72 in all
+    column = np.zeros_like(solid)
+    column[2:10, 16:19, 16:19] = True
+    objects["column small in each slab"] = column
+    for mask in objects.values():
+        solid |= mask
+    return solid, objects
+
+
+@pytest.mark.parametrize("phase", ["solid", "pore"])
+@pytest.mark.parametrize(
+    "min_size, kept",
+    [
+        (8, {"u through three slabs", "small cube cut by a face", "column small in each slab"}),
+        (9, {"u through three slabs", "column small in each slab"}),
+        (29, {"u through three slabs", "column small in each slab"}),
+        (30, {"column small in each slab"}),
+        (72, {"column small in each slab"}),
+        (73, set()),
+    ],
+)
+def test_streamed_measures_objects_by_their_size_across_slab_faces(phase, min_size, kept):
+    """Objects of either phase (as solid in pore, or inverted) are kept or removed by their
+    whole size, whatever the slab faces cut of them; as `segment` does on the whole volume."""
+    solid, objects = objects_across_faces()
+    scores = solid.astype(np.float32) if phase == "solid" else 1 - solid.astype(np.float32)
+    result = streamed(scores, 0.0, 0.5, min_size, slab_depth=4)
+    np.testing.assert_array_equal(result, segment(scores, 0.0, 0.5, min_size))
+    objects_phase = phase == "solid"
+    for name, mask in objects.items():
+        expected = objects_phase if name in kept else not objects_phase
+        assert np.all(result[mask] == expected), (name, min_size)
+    assert np.all(result[~solid] != objects_phase)  # the background stays
+
+
+def test_streamed_with_min_size_1_is_the_thresholded_volume_and_needs_no_scratch():
+    scores = random_scores(5)
+    slabs = segment_streamed(scores, 1.5, 0.5, 1, slab_depth=6, scratch=None)
+    result = np.concatenate([slab for _, slab in slabs])
+    thresholded = segment(scores.astype(np.float32), 1.5, 0.5, 0)
+    np.testing.assert_array_equal(result, thresholded)
+    with pytest.raises(ValueError, match="scratch"):
+        next(segment_streamed(scores, 1.5, 0.5, 2, slab_depth=6, scratch=None))
+
+
+CHOSEN = {"sigma": 1.0, "threshold": 0.45, "min_object_voxels": 20}
+
+
+def whole_volume_outputs(scores, directory):
+    """What rule postprocess wrote before streaming: the whole volume in memory."""
+    solid = segment_as_chosen(scores.astype(np.float32), CHOSEN).astype(np.uint8)
+    write_h5(directory / "segmentation.h5", {"segmentation": solid}, ATTRS)
+    write_tiff(directory / "segmentation.tif", solid)
+    return solid
+
+
+ATTRS = {**CHOSEN, "voxel_size_nm_zyx": [50.0, 10.0, 10.0]}
+
+
+def assert_same_outputs(reference, streamed_dir):
+    assert sorted(os.listdir(streamed_dir)) == ["segmentation.h5", "segmentation.tif"]
+    tif = (streamed_dir / "segmentation.tif").read_bytes()
+    assert tif == (reference / "segmentation.tif").read_bytes()
+    with (
+        h5py.File(reference / "segmentation.h5") as want,
+        h5py.File(streamed_dir / "segmentation.h5") as got,
+    ):
+        assert got["segmentation"].dtype == np.uint8
+        assert got["segmentation"].chunks == want["segmentation"].chunks
+        np.testing.assert_array_equal(got["segmentation"][:], want["segmentation"][:])
+        assert got.attrs.keys() == want.attrs.keys()
+        for key in want.attrs:
+            np.testing.assert_array_equal(got.attrs[key], want.attrs[key])
+
+
+def test_write_segmentation_streams_the_same_files(tmp_path):
+    """HDF5 (data, chunks, attributes) and TIFF (byte for byte) as the whole-volume writers
+    made them, the porosity as metrics.porosity, and no scratch file left behind."""
+    scores = random_scores(7, (13, 40, 50))
+    solid = whole_volume_outputs(scores, (tmp_path / "whole"))
+    out = tmp_path / "streamed"
+    pore = write_segmentation(
+        scores, CHOSEN, out / "segmentation.h5", out / "segmentation.tif", ATTRS, slab_depth=4
+    )
+    assert pore == porosity(solid)
+    assert_same_outputs(tmp_path / "whole", out)
+
+
+def test_the_postprocess_script_writes_the_whole_volume_result(tmp_path):
+    """scripts/postprocess.py with a stand-in `snakemake` object, in a child process (the
+    script sends stderr to its log)."""
+    scores = random_scores(8, (11, 32, 36))
+    with h5py.File(tmp_path / "scores.h5", "w") as handle:
+        handle.create_dataset("scores", data=scores, chunks=(1, 32, 36))
+    (tmp_path / "postprocess.json").write_text(json.dumps(CHOSEN))
+    whole_volume_outputs(scores, tmp_path / "whole")
+    out = tmp_path / "streamed"
+    job = {
+        "input": {
+            "scores": str(tmp_path / "scores.h5"),
+            "postprocess": str(tmp_path / "postprocess.json"),
+        },
+        "output": {"h5": str(out / "segmentation.h5"), "tif": str(out / "segmentation.tif")},
+        "params": {"voxel_size_nm": ATTRS["voxel_size_nm_zyx"], "slab_depth": 3},
+        "log": [str(tmp_path / "postprocess.log")],
+    }
+    runner = (
+        "import json, runpy, sys, types\n"
+        "job = json.loads(sys.argv[1])\n"
+        "snakemake = types.SimpleNamespace(**{k: types.SimpleNamespace(**v) "
+        "if k in ('input', 'output', 'params') else v for k, v in job.items()})\n"
+        "runpy.run_path(sys.argv[2], init_globals={'snakemake': snakemake})\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", runner, json.dumps(job), str(REPO / "scripts/postprocess.py")],
+        check=True,
+        cwd=REPO,
+    )
+    assert_same_outputs(tmp_path / "whole", out)
+    log = (tmp_path / "postprocess.log").read_text()
+    assert "wrote slab 4/4" in log and "porosity" in log
+
+
+def test_postprocess_memory_scales_with_the_slab_not_the_depth():
+    paper = postprocess_memory_mb((200, 2247, 3372), slab_depth=16)
+    assert postprocess_memory_mb((1000, 2247, 3372), slab_depth=16) == paper
+    assert postprocess_memory_mb((64, 2247, 3372), slab_depth=16) == paper
+    assert postprocess_memory_mb((200, 2247, 3372), slab_depth=32) > paper + 1000  # +121 M voxels
+    assert paper < 4096

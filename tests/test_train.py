@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import fibseg.train as training_module
+from fibseg.halving import continue_from
 from fibseg.regions import RegionSet
 from fibseg.sampling import labelled_voxels, sample_split, split_regions
 from fibseg.selection import collect_histories, select_cells
@@ -55,7 +56,7 @@ def tiny_regions(tmp_path_factory):
     return directory
 
 
-def run(directory, run_dir, seed=0, epochs=3):
+def run(directory, run_dir, seed=0, epochs=3, **options):
     return train_run(
         run_dir,
         [str(directory / "T.h5")],
@@ -67,6 +68,7 @@ def run(directory, run_dir, seed=0, epochs=3):
         seed,
         "same",
         replace(TRAINING, epochs=epochs),
+        **options,
     )
 
 
@@ -111,6 +113,26 @@ def test_resume_after_a_kill_continues_from_the_right_epoch(tiny_regions, tmp_pa
     )
     params = json.loads((tmp_path / "r/params.json").read_text())
     assert params["resumed_from_epoch"] == 2
+
+
+def test_a_halving_rung_continues_a_run_exactly_as_if_never_stopped(tiny_regions, tmp_path):
+    """Rung 0 trains 1 epoch and keeps its last state; rung 1 resumes it up to epoch 3. The
+    learning curve and the best model equal those of one uninterrupted 3-epoch run."""
+    whole = run(tiny_regions, tmp_path / "whole", seed=1)
+    run(tiny_regions, tmp_path / "seed1", seed=1, epochs=1, keep_last_state=True)
+    assert (tmp_path / "seed1/last.keras").is_file()
+    assert continue_from(tmp_path / "seed1", tmp_path / "slot0")
+    rung = run(tiny_regions, tmp_path / "slot0", seed=1, rung=1, keep_last_state=True)
+    assert rung["epoch"].tolist() == [0, 1, 2]
+    columns = ["loss", "val_loss", "accuracy", "val_accuracy", "lr"]
+    np.testing.assert_allclose(rung[columns], whole[columns], rtol=1e-5)
+    params = json.loads((tmp_path / "slot0/params.json").read_text())
+    assert (params["rung"], params["resumed_from_epoch"], params["seed"]) == (1, 1, 1)
+    import keras
+
+    best = [keras.saving.load_model(tmp_path / d / "model.keras") for d in ("whole", "slot0")]
+    for a, b in zip(best[0].get_weights(), best[1].get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_select_model_picks_the_true_minimum(tmp_path):

@@ -1,6 +1,7 @@
 """Dry runs of the paper configuration: the DAG of 3,600 training and 600 prediction jobs."""
 
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -64,6 +65,30 @@ def test_an_ensemble_adds_members_not_jobs(paper_project):
     (paper_project / "top5.yaml").write_text(yaml.safe_dump({"ensemble": {"top_k": 5}}))
     counts = dry_run(paper_project, "top5.yaml")
     assert counts["train"] == 3600 and counts["predict_slices"] == 600
+
+
+def test_halving_plans_each_rung_of_the_paper_grid(paper_project):
+    """config/halving.yaml: per cell 100 seeds to epoch 4, 25 to epoch 12, 7 to epoch 40."""
+    process = run_snakemake(
+        paper_project,
+        "-n",
+        "--configfile",
+        str(REPO / "config/paper.yaml"),
+        "overlay.yaml",
+        str(REPO / "config/halving.yaml"),
+    )
+    output = process.stdout + process.stderr
+    counts = job_counts(output)
+    assert counts["train"] == 3600 and counts["select_model"] == 1
+    assert counts["promote"] == 36 * 2
+    assert counts["train_rung"] == 36 * (25 + 7)
+    rungs = re.findall(r"wildcards: nxy=\d+, nz=\d+, rung=(\d+), slot=\d+", output)
+    assert Counter(rungs) == {"1": 36 * 25, "2": 36 * 7}
+    assert (
+        "successive halving, per cell: rung 0: 100 run(s) to epoch 4; rung 1: 25 run(s) to "
+        "epoch 12; rung 2: 7 run(s) to epoch 40; 36 cell(s)"
+    ) in output
+    assert counts["predict_slices"] == 600  # prediction is untouched
 
 
 def test_three_slices_per_job_gives_201_prediction_jobs(paper_project):

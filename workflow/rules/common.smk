@@ -1,9 +1,11 @@
 # Config and sheet validation, and the helpers the rules share.
 import functools
 import re
+from dataclasses import replace
 
 from snakemake.utils import validate
 
+from fibseg import halving
 from fibseg.io import Volume, split_spec
 from fibseg.settings import InferenceSettings, TrainingSettings
 from fibseg.dag import (
@@ -13,7 +15,7 @@ from fibseg.dag import (
     forest_memory_mb,
     predict_memory_mb,
     structure_memory_mb,
-    volume_memory_mb,
+    postprocess_memory_mb,
 )
 from fibseg.validate import check_config, check_external_inputs, read_sheet
 
@@ -32,7 +34,9 @@ DEMO = list(config["demo"])
 THREADS = config["resources"]["threads"]
 GRID_CELLS = [(n_xy, n_z) for n_z in config["grid"]["n_z"] for n_xy in config["grid"]["n_xy"]]
 SEEDS = list(range(config["grid"]["seeds"]))
-RUN_DIRS = [f"results/train/nxy{n_xy}_nz{n_z}/seed{seed}" for n_xy, n_z in GRID_CELLS for seed in SEEDS]
+# grid.search: the full grid, or successive halving in rungs (fibseg/halving.py)
+GRID_PLAN = halving.GridPlan.from_config(config["grid"], config["training"]["epochs"])
+RUN_DIRS = halving.all_run_dirs(GRID_PLAN, GRID_CELLS)  # every run of every rung
 FOREST = config["forest"]["enabled"]
 FOREST_NZ = config["forest"]["n_z"]
 MARGINS = context_margins(
@@ -46,6 +50,7 @@ TOP_K = config["ensemble"]["top_k"]
 ENSEMBLE_MEMBERS = [f"results/model/member{rank}.keras" for rank in range(1, TOP_K)]
 CNN_MODELS = ["results/model/best.keras", *ENSEMBLE_MEMBERS]  # best first
 TRAINING = TrainingSettings.from_config(config["training"])
+RUNG_TRAINING = [replace(TRAINING, epochs=end) for end in GRID_PLAN.rung_epochs]
 INFERENCE = InferenceSettings.from_config(config["inference"])
 # the preprocessed volumes that training.unlabelled draws its tiles from (none when off)
 UNLABELLED_VOLUMES = (
@@ -120,8 +125,8 @@ def predict_mem_mb(wildcards):
 
 
 def postprocess_mem_mb(wildcards):
-    """Scores, two smoothed copies, masks and connected-component labels."""
-    return volume_memory_mb(volume_shape(wildcards.ds), 24)
+    """One slab's masks and connected-component labels (the volume is streamed)."""
+    return postprocess_memory_mb(volume_shape(wildcards.ds), config["postprocess"]["slab_depth"])
 
 
 def slices_of_chunk(wildcards):
@@ -185,4 +190,43 @@ def structure_mem_mb(wildcards):
     """Memory of one analyze_structure job: the native volume and the analysis grid."""
     return structure_memory_mb(
         volume_shape(wildcards.ds), config["voxel_size_nm"], config["structure"]
+    )
+
+
+def run_outputs(run, keep_last_state):
+    """The files of one training run; `last` (the run's last state) when a later rung of
+    successive halving resumes from it."""
+    files = {name: f"{run}/{name}.{ext}" for name, ext in RUN_FILES.items()}
+    return files | ({"last": f"{run}/last.keras"} if keep_last_state else {})
+
+
+RUN_FILES = {"model": "keras", "history": "csv", "params": "json"}
+
+
+def previous_rung_runs(wildcards):
+    """The finished runs of the previous rung in this cell, that `promote` ranks."""
+    rung = int(wildcards.rung)
+    return [
+        halving.run_dir(int(wildcards.nxy), int(wildcards.nz), rung - 1, slot)
+        for slot in range(GRID_PLAN.slots[rung - 1])
+    ]
+
+
+def previous_rung_files(wildcards):
+    """History, parameters and states of the previous rung's runs in this cell."""
+    return [
+        f"{run}/{name}"
+        for run in previous_rung_runs(wildcards)
+        for name in ("history.csv", "params.json", "model.keras", "last.keras")
+    ]
+
+
+if GRID_PLAN.halving:
+    logger.info(
+        "successive halving, per cell: "
+        + "; ".join(
+            f"rung {rung}: {slots} run(s) to epoch {end}"
+            for rung, (slots, end) in enumerate(zip(GRID_PLAN.slots, GRID_PLAN.rung_epochs))
+        )
+        + f"; {len(GRID_CELLS)} cell(s)"
     )

@@ -91,6 +91,7 @@ rule postprocess:
         tif="results/{ds}/segmentation.tif",
     params:
         voxel_size_nm=config["voxel_size_nm"],
+        slab_depth=config["postprocess"]["slab_depth"],
     resources:
         mem_mb=postprocess_mem_mb,
     log:

@@ -1,4 +1,6 @@
-# The training grid (§3.4-3.7): one job per (n_xy, n_z, seed), then model selection.
+# The training grid (§3.4-3.7): one job per (n_xy, n_z, seed), then model selection. With
+# successive halving (grid.search), `train` is rung 0 and each later rung resumes the runs
+# that `promote` kept (fibseg/halving.py).
 
 
 rule train:
@@ -9,11 +11,9 @@ rule train:
         split="results/split.csv",
         volumes=UNLABELLED_VOLUMES,
     output:
-        model="results/train/nxy{nxy}_nz{nz}/seed{seed}/model.keras",
-        history="results/train/nxy{nxy}_nz{nz}/seed{seed}/history.csv",
-        params="results/train/nxy{nxy}_nz{nz}/seed{seed}/params.json",
+        **run_outputs("results/train/nxy{nxy}_nz{nz}/seed{seed}", GRID_PLAN.halving),
     params:
-        training=TRAINING,
+        training=RUNG_TRAINING[0],
         padding=config["model"]["padding"],
     threads: THREADS
     log:
@@ -30,18 +30,60 @@ rule train:
         "../../scripts/train.py"
 
 
+rule promote:
+    input:
+        previous_rung_files,
+    output:
+        "results/train/nxy{nxy}_nz{nz}/rung{rung}/promoted.json",
+    params:
+        runs=previous_rung_runs,
+        slots=lambda wildcards: GRID_PLAN.slots[int(wildcards.rung)],
+    log:
+        "logs/promote/nxy{nxy}_nz{nz}_rung{rung}.log",
+    wildcard_constraints:
+        nxy=r"\d+",
+        nz=r"\d+",
+        rung=r"[1-9]\d*",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/promote.py"
+
+
+rule train_rung:
+    input:
+        promoted="results/train/nxy{nxy}_nz{nz}/rung{rung}/promoted.json",
+        previous=previous_rung_files,
+        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+        train="results/samples/train.csv",
+        val="results/samples/val.csv",
+        split="results/split.csv",
+        volumes=UNLABELLED_VOLUMES,
+    output:
+        **run_outputs("results/train/nxy{nxy}_nz{nz}/rung{rung}/slot{slot}", True),
+    params:
+        training=lambda wildcards: RUNG_TRAINING[int(wildcards.rung)],
+        padding=config["model"]["padding"],
+    threads: THREADS
+    log:
+        "logs/train/nxy{nxy}_nz{nz}_rung{rung}_slot{slot}.log",
+    benchmark:
+        "results/benchmarks/train/nxy{nxy}_nz{nz}_rung{rung}_slot{slot}.tsv"
+    wildcard_constraints:
+        nxy=r"\d+",
+        nz=r"\d+",
+        rung=r"[1-9]\d*",
+        slot=r"\d+",
+    conda:
+        "../../envs/fibseg-gpu.yaml"
+    script:
+        "../../scripts/train.py"
+
+
 rule select_model:
     input:
-        histories=expand(
-            "results/train/nxy{cell[0]}_nz{cell[1]}/seed{seed}/history.csv",
-            cell=GRID_CELLS,
-            seed=SEEDS,
-        ),
-        run_params=expand(
-            "results/train/nxy{cell[0]}_nz{cell[1]}/seed{seed}/params.json",
-            cell=GRID_CELLS,
-            seed=SEEDS,
-        ),
+        histories=expand("{run}/history.csv", run=RUN_DIRS),
+        run_params=expand("{run}/params.json", run=RUN_DIRS),
     output:
         cells=report("results/selection/cells.csv", caption="../report/cells.rst", category="Model selection"),
         best="results/selection/best.json",
@@ -53,6 +95,7 @@ rule select_model:
         fig6=report("results/figures/fig6_learning_curves.png", caption="../report/fig6.rst", category="Model selection"),
     params:
         run_dirs=RUN_DIRS,
+        rung_epochs=GRID_PLAN.rung_epochs,
     log:
         "logs/select_model.log",
     conda:

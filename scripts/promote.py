@@ -1,0 +1,15 @@
+"""Rule promote: rank a rung's runs of one cell by validation loss, keep the best in slots."""
+
+import json
+
+from fibseg.halving import promote
+from fibseg.io import atomic_output
+from fibseg.runtime import start_log
+
+log = start_log(snakemake.log[0])
+promotion = promote(snakemake.params.runs, snakemake.params.slots, int(snakemake.wildcards.rung))
+with atomic_output(snakemake.output[0]) as tmp:
+    tmp.write_text(json.dumps(promotion, indent=2))
+for run in promotion["slots"]:
+    log.info("slot %d: seed %d (val_loss %.5f)", run["slot"], run["seed"], run["best_val_loss"])
+log.info("pruned seeds %s", [run["seed"] for run in promotion["pruned"]])
