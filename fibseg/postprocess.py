@@ -27,7 +27,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.morphology import remove_small_objects
 
-from .io import atomic_output
+from .io import atomic_output, compression, element_size_um, imagej_calibration
 from .metrics import confusion, miou_from_confusion
 from .windows import region_in_window
 
@@ -293,11 +293,13 @@ def write_segmentation(
     tif_path: str | os.PathLike,
     attrs: dict[str, object],
     slab_depth: int,
+    voxel_nm: tuple[float, float, float] | None = None,
 ) -> float:
     """`segment_as_chosen` of a score volume, streamed into `h5_path` (dataset "segmentation",
-    uint8, one chunk per slice, `attrs`) and the TIFF stack `tif_path` (as `io.write_tiff`
-    writes it), both atomically; the scratch mask lies beside `h5_path` meanwhile. Returns
-    the porosity (fraction of pore voxels)."""
+    uint8, one compressed chunk per slice, `attrs`, `element_size_um`) and the ImageJ TIFF
+    stack `tif_path` (as `io.write_tiff` writes it, with the voxel size `voxel_nm`), both
+    atomically; the scratch mask lies beside `h5_path` meanwhile. Returns the porosity
+    (fraction of pore voxels)."""
     shape = tuple(scores.shape)
     bounds = slab_bounds(shape[0], slab_depth)
     pore_voxels = 0
@@ -309,7 +311,10 @@ def write_segmentation(
         tifffile.TiffWriter(tif_tmp, imagej=True) as tif,
     ):
         out.attrs.update(attrs)
-        dataset = out.create_dataset("segmentation", shape, np.uint8, chunks=(1, *shape[1:]))
+        dataset = out.create_dataset(
+            "segmentation", shape, np.uint8, chunks=(1, *shape[1:]), **compression(shape)
+        )
+        dataset.attrs.update(element_size_um(voxel_nm))
 
         def slices() -> Iterator[np.ndarray]:
             nonlocal pore_voxels
@@ -339,6 +344,6 @@ def write_segmentation(
             shape=shape,
             dtype=np.uint8,
             photometric="minisblack",
-            metadata={"axes": "ZYX"},
+            **imagej_calibration(voxel_nm),
         )
     return pore_voxels / math.prod(shape)

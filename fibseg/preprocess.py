@@ -10,7 +10,7 @@ import pandas as pd
 from pystackreg import StackReg
 from skimage.transform import AffineTransform, warp
 
-from .io import Volume, atomic_output
+from .io import Volume, atomic_output, compression, element_size_um
 
 
 def register_to_previous(volume: Volume) -> np.ndarray:
@@ -58,13 +58,23 @@ def apply_transform(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return moved.astype(image.dtype)
 
 
-def align_volume(volume: Volume, output_h5: str | os.PathLike) -> pd.DataFrame:
-    """Align every slice to slice 0 and write `/volume` (input dtype) to an HDF5 file."""
+def align_volume(
+    volume: Volume,
+    output_h5: str | os.PathLike,
+    voxel_nm: tuple[float, float, float] | None = None,
+) -> pd.DataFrame:
+    """Align every slice to slice 0 and write `/volume` (input dtype, compressed, with
+    `element_size_um` of `voxel_nm`) to an HDF5 file."""
     transforms = register_to_previous(volume)
     with atomic_output(output_h5) as tmp, h5py.File(tmp, "w") as handle:
         data = handle.create_dataset(
-            "volume", shape=volume.shape, dtype=volume.dtype, chunks=(1, *volume.shape[1:])
+            "volume",
+            shape=volume.shape,
+            dtype=volume.dtype,
+            chunks=(1, *volume.shape[1:]),
+            **compression(volume.shape),
         )
+        data.attrs.update(element_size_um(voxel_nm))
         for z in range(len(volume)):
             data[z] = apply_transform(volume.read(z, z + 1)[0], transforms[z])
     return transforms_table(transforms)
@@ -96,7 +106,8 @@ def fit_gradient(means: np.ndarray) -> tuple[float, float]:
 def correct_gradient(
     volume: Volume, output_h5: str | os.PathLike, voxel_size_nm: tuple[float, float, float]
 ) -> dict[str, float]:
-    """Scale to [0, 1], subtract the fitted x line, add its mean back (§3.1), write float32."""
+    """Scale to [0, 1], subtract the fitted x line, add its mean back (§3.1), write float32
+    (compressed, with `element_size_um`)."""
     means = column_means(volume)
     slope, intercept = fit_gradient(means)
     x = np.arange(volume.shape[2], dtype=np.float64)
@@ -106,8 +117,13 @@ def correct_gradient(
     clipped = 0
     with atomic_output(output_h5) as tmp, h5py.File(tmp, "w") as handle:
         data = handle.create_dataset(
-            "volume", shape=volume.shape, dtype=np.float32, chunks=(1, *volume.shape[1:])
+            "volume",
+            shape=volume.shape,
+            dtype=np.float32,
+            chunks=(1, *volume.shape[1:]),
+            **compression(volume.shape),
         )
+        data.attrs.update(element_size_um(voxel_size_nm))
         for z in range(len(volume)):
             image = volume.read(z, z + 1)[0].astype(np.float32) / np.float32(scale)
             image -= correction[None, :]

@@ -3,6 +3,8 @@ RegionSet, which then trains and evaluates like any data set."""
 
 from __future__ import annotations
 
+import re
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -42,27 +44,70 @@ def read_mat_cell_masks(path: str, variable: str = "M") -> list[np.ndarray]:
         return [np.asarray(handle[ref][()]).T for ref in references]
 
 
-def read_mat_split(path: str) -> dict[str, np.ndarray]:
-    """0-based region indices per split from data_split.mat (v7.3 or older), any layout of
-    variables whose names contain train, val(id) and test."""
+SPLIT_WORDS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+def mat_variables(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a .mat file: MATLAB v7.3 (HDF5) or v5 and older (`scipy.io.loadmat`)."""
     try:
         with h5py.File(path, "r") as handle:
-            variables = {
-                k: np.asarray(v[()]) for k, v in handle.items() if isinstance(v, h5py.Dataset)
-            }
+            return {k: np.asarray(v[()]) for k, v in handle.items() if isinstance(v, h5py.Dataset)}
     except OSError:
         from scipy.io import loadmat
 
-        variables = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+        return {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+
+
+def per_dataset_split_names(variables: dict[str, np.ndarray]) -> dict[str, dict[str, str]]:
+    """The release's layout, one variable per split and data set named `..._train_HPC22`,
+    `..._val_HPC30`, ...: {data set: {split: variable name}}."""
+    words = "|".join(word for choices in SPLIT_WORDS.values() for word in choices)
+    pattern = re.compile(rf"(?:^|_)({words})_([A-Za-z0-9.-]+)$", re.IGNORECASE)
+    layout: dict[str, dict[str, str]] = {}
+    for name in variables:
+        match = pattern.search(name)
+        if match:
+            split = next(s for s, choices in SPLIT_WORDS.items() if match[1].lower() in choices)
+            layout.setdefault(match[2], {})[split] = name
+    return layout
+
+
+def read_mat_split(path: str, dataset: str | None = None) -> dict[str, np.ndarray]:
+    """0-based region indices per split of `dataset` from data_split.mat (v7.3 or v5).
+
+    The release holds one variable per split and data set (`..._train_HPC22`, 1-based); a
+    file with one variable per split (names containing train, val and test) serves every
+    data set.
+    """
+    variables = mat_variables(path)
+    layout = per_dataset_split_names(variables)
+    named = next(
+        (names for key, names in layout.items() if key.lower() == str(dataset).lower()), None
+    )
+    if named is None and len(layout) > 1:
+        raise InputError(
+            f"holds the split of the data sets {sorted(layout)} but none for this one "
+            f"(variables: {sorted(variables)}).",
+            dataset=dataset,
+            file=path,
+            fix="name the data set in published.datasets as in the file (e.g. HPC22), or "
+            "leave published.split empty to split its regions at random.",
+        )
     found = {}
     for split in SPLITS:
-        names = [k for k in variables if split in k.lower()]
+        if named is not None:
+            names = [named[split]] if split in named else []
+        else:
+            names = [k for k in variables if split in k.lower()]
         if len(names) != 1:
             raise InputError(
-                f"needs one variable whose name contains '{split}'; found "
-                f"{names or 'none'} among {sorted(variables)}.",
+                f"needs one variable for the {split} split"
+                + (f" of data set '{dataset}'" if named is not None else "")
+                + f"; found {names or 'none'} among {sorted(variables)}.",
+                dataset=dataset,
                 file=path,
-                fix="pass data_split.mat of the release or a split column.",
+                fix="pass data_split.mat of the release, or leave published.split empty to "
+                "split the regions at random.",
             )
         found[split] = np.asarray(variables[names[0]]).astype(np.int64).ravel() - 1
     return found
@@ -122,6 +167,14 @@ def import_published(
     )
     if split_mat:
         table["split"] = ""
-        for split, indices in read_mat_split(split_mat).items():
+        for split, indices in read_mat_split(split_mat, dataset).items():
+            if indices.size and (indices.min() < 0 or indices.max() >= len(table)):
+                raise InputError(
+                    f"the {split} split lists regions {indices.min() + 1}-{indices.max() + 1} "
+                    f"(1-based) but the TIFF holds {len(table)} regions.",
+                    dataset=dataset,
+                    file=split_mat,
+                    fix="pass the data_split.mat and the regions TIFF of one release.",
+                )
             table.loc[indices, "split"] = split
     return RegionSet(dataset, crops, labels, table, kept, margin_z)

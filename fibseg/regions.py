@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .io import InputError, Volume, atomic_output
+from .io import InputError, Volume, atomic_output, compression
 from .windows import mirror_index
 
 
@@ -45,8 +45,14 @@ class RegionSet:
 
     def write(self, path: str | os.PathLike) -> None:
         with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
-            handle.create_dataset("crops", data=self.crops, chunks=(1, *self.crops.shape[1:]))
-            handle.create_dataset("labels", data=self.labels.astype(np.uint8))
+            handle.create_dataset(
+                "crops",
+                data=self.crops,
+                chunks=(1, *self.crops.shape[1:]),
+                **compression(self.crops.shape),
+            )
+            labels = self.labels.astype(np.uint8)
+            handle.create_dataset("labels", data=labels, **compression(labels.shape))
             for column in self.table.columns:
                 values = self.table[column].to_numpy()
                 if values.dtype == object:

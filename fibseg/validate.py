@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import InputError, LimitError, Volume, split_spec
+from .io import (
+    InputError,
+    LimitError,
+    Volume,
+    parse_voxel_size,
+    split_spec,
+    volume_exists,
+    volume_format,
+)
 from .sampling import SPLITS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -146,18 +154,44 @@ def check_labels(labels: np.ndarray, table: pd.DataFrame, dataset: str, path: st
         )
 
 
-def check_finite(volume: Volume) -> None:
-    """A float volume holds no NaN or Inf (checked slice by slice)."""
-    if not np.issubdtype(volume.dtype, np.floating):
-        return
+def check_slices(volume: Volume) -> None:
+    """Every slice is read once, so a truncated or corrupt file (or slice file) fails here;
+    a float volume holds no NaN or Inf."""
+    floating = np.issubdtype(volume.dtype, np.floating)
     for z in range(len(volume)):
-        if not np.isfinite(volume.read(z, z + 1)).all():
+        image = volume.read(z, z + 1)
+        if floating and not np.isfinite(image).all():
             raise InputError(
                 f"slice {z} holds NaN or Inf values.",
                 dataset=volume.dataset_name,
-                file=volume.path,
+                file=volume.files[z] if volume.format in ("folder", "glob") else volume.path,
                 fix="replace them before running fibseg.",
             )
+
+
+def check_slice_numbers(volume: Volume) -> None:
+    """The numbers in the names of a folder's slice files (the last run of digits) rise by
+    one step: a gap means a missing slice, a repeat a stray file."""
+    if volume.format not in ("folder", "glob") or len(volume.files) < 3:
+        return
+    found = [re.findall(r"\d+", Path(name).stem) for name in volume.files]
+    if not all(found):
+        return
+    numbers = np.array([int(digits[-1]) for digits in found])
+    steps = np.diff(numbers)
+    step = int(np.bincount(steps[steps >= 0]).argmax()) if (steps >= 0).any() else 0
+    wrong = np.flatnonzero(steps != step)
+    if step > 0 and wrong.size:
+        first = int(wrong[0])
+        raise InputError(
+            f"the slice files' numbers go from {numbers[first]} ({volume.files[first]}) to "
+            f"{numbers[first + 1]} ({volume.files[first + 1]}) where the others step by "
+            f"{step}: a slice is missing or a stray file is in the way.",
+            dataset=volume.dataset_name,
+            file=volume.path,
+            fix="restore the missing slice or remove the extra file, so that every slice "
+            "of the stack is there once.",
+        )
 
 
 def check_dataset(name: str, volume_spec: str, regions_csv: str, labels_spec: str) -> dict:
@@ -170,7 +204,8 @@ def check_dataset(name: str, volume_spec: str, regions_csv: str, labels_spec: st
                 file=volume.path,
                 fix="point the sheet at the full stack.",
             )
-        check_finite(volume)
+        check_slice_numbers(volume)
+        check_slices(volume)
         shape, dtype = volume.shape, str(volume.dtype)
     table = read_regions(regions_csv, name)
     check_regions_in_volume(table, shape, name, regions_csv)
@@ -211,8 +246,13 @@ def read_sheet(path: str) -> pd.DataFrame:
                 fix="write true or false.",
             )
         sheet["aligned"] = words.isin(TRUE_WORDS)
-    if "truth" in sheet.columns:
-        sheet["truth"] = sheet["truth"].where(sheet["truth"] != "", None)
+    for column in ("truth", "voxel_size_nm"):
+        if column in sheet.columns:
+            sheet[column] = sheet[column].where(sheet[column] != "", None)
+    if "voxel_size_nm" in sheet.columns:
+        for name, text in zip(sheet.get("name", sheet.index), sheet["voxel_size_nm"], strict=True):
+            if text is not None:
+                parse_voxel_size(text, str(name), path)
     for column in ("name", "volume", "regions", "labels"):
         if column in sheet.columns and (sheet[column] == "").any():
             row = int(sheet.index[sheet[column] == ""][0]) + 2
@@ -227,16 +267,27 @@ def read_sheet(path: str) -> pd.DataFrame:
 
 
 def check_external_inputs(sheet: pd.DataFrame, sheet_path: str, generated_prefix: str) -> None:
-    """Files that no rule makes (not under `generated_prefix`) must exist before the run."""
+    """Files that no rule makes (not under `generated_prefix`) must exist before the run: the
+    volume (a file, a `.zarr` folder, or slice files in a folder or glob), the CSV, labels
+    and truth."""
     for row in sheet.itertuples():
         for column in ("volume", "regions", "labels", "truth"):
             spec = getattr(row, column, None)
             if not spec:
                 continue
             path = split_spec(spec)[0]
-            if not path.startswith(generated_prefix) and not Path(path).is_file():
+            if path.startswith(generated_prefix):
+                continue
+            exists = Path(path).is_file() if column == "regions" else volume_exists(spec)
+            if not exists:
+                kind = volume_format(path) if column != "regions" else "file"
+                what = {
+                    "folder": "folder holds no TIFF slices (*.tif, *.tiff)",
+                    "glob": "pattern matches no file",
+                    "zarr": "Zarr store does not exist",
+                }.get(kind, "file does not exist")
                 raise InputError(
-                    f"the '{column}' file does not exist (sheet {sheet_path}).",
+                    f"the '{column}' {what} (sheet {sheet_path}).",
                     dataset=row.name,
                     file=path,
                     fix="correct the path in the sheet (relative to the working "

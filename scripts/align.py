@@ -7,7 +7,7 @@ from fibseg.runtime import start_log
 log = start_log(snakemake.log[0])
 with Volume(snakemake.params.volume, snakemake.wildcards.ds) as volume:
     log.info("aligning %s, shape %s, dtype %s", volume.spec, volume.shape, volume.dtype)
-    transforms = align_volume(volume, snakemake.output.volume)
+    transforms = align_volume(volume, snakemake.output.volume, snakemake.params.voxel_size_nm)
 write_csv(snakemake.output.transforms, transforms)
 log.info(
     "largest shift %.2f px, largest rotation %.3f deg",

@@ -8,3 +8,4 @@ log = start_log(snakemake.log[0])
 with Volume(snakemake.params.volume, snakemake.wildcards.ds) as volume:
     summary = correct_gradient(volume, snakemake.output[0], snakemake.params.voxel_size_nm)
 log.info("gradient fit: %s", summary)
+log.info("voxel size (z, y, x): %s nm", snakemake.params.voxel_size_nm)

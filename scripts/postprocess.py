@@ -21,5 +21,6 @@ with h5py.File(snakemake.input.scores, "r") as handle:
         snakemake.output.tif,
         {**settings, "voxel_size_nm_zyx": snakemake.params.voxel_size_nm},
         slab_depth,
+        snakemake.params.voxel_size_nm,
     )
 log.info("porosity %.4f with %s", porosity, settings)

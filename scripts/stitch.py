@@ -4,5 +4,7 @@ from fibseg.io import stitch_chunks
 from fibseg.runtime import start_log
 
 log = start_log(snakemake.log[0])
-shape = stitch_chunks(snakemake.input, snakemake.output[0], snakemake.params.dtype)
+shape = stitch_chunks(
+    snakemake.input, snakemake.output[0], snakemake.params.dtype, snakemake.params.voxel_size_nm
+)
 log.info("stitched %d chunks into %s", len(snakemake.input), shape)

@@ -12,11 +12,12 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 from skimage.filters import threshold_otsu
 
 from fibseg.dag import postprocess_memory_mb
 from fibseg.evaluate import otsu_volume, region_results, split_windows
-from fibseg.io import write_h5, write_tiff
+from fibseg.io import voxel_size_nm, write_h5, write_tiff
 from fibseg.metrics import porosity
 from fibseg.postprocess import (
     optimize,
@@ -263,12 +264,13 @@ CHOSEN = {"sigma": 1.0, "threshold": 0.45, "min_object_voxels": 20}
 def whole_volume_outputs(scores, directory):
     """What rule postprocess wrote before streaming: the whole volume in memory."""
     solid = segment_as_chosen(scores.astype(np.float32), CHOSEN).astype(np.uint8)
-    write_h5(directory / "segmentation.h5", {"segmentation": solid}, ATTRS)
-    write_tiff(directory / "segmentation.tif", solid)
+    write_h5(directory / "segmentation.h5", {"segmentation": solid}, ATTRS, voxel_nm=VOXEL_NM)
+    write_tiff(directory / "segmentation.tif", solid, voxel_nm=VOXEL_NM)
     return solid
 
 
-ATTRS = {**CHOSEN, "voxel_size_nm_zyx": [50.0, 10.0, 10.0]}
+VOXEL_NM = [50.0, 10.0, 12.5]
+ATTRS = {**CHOSEN, "voxel_size_nm_zyx": VOXEL_NM}
 
 
 def assert_same_outputs(reference, streamed_dir):
@@ -285,6 +287,10 @@ def assert_same_outputs(reference, streamed_dir):
         assert got.attrs.keys() == want.attrs.keys()
         for key in want.attrs:
             np.testing.assert_array_equal(got.attrs[key], want.attrs[key])
+        np.testing.assert_allclose(
+            got["segmentation"].attrs["element_size_um"], [0.05, 0.01, 0.0125]
+        )
+        assert got["segmentation"].compression == "gzip"
 
 
 def test_write_segmentation_streams_the_same_files(tmp_path):
@@ -294,10 +300,38 @@ def test_write_segmentation_streams_the_same_files(tmp_path):
     solid = whole_volume_outputs(scores, (tmp_path / "whole"))
     out = tmp_path / "streamed"
     pore = write_segmentation(
-        scores, CHOSEN, out / "segmentation.h5", out / "segmentation.tif", ATTRS, slab_depth=4
+        scores,
+        CHOSEN,
+        out / "segmentation.h5",
+        out / "segmentation.tif",
+        ATTRS,
+        slab_depth=4,
+        voxel_nm=VOXEL_NM,
     )
     assert pore == porosity(solid)
     assert_same_outputs(tmp_path / "whole", out)
+
+
+def test_segmentation_tif_carries_the_voxel_size(tmp_path):
+    """Fiji reads ImageJ `spacing`, `unit` and the X/YResolution tags: 50 x 10 x 12.5 nm."""
+    write_segmentation(
+        random_scores(3, (5, 20, 24)),
+        CHOSEN,
+        tmp_path / "segmentation.h5",
+        tmp_path / "segmentation.tif",
+        ATTRS,
+        slab_depth=2,
+        voxel_nm=VOXEL_NM,
+    )
+    with tifffile.TiffFile(tmp_path / "segmentation.tif") as tif:
+        assert tif.imagej_metadata["spacing"] == 50.0
+        assert tif.imagej_metadata["unit"] == "nm"
+        assert tif.series[0].shape == (5, 20, 24)
+        x_per_nm, y_per_nm = tif.pages.first.resolution
+        assert x_per_nm == pytest.approx(1 / 12.5) and y_per_nm == pytest.approx(1 / 10)
+    assert voxel_size_nm(str(tmp_path / "segmentation.tif"), (1, 1, 1)) == pytest.approx(
+        (50.0, 10.0, 12.5)
+    )
 
 
 def test_the_postprocess_script_writes_the_whole_volume_result(tmp_path):

@@ -6,7 +6,7 @@ from dataclasses import replace
 from snakemake.utils import validate
 
 from fibseg import halving
-from fibseg.io import Volume, split_spec
+from fibseg.io import Volume, split_spec, volume_files, voxel_size_nm
 from fibseg.settings import InferenceSettings, TrainingSettings
 from fibseg.dag import (
     chunk_names,
@@ -75,12 +75,13 @@ def dataset(ds):
 
 
 def volume_file(wildcards):
-    return split_spec(dataset(wildcards.ds).volume)[0]
+    """The volume's file(s): its file or `.zarr` folder, or every slice of a folder or glob."""
+    return volume_files(dataset(wildcards.ds).volume)
 
 
 def annotation_files(wildcards):
     row = dataset(wildcards.ds)
-    return {"regions": row.regions, "labels": split_spec(row.labels)[0]}
+    return {"regions": row.regions, "labels": volume_files(row.labels)}
 
 
 def unaligned_or_aligned(wildcards):
@@ -105,6 +106,25 @@ def volume_shape(ds):
         return demo["slices"], demo["height"], demo["width"]
     with Volume(row.volume, ds) as volume:
         return volume.shape
+
+
+@functools.cache
+def voxel_size(ds):
+    """(z, y, x) nm of a data set: the sheet's voxel_size_nm, else per axis the volume's own
+    metadata (not read for volumes the workflow makes), else the config's voxel_size_nm."""
+    row = dataset(ds)
+    external = not str(row.volume).startswith("results/")
+    return voxel_size_nm(
+        row.volume if external else None,
+        tuple(config["voxel_size_nm"]),
+        row.get("voxel_size_nm"),
+        ds,
+        config["datasets"],
+    )
+
+
+def voxel_size_param(wildcards):
+    return list(voxel_size(wildcards.ds))
 
 
 def volume_depth(ds):
@@ -159,7 +179,7 @@ TRUTH_DATASETS = [ds for ds in DATASETS if dataset(ds).truth]
 
 
 def truth_files(wildcards):
-    return [split_spec(dataset(ds).truth)[0] for ds in TRUTH_DATASETS]
+    return [path for ds in TRUTH_DATASETS for path in volume_files(dataset(ds).truth)]
 
 
 def all_targets():
@@ -183,13 +203,13 @@ STRUCTURE_TARGETS = ["results/tables/structure.csv", "results/figures/structure.
 def structure_truth(wildcards):
     """The truth's file where the data set has one (the analysis runs on it too)."""
     truth = dataset(wildcards.ds).truth
-    return [split_spec(truth)[0]] if truth else []
+    return volume_files(truth) if truth else []
 
 
 def structure_mem_mb(wildcards):
     """Memory of one analyze_structure job: the native volume and the analysis grid."""
     return structure_memory_mb(
-        volume_shape(wildcards.ds), config["voxel_size_nm"], config["structure"]
+        volume_shape(wildcards.ds), voxel_size(wildcards.ds), config["structure"]
     )
 
 

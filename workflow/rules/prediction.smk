@@ -72,6 +72,7 @@ rule stitch:
         "results/{ds}/scores.h5",
     params:
         dtype=config["inference"]["score_dtype"],
+        voxel_size_nm=voxel_size_param,
     log:
         "logs/stitch/{ds}.log",
     wildcard_constraints:
@@ -90,7 +91,7 @@ rule postprocess:
         h5="results/{ds}/segmentation.h5",
         tif="results/{ds}/segmentation.tif",
     params:
-        voxel_size_nm=config["voxel_size_nm"],
+        voxel_size_nm=voxel_size_param,
         slab_depth=config["postprocess"]["slab_depth"],
     resources:
         mem_mb=postprocess_mem_mb,

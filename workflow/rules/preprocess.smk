@@ -27,6 +27,7 @@ rule align:
         transforms="results/{ds}/alignment.csv",
     params:
         volume=lookup(dpath="{ds}/volume", within=ROWS),
+        voxel_size_nm=voxel_size_param,
     log:
         "logs/align/{ds}.log",
     benchmark:
@@ -45,7 +46,7 @@ rule correct_gradient:
         "results/{ds}/preprocessed.h5",
     params:
         volume=unaligned_or_aligned_spec,
-        voxel_size_nm=config["voxel_size_nm"],
+        voxel_size_nm=voxel_size_param,
     log:
         "logs/correct_gradient/{ds}.log",
     benchmark:

@@ -11,7 +11,7 @@ rule analyze_structure:
         maps="results/{ds}/structure_maps.h5",
     params:
         truth=lambda wildcards: dataset(wildcards.ds).truth,
-        voxel_size_nm=config["voxel_size_nm"],
+        voxel_size_nm=voxel_size_param,
         structure=config["structure"],
     resources:
         mem_mb=structure_mem_mb,
