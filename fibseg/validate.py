@@ -248,7 +248,7 @@ def read_sheet(path: str) -> pd.DataFrame:
         sheet["aligned"] = words.isin(TRUE_WORDS)
     for column in ("truth", "voxel_size_nm"):
         if column in sheet.columns:
-            sheet[column] = sheet[column].where(sheet[column] != "", None)
+            sheet[column] = sheet[column].astype(object).where(sheet[column] != "", None)
     if "voxel_size_nm" in sheet.columns:
         for name, text in zip(sheet.get("name", sheet.index), sheet["voxel_size_nm"], strict=True):
             if text is not None:

@@ -6,7 +6,7 @@ import tifffile
 from scipy.io import savemat
 
 from fibseg.io import InputError, Volume
-from fibseg.published import import_published
+from fibseg.published import import_published, read_mat_split
 from fibseg.regions import extract_regions
 from fibseg.sampling import labelled_voxels, sample_split, split_regions
 from fibseg.windows import mirror_index
@@ -172,3 +172,61 @@ def test_import_published_miniature_replica(tmp_path):
             margin_xy=70,
             margin_z=1,
         )
+
+
+def write_release_split(path, datasets=("HPC22", "HPC30", "HPC45")):
+    """data_split.mat as released: MATLAB v5, one 1-based index variable per split and data
+    set behind a common prefix (9 variables for the three data sets)."""
+    variables = {}
+    for offset, name in enumerate(datasets):
+        order = np.roll(np.arange(1, 11), offset)
+        for split, indices in (("train", order[:6]), ("val", order[6:8]), ("test", order[8:])):
+            variables[f"idx_{split}_{name}"] = indices[None, :].astype(np.float64)
+    savemat(path, variables, format="5")
+    return variables
+
+
+def test_release_split_layout_is_read_per_dataset(tmp_path):
+    variables = write_release_split(tmp_path / "data_split.mat")
+    assert len(variables) == 9
+    for offset, name in enumerate(("HPC22", "HPC30", "HPC45")):
+        split = read_mat_split(str(tmp_path / "data_split.mat"), name)
+        order = np.roll(np.arange(10), offset)
+        np.testing.assert_array_equal(split["train"], order[:6])
+        np.testing.assert_array_equal(split["val"], order[6:8])
+        np.testing.assert_array_equal(split["test"], order[8:])
+
+
+def test_release_split_without_the_dataset_names_it(tmp_path):
+    write_release_split(tmp_path / "data_split.mat", ("HPC22", "HPC45"))
+    with pytest.raises(InputError) as error:
+        read_mat_split(str(tmp_path / "data_split.mat"), "HPC30")
+    text = str(error.value)
+    assert "data set 'HPC30'" in text and "data_split.mat" in text
+    assert "['HPC22', 'HPC45']" in text and "Fix: name the data set" in text
+    variables = write_release_split(tmp_path / "partial.mat")
+    del variables["idx_val_HPC30"]
+    savemat(tmp_path / "partial.mat", variables, format="5")
+    with pytest.raises(InputError, match=r"'HPC30'.*partial.mat.*val split of data set 'HPC30'"):
+        read_mat_split(str(tmp_path / "partial.mat"), "HPC30")
+
+
+def test_import_published_with_the_release_split(tmp_path):
+    """The miniature replica of the import, with the v5 split of three data sets (10 regions
+    each): HPC30's own split is applied, and indices beyond the regions are refused."""
+    rng = np.random.default_rng(1)
+    n = 10
+    crops = rng.integers(0, 65535, (n * 7, 384, 384), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "regions_HPC30.tif", crops, photometric="minisblack")
+    write_mat_v73_cell(tmp_path / "manual.mat", [np.zeros((256, 256), np.uint8)] * n)
+    write_release_split(tmp_path / "data_split.mat")
+    args = (str(tmp_path / "regions_HPC30.tif"), str(tmp_path / "manual.mat"))
+    regions = import_published("HPC30", *args, str(tmp_path / "data_split.mat"), 8, 1)
+    order = np.roll(np.arange(10), 1)
+    assert set(regions.table["split"][order[:6]]) == {"train"}
+    assert set(regions.table["split"][order[6:8]]) == {"val"}
+    assert set(regions.table["split"][order[8:]]) == {"test"}
+    write_mat_v73_cell(tmp_path / "manual.mat", [np.zeros((256, 256), np.uint8)] * 5)
+    tifffile.imwrite(tmp_path / "regions_HPC30.tif", crops[:35], photometric="minisblack")
+    with pytest.raises(InputError, match=r"'HPC30'.*data_split.mat.*TIFF holds 5 regions"):
+        import_published("HPC30", *args, str(tmp_path / "data_split.mat"), 8, 1)
