@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
+import zarr
 from helpers import REPO, TINY_DEMO, run_snakemake, write_project
 
 pytestmark = pytest.mark.workflow
@@ -91,3 +92,51 @@ def test_bad_annotations_fail_before_alignment(tiny_demo):
     assert process.returncode != 0
     assert "data set 'T22'" in output and "found values [2]" in output
     assert not (tiny_demo / "results/T22/aligned.h5").exists()
+
+
+def test_slice_folder_glob_and_ome_zarr_datasets(tmp_path):
+    """A folder of per-slice TIFFs with ImageJ calibration runs to preprocessed.h5, which then
+    carries the input's voxel size; a glob of slices and an OME-Zarr (sheet voxel size) plan
+    the whole workflow."""
+    rng = np.random.default_rng(0)
+    raw = (rng.random((5, 40, 48)) * 4000 + 1000).astype(np.uint16)
+    (tmp_path / "run1").mkdir()
+    for z, image in enumerate(raw):
+        tifffile.imwrite(
+            tmp_path / f"run1/slice_{z + 1}.tif",
+            image,
+            imagej=True,
+            resolution=(1 / 0.012, 1 / 0.012),
+            metadata={"unit": "micron", "spacing": 0.03},
+        )
+    group = zarr.open_group(tmp_path / "v.ome.zarr", mode="w")
+    group.create_array("0", shape=raw.shape, dtype=raw.dtype)[:] = raw
+    group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}]}]
+    pd.DataFrame({"z": [1], "y": [2], "x": [3], "height": 8, "width": 8}).to_csv(
+        tmp_path / "regions.csv", index=False
+    )
+    tifffile.imwrite(
+        tmp_path / "labels.tif", np.ones((1, 8, 8), np.uint8), photometric="minisblack"
+    )
+    (tmp_path / "mine.tsv").write_text(
+        "name\tvolume\tregions\tlabels\tvoxel_size_nm\n"
+        "FOLDER\trun1\tregions.csv\tlabels.tif\t\n"
+        "GLOB\trun1/slice_*.tif\tregions.csv\tlabels.tif\t\n"
+        "ZARR\tv.ome.zarr\tregions.csv\tlabels.tif\t40,8,8\n"
+    )
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"datasets": "mine.tsv"}))
+    write_project(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
+    plan = run_snakemake(tmp_path, "-n", "--configfile", "mine.yaml")
+    assert "segmentation" in plan.stdout + plan.stderr
+    run_snakemake(tmp_path, "results/FOLDER/preprocessed.h5", "--configfile", "mine.yaml")
+    for name in ("aligned.h5", "preprocessed.h5"):
+        with h5py.File(tmp_path / f"results/FOLDER/{name}") as handle:
+            assert handle["volume"].shape == raw.shape
+            assert handle["volume"].compression == "gzip"
+            np.testing.assert_allclose(
+                handle["volume"].attrs["element_size_um"], [0.03, 0.012, 0.012]
+            )
+    again = run_snakemake(
+        tmp_path, "results/FOLDER/preprocessed.h5", "--configfile", "mine.yaml", "-n"
+    )
+    assert "Nothing to be done" in again.stdout + again.stderr
