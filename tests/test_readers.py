@@ -90,7 +90,7 @@ def test_zarr_array_and_path_inside_a_group(tmp_path):
     array[:] = DATA
     assert_reads(tmp_path / "plain.zarr")
     group = zarr.open_group(tmp_path / "grouped.zarr", mode="w")
-    inner = group.create_array("raw/em", shape=DATA.shape, dtype=DATA.dtype, chunks=(1, 9, 11))
+    inner = group.zeros(name="raw/em", shape=DATA.shape, dtype=DATA.dtype, chunks=(1, 9, 11))
     inner[:] = DATA
     spec = f"{tmp_path / 'grouped.zarr'}:/raw/em"
     assert split_spec(spec) == (str(tmp_path / "grouped.zarr"), "raw/em")
@@ -105,7 +105,7 @@ def write_ome_zarr(path, data):
     group = zarr.open_group(path, mode="w")
     for level, step in (("s0", 1), ("s1", 2)):
         part = data[:, ::step, ::step][None]
-        group.create_array(level, shape=part.shape, dtype=part.dtype)[:] = part
+        group.zeros(name=level, shape=part.shape, dtype=part.dtype)[:] = part
     group.attrs["multiscales"] = [
         {
             "version": "0.4",

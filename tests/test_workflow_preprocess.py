@@ -110,7 +110,7 @@ def test_slice_folder_glob_and_ome_zarr_datasets(tmp_path):
             metadata={"unit": "micron", "spacing": 0.03},
         )
     group = zarr.open_group(tmp_path / "v.ome.zarr", mode="w")
-    group.create_array("0", shape=raw.shape, dtype=raw.dtype)[:] = raw
+    group.zeros(name="0", shape=raw.shape, dtype=raw.dtype)[:] = raw
     group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}]}]
     pd.DataFrame({"z": [1], "y": [2], "x": [3], "height": 8, "width": 8}).to_csv(
         tmp_path / "regions.csv", index=False
