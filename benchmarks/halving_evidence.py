@@ -5,7 +5,9 @@ each trained for every epoch, and reports:
 - the Spearman rank correlation between each seed's lowest validation loss up to epoch e
   (what `promote` ranks by) and its lowest over the whole run (what `select_model` ranks by);
 - for halving plans, replayed on these curves (fibseg.halving.simulate): the seeds each rung
-  keeps, whether the final best seed survives, and the epochs trained against the full grid.
+  keeps, whether the final best seed survives, the best seed it does keep (its rank among all
+  seeds, its lowest validation loss against the winner's), and the epochs trained as a
+  share of the full grid's.
 
     python benchmarks/halving_evidence.py results/train/nxy81_nz1
     python benchmarks/halving_evidence.py results/train/nxy81_nz1 --plans 4,12,40:0.25 2,40:0.5
@@ -64,7 +66,11 @@ def main() -> None:
         print(f"{end:>4} {rho:>9.3f} {str(leader == winner):>24}")
 
     print("\nhalving replayed on these curves")
-    print(f"{'plan (rungs:keep)':>18} {'runs per rung':>16} {'kept winner':>12} {'epochs':>7}")
+    print(
+        f"{'plan (rungs:keep)':>18} {'runs per rung':>16} {'kept winner':>12} "
+        f"{'best kept (rank)':>17} {'loss vs winner':>15} {'epochs':>7}"
+    )
+    order = sorted(final, key=lambda seed: (final[seed], seed))
     for text in args.plans:
         rungs, keep = text.split(":")
         plan = GridPlan(len(histories), tuple(int(r) for r in rungs.split(",")), float(keep))
@@ -72,9 +78,11 @@ def main() -> None:
             plan = GridPlan(plan.seeds, (*plan.rung_epochs[:-1], epochs), plan.keep)
         kept = simulate(histories, plan)
         share = plan.run_epochs() / (len(histories) * epochs)
+        best_kept = min(kept[-1], key=lambda seed: (final[seed], seed))
         print(
             f"{text:>18} {'/'.join(map(str, plan.slots)):>16} "
-            f"{str(winner in kept[-1]):>12} {share:>7.2f}"
+            f"{str(winner in kept[-1]):>12} {best_kept:>11} ({order.index(best_kept) + 1:>2}) "
+            f"{final[best_kept] / final[winner] - 1:>+15.2%} {share:>7.2f}"
         )
         print(f"{'':>18} seeds per rung: {kept}")
 
