@@ -13,6 +13,7 @@ from fibseg.dag import (
     chunk_slices,
     context_margins,
     forest_memory_mb,
+    keras_input_geometry,
     predict_memory_mb,
     structure_memory_mb,
     postprocess_memory_mb,
@@ -154,17 +155,19 @@ def volume_depth(ds):
     return volume_shape(ds)[0]
 
 
+def model_geometries():
+    """(n_xy, n_z, padding) of the largest model: of the pretrained files where they can be
+    read, else of the grid."""
+    grid = (max(config["grid"]["n_xy"]), max(config["grid"]["n_z"]), config["model"]["padding"])
+    found = [keras_input_geometry(path) for path in PRETRAINED.models] if PRETRAINED else []
+    return max(found, key=lambda g: g[0] ** 2 * g[1]) if found and all(found) else grid
+
+
 def predict_mem_mb(wildcards):
-    """Memory of one predict_slices job, for the largest model of the grid."""
+    """Memory of one predict_slices job, for the largest model of the grid (or the
+    pretrained one)."""
     _, height, width = volume_shape(wildcards.ds)
-    return predict_memory_mb(
-        height,
-        width,
-        max(config["grid"]["n_xy"]),
-        max(config["grid"]["n_z"]),
-        config["model"]["padding"],
-        INFERENCE,
-    )
+    return predict_memory_mb(height, width, *model_geometries(), INFERENCE)
 
 
 def postprocess_mem_mb(wildcards):
