@@ -27,6 +27,7 @@ localrules:
     all,
     synthesize_demo,
     check_dataset,
+    check_model,
     split,
     sample,
     promote,
@@ -38,6 +39,7 @@ localrules:
     evaluate,
     evaluate_volume,
     figures,
+    figure_slices,
     structure_table,
 
 

@@ -4,7 +4,9 @@ not import TensorFlow, scipy.stats or scikit-image."""
 
 from __future__ import annotations
 
+import json
 import math
+import zipfile
 
 from .dense import twin_geometry
 from .model import DENSE, FILTERS
@@ -29,6 +31,34 @@ def predict_memory_mb(
         side = min(inference.tile, max(height, width)) + field - 1
         work = side * side * WIDEST * 4 * 3  # a few feature maps of the widest layer
     return BASE_MB + math.ceil(1.5 * (source + work) / MB)
+
+
+def keras_input_geometry(path: str) -> tuple[int, int, str] | None:
+    """(n_xy, n_z, padding) read from a `.keras` file's config.json without loading the
+    model (for a pretrained model's memory estimate); None where it cannot be read. Not a
+    check: rule check_model loads and checks the model."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            layers = json.loads(archive.read("config.json"))["config"]["layers"]
+        shape = next(
+            layer["config"]["batch_shape"]
+            for layer in layers
+            if layer["class_name"] == "InputLayer"
+        )
+        paddings = [
+            layer["config"].get("padding") for layer in layers if layer["name"] == "block1_conv1"
+        ]
+        return int(shape[1]), int(shape[3]), paddings[0] if paddings else "same"
+    except (
+        OSError,
+        KeyError,
+        ValueError,
+        TypeError,
+        IndexError,
+        StopIteration,
+        zipfile.BadZipFile,
+    ):
+        return None
 
 
 def forest_memory_mb(height: int, width: int, n_z: int, sigma_max: float) -> int:

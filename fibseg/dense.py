@@ -13,6 +13,7 @@ import numpy as np
 
 from .io import LimitError
 from .model import FILTERS, VALID_MIN_NXY, feature_size, model_geometry
+from .progress import report_tile
 from .windows import Roi, mirrored_source, region_of_interest
 
 
@@ -158,4 +159,5 @@ class DenseEngine:
                 window = source[None, ty : ty + tile_h + halo, tx : tx + tile_w + halo]
                 fragments = np.asarray(self.twin.predict_on_batch(window))[..., 0]
                 out[ty : ty + tile_h, tx : tx + tile_w] = interleave_fragments(fragments)
+                report_tile(row * cols + col + 1, rows * cols)
         return out[: y1 - y0, : x1 - x0]

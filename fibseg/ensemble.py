@@ -9,14 +9,24 @@ there is no spread, so it is the closeness to the decision boundary, 0.5 - |p - 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .infer import Scorer, label_agreement, load_model, make_scorer, score_regions
+from .infer import (
+    Scorer,
+    check_scorable,
+    label_agreement,
+    load_model,
+    make_scorer,
+    score_regions,
+)
 from .model import model_geometry
+from .progress import Progress
 from .regions import RegionSet
 from .settings import InferenceSettings
 from .windows import neighbour_slices
@@ -46,7 +56,7 @@ def load_member(
         forest.n_jobs = threads
         return Member(path, int(metadata["n_z"]), forest_scorer(forest, metadata["sigma_max"]))
     model = load_model(path)
-    _, n_z, _ = model_geometry(model)
+    _, n_z, _ = check_scorable(model, path, inference)
     return Member(path, n_z, make_scorer(model, inference.engine, inference, tile), model)
 
 
@@ -63,12 +73,27 @@ def ensemble_slices(
     depth: int,
     z_range: range,
     members: list[Member],
+    log: logging.Logger | None = None,
+    tile_every_s: float = 15.0,
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Scores and uncertainty (len(z_range), y, x) of slices of a volume of `depth` slices."""
-    per_member = [
-        np.stack([m.scorer(read_slices(neighbour_slices(z, m.n_z, depth))) for z in z_range])
-        for m in members
-    ]
+    """Scores and uncertainty (len(z_range), y, x) of slices of a volume of `depth` slices.
+    With `log`, every slice of every member (and the tiles of big slices, at most one line
+    per `tile_every_s`) is logged with its rate and the time left."""
+    progress = None
+    per_member = []
+    for rank, member in enumerate(members, start=1):
+        scores = []
+        for z in z_range:
+            stack = read_slices(neighbour_slices(z, member.n_z, depth))
+            if log is not None and progress is None:
+                voxels = stack.shape[1] * stack.shape[2]
+                progress = Progress(log, len(z_range) * len(members), voxels, tile_every_s)
+            label = f"z={z}" + (f", member {rank}/{len(members)}" if len(members) > 1 else "")
+            with progress.tiles(label) if progress else contextlib.nullcontext():
+                scores.append(member.scorer(stack))
+            if progress:
+                progress.slice_done(label)
+        per_member.append(np.stack(scores))
     return combine(per_member)
 
 

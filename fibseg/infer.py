@@ -13,7 +13,8 @@ from collections.abc import Callable
 import numpy as np
 
 from .dense import DenseEngine, check_dense_padding
-from .model import model_geometry
+from .io import InputError, LimitError
+from .model import FILTERS, model_geometry
 from .regions import RegionSet
 from .settings import InferenceSettings
 from .sliding import sliding_scores
@@ -70,6 +71,82 @@ def label_agreement(first: np.ndarray, second: np.ndarray, threshold: float = 0.
 
 
 def load_model(path: str):
+    """A Keras model, loaded in safe mode: a file from someone else cannot run code (a
+    Lambda layer's Python function, say) while it is read. Fails with an InputError that
+    names the file."""
     import keras
 
-    return keras.saving.load_model(path, compile=False)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as error:
+        unsafe = "safe_mode" in str(error) or "arbitrary code" in str(error)
+        raise InputError(
+            "the model holds code that runs when it is loaded (a Lambda layer or a custom "
+            "function), which safe mode refuses."
+            if unsafe
+            else f"is not a Keras model that can be read ({error}).",
+            file=path,
+            fix="use a model saved by fibseg (results/model/best.keras), or rebuild the "
+            "model without Lambda layers and custom objects."
+            if unsafe
+            else "point the config at the .keras file that fibseg wrote (Keras 3 format).",
+        ) from None
+
+
+# Layers of the grid's architecture that the dense engine rebuilds (fibseg.dense.dense_twin).
+DENSE_LAYERS = (
+    *(f"block{b}_conv{c}" for b in range(1, len(FILTERS) + 1) for c in (1, 2)),
+    "dense1",
+    "dense2",
+    "score",
+)
+
+
+def check_scorable(model, path: str, inference: InferenceSettings) -> tuple[int, int, str]:
+    """(n_xy, n_xy, n_z) input of odd sizes and one sigmoid output, so that each voxel is
+    scored as the centre of its neighbourhood; for the dense engine also the grid's layers
+    and 'valid' padding (or the approximation allowed). Returns (n_xy, n_z, padding)."""
+    import keras
+
+    shape = tuple(model.input_shape) if len(model.inputs) == 1 else ()
+    sizes = shape[1:]
+    if len(sizes) != 3 or None in sizes or sizes[0] != sizes[1] or not all(n % 2 for n in sizes):
+        raise InputError(
+            f"the model takes input {shape if shape else f'{len(model.inputs)} inputs'}; "
+            "fibseg scores one (n_xy, n_xy, n_z) neighbourhood per voxel, n_xy and n_z odd "
+            "so that the voxel is its centre.",
+            file=path,
+            fix="use a model trained by fibseg (results/model/best.keras of a run).",
+        )
+    last = model.layers[-1]
+    if tuple(model.output_shape) != (None, 1) or getattr(last, "activation", None) is not (
+        keras.activations.sigmoid
+    ):
+        raise InputError(
+            f"the model's output is {tuple(model.output_shape)} from layer '{last.name}'; "
+            "fibseg needs one sigmoid output, P(solid), per neighbourhood.",
+            file=path,
+            fix="use a model trained by fibseg (results/model/best.keras of a run).",
+        )
+    names = {layer.name for layer in model.layers}
+    grid_model = set(DENSE_LAYERS) <= names
+    padding = model_geometry(model)[2]
+    if inference.engine == "dense":
+        if not grid_model:
+            raise InputError(
+                "the dense engine rebuilds the layers of fibseg's CNN, and this model lacks "
+                f"{', '.join(n for n in DENSE_LAYERS if n not in names)}.",
+                file=path,
+                fix="set inference.engine: sliding, which scores any such model.",
+            )
+        try:
+            check_dense_padding(padding, inference.allow_approximate_dense)
+        except LimitError as error:
+            raise InputError(
+                f"the model has padding '{padding}': {error.problem}",
+                file=path,
+                fix="set inference.engine: sliding (exact for any model), or accept the "
+                "approximation with inference.allow_approximate_dense: true, or use a model "
+                "trained with model.padding: valid.",
+            ) from None
+    return int(sizes[0]), int(sizes[2]), padding

@@ -33,9 +33,11 @@ def feature_size(n_xy: int, padding: str) -> int:
 
 
 def model_geometry(model) -> tuple[int, int, str]:
-    """(n_xy, n_z, padding) of a trained model of the grid."""
+    """(n_xy, n_z, padding) of a trained model of the grid; padding 'unknown' for a model
+    of another architecture (which only the sliding engine scores)."""
     _, n_xy, _, n_z = model.input_shape
-    padding = model.get_layer("block1_conv1").padding
+    names = {layer.name for layer in model.layers}
+    padding = model.get_layer("block1_conv1").padding if "block1_conv1" in names else "unknown"
     return int(n_xy), int(n_z), padding
 
 

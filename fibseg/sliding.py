@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import model_geometry
+from .progress import report_tile
 from .windows import Roi, mirrored_source, region_of_interest
 
 
@@ -28,6 +29,7 @@ def sliding_scores(
     )
     windows = np.lib.stride_tricks.sliding_window_view(padded, (n_xy, n_xy), axis=(1, 2))
     scores = np.empty(height * width, np.float32)
+    batches = -(-height * width // extract_batch)
     for start in range(0, height * width, extract_batch):
         index = np.arange(start, min(start + extract_batch, height * width))
         patches = np.ascontiguousarray(
@@ -38,4 +40,5 @@ def sliding_scores(
             scores[start + first : start + first + len(batch)] = np.asarray(
                 model.predict_on_batch(batch)
             ).reshape(-1)
+        report_tile(start // extract_batch + 1, batches)
     return scores.reshape(height, width)

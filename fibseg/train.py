@@ -190,7 +190,7 @@ def train_run(
 
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
-        model = keras.saving.load_model(resume / "last.keras")
+        model = keras.saving.load_model(resume / "last.keras", safe_mode=True)
         if (resume / RANDOM_STATE).is_file():
             restore_random_state(model, json.loads((resume / RANDOM_STATE).read_text()))
         history = pd.read_csv(resume / "history.csv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from .sampling import SPLITS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REGION_COLUMNS = ("z", "y", "x", "height", "width")
+ANNOTATION_COLUMNS = ("regions", "labels")  # both (annotated) or neither (predict-only)
 
 
 def check_sheet(sheet: pd.DataFrame, sheet_path: str) -> None:
@@ -194,8 +196,11 @@ def check_slice_numbers(volume: Volume) -> None:
         )
 
 
-def check_dataset(name: str, volume_spec: str, regions_csv: str, labels_spec: str) -> dict:
-    """All checks of one data set; returns a summary for the log."""
+def check_dataset(
+    name: str, volume_spec: str, regions_csv: str | None = None, labels_spec: str | None = None
+) -> dict:
+    """All checks of one data set; returns a summary for the log. A predict-only data set
+    (no regions and labels) has its volume checked only."""
     with Volume(volume_spec, name) as volume:
         if min(volume.shape) < 1:
             raise InputError(
@@ -207,6 +212,15 @@ def check_dataset(name: str, volume_spec: str, regions_csv: str, labels_spec: st
         check_slice_numbers(volume)
         check_slices(volume)
         shape, dtype = volume.shape, str(volume.dtype)
+    if not regions_csv and not labels_spec:
+        return {"dataset": name, "shape": list(shape), "dtype": dtype, "regions": 0}
+    if not regions_csv or not labels_spec:
+        raise InputError(
+            "has regions or labels but not both.",
+            dataset=name,
+            file=regions_csv or labels_spec,
+            fix="give both columns of the sheet, or neither to only segment the volume.",
+        )
     table = read_regions(regions_csv, name)
     check_regions_in_volume(table, shape, name, regions_csv)
     with Volume(labels_spec, name) as label_volume:
@@ -246,14 +260,14 @@ def read_sheet(path: str) -> pd.DataFrame:
                 fix="write true or false.",
             )
         sheet["aligned"] = words.isin(TRUE_WORDS)
-    for column in ("truth", "voxel_size_nm"):
+    for column in ("truth", "voxel_size_nm", *ANNOTATION_COLUMNS):
         if column in sheet.columns:
             sheet[column] = sheet[column].astype(object).where(sheet[column] != "", None)
     if "voxel_size_nm" in sheet.columns:
         for name, text in zip(sheet.get("name", sheet.index), sheet["voxel_size_nm"], strict=True):
             if text is not None:
                 parse_voxel_size(text, str(name), path)
-    for column in ("name", "volume", "regions", "labels"):
+    for column in ("name", "volume"):
         if column in sheet.columns and (sheet[column] == "").any():
             row = int(sheet.index[sheet[column] == ""][0]) + 2
             raise InputError(
@@ -263,7 +277,35 @@ def read_sheet(path: str) -> pd.DataFrame:
             )
     if "name" in sheet.columns:
         check_sheet(sheet, path)
+        check_annotation_columns(sheet, path)
     return sheet
+
+
+def missing_as_none(sheet: pd.DataFrame) -> pd.DataFrame:
+    """Empty optional cells as None. Snakemake's schema validation fills the defaults of a
+    column that is empty in some rows with NaN, which is truthy."""
+    return sheet.astype(object).where(sheet.notna(), None)
+
+
+def is_annotated(row: Mapping[str, object]) -> bool:
+    """Whether a sheet row has regions and labels (else it is segmented only)."""
+    return all(row.get(column) for column in ANNOTATION_COLUMNS)
+
+
+def check_annotation_columns(sheet: pd.DataFrame, sheet_path: str) -> None:
+    """A row gives both regions and labels (annotated) or neither (predict-only)."""
+    for row in sheet.to_dict("records"):
+        given = [column for column in ANNOTATION_COLUMNS if row.get(column)]
+        if len(given) == 1:
+            missing = next(c for c in ANNOTATION_COLUMNS if c not in given)
+            raise InputError(
+                f"the sheet gives '{given[0]}' but no '{missing}' (sheet {sheet_path}); an "
+                "annotated data set needs both, a predict-only one neither.",
+                dataset=str(row["name"]),
+                file=str(row[given[0]]),
+                fix=f"fill in the '{missing}' column of this row, or empty its "
+                f"'{given[0]}' cell to only segment the volume.",
+            )
 
 
 def check_external_inputs(sheet: pd.DataFrame, sheet_path: str, generated_prefix: str) -> None:
@@ -321,7 +363,8 @@ def check_config(config: dict, config_name: str = "config") -> None:
     if training["mode"] == "dense":
         checks.append(lambda: check_dense_training(config["model"]["padding"]))
     checks.append(lambda: check_unlabelled(training["mode"], training["unlabelled"]["method"]))
-    if inference["engine"] == "dense":
+    if inference["engine"] == "dense" and not (config.get("pretrained") or {}).get("model"):
+        # a pretrained model's own padding is checked when it is loaded (rule check_model)
         checks.append(
             lambda: check_dense_padding(
                 config["model"]["padding"], inference["allow_approximate_dense"]

@@ -10,7 +10,7 @@ log = start_log(snakemake.log[0])
 summary = check_dataset(
     snakemake.wildcards.ds,
     snakemake.params.volume,
-    snakemake.input.regions,
+    snakemake.input.get("regions"),  # none for a predict-only data set
     snakemake.params.labels,
 )
 log.info("checked: %s", summary)

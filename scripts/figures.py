@@ -1,4 +1,4 @@
-"""Rule figures: Figure 8 (one test region per data set) and Figure 9 (full slices)."""
+"""Rule figures: Figure 8, one test region per data set with its segmentations."""
 
 import pandas as pd
 
@@ -16,12 +16,4 @@ figures.figure8(
     inputs.forest_postprocess[0] if inputs.forest_postprocess else None,
     snakemake.output.fig8,
 )
-volumes = zip(
-    snakemake.params.datasets,
-    inputs.volumes,
-    inputs.segmentations,
-    inputs.volume_scores,
-    strict=True,
-)
-figures.full_slices([figures.slice_row(*row) for row in volumes], snakemake.output.fig9)
-log.info("figures written")
+log.info("figure 8 written")

@@ -10,8 +10,9 @@ inference = snakemake.params.inference
 members = [load_member(p, inference, None, snakemake.threads) for p in snakemake.input.models]
 first, stop = snakemake.params.slices
 with Volume(snakemake.input.volume, snakemake.wildcards.ds) as volume:
+    log.info("scoring slices %d-%d of %s", first, stop - 1, volume.shape)
     scores, uncertainty, kind = ensemble_slices(
-        volume.read_slices, volume.shape[0], range(first, stop), members
+        volume.read_slices, volume.shape[0], range(first, stop), members, log
     )
 attributes = {"first_slice": first, "stop_slice": stop, "uncertainty": kind}
 write_h5(snakemake.output[0], {"scores": scores, "uncertainty": uncertainty}, attributes)

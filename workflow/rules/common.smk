@@ -13,23 +13,41 @@ from fibseg.dag import (
     chunk_slices,
     context_margins,
     forest_memory_mb,
+    keras_input_geometry,
     predict_memory_mb,
     structure_memory_mb,
     postprocess_memory_mb,
 )
-from fibseg.validate import check_config, check_external_inputs, read_sheet
+from fibseg.pretrained import Pretrained, check_annotations_needed, check_pretrained
+from fibseg.validate import (
+    check_config,
+    check_external_inputs,
+    is_annotated,
+    missing_as_none,
+    read_sheet,
+)
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
+# pretrained: a model (and post-processing) of an earlier run; no training or selection
+PRETRAINED = Pretrained.from_config(config)
+if PRETRAINED:
+    check_pretrained(PRETRAINED)
 
 SHEET = read_sheet(config["datasets"])
 validate(SHEET, "../schemas/datasets.schema.yaml")
+SHEET = missing_as_none(SHEET)  # empty regions, labels, truth: None, not NaN
 check_external_inputs(SHEET, config["datasets"], generated_prefix="results/")
 SHEET = SHEET.set_index("name", drop=False)
 ROWS = SHEET.to_dict("index")  # name -> {column: value}, for lookup(dpath="{ds}/column")
 DATASETS = list(SHEET.index)  # full volumes: preprocessed, predicted, segmented
+ANNOTATED = [ds for ds in DATASETS if is_annotated(ROWS[ds])]  # the rest: predict-only
 PUBLISHED = config["published"]["datasets"]  # released crops only: train and evaluate
-REGION_DATASETS = DATASETS + [name for name in PUBLISHED if name not in DATASETS]
+REGION_DATASETS = ANNOTATED + [name for name in PUBLISHED if name not in DATASETS]
+check_annotations_needed(REGION_DATASETS, PRETRAINED, config["datasets"])
+TRAINS = PRETRAINED is None  # train, select_model, the forest, Tables 2-3 and Figure 8
+OPTIMIZES_POSTPROCESS = TRAINS or PRETRAINED.postprocess is None
+POSTPROCESS_JSON = "results/postprocess.json" if OPTIMIZES_POSTPROCESS else PRETRAINED.postprocess
 DEMO = list(config["demo"])
 THREADS = config["resources"]["threads"]
 GRID_CELLS = [(n_xy, n_z) for n_z in config["grid"]["n_z"] for n_xy in config["grid"]["n_xy"]]
@@ -37,7 +55,7 @@ SEEDS = list(range(config["grid"]["seeds"]))
 # grid.search: the full grid, or successive halving in rungs (fibseg/halving.py)
 GRID_PLAN = halving.GridPlan.from_config(config["grid"], config["training"]["epochs"])
 RUN_DIRS = halving.all_run_dirs(GRID_PLAN, GRID_CELLS)  # every run of every rung
-FOREST = config["forest"]["enabled"]
+FOREST = config["forest"]["enabled"] and TRAINS  # the baseline trains on the CNN's samples
 FOREST_NZ = config["forest"]["n_z"]
 MARGINS = context_margins(
     config["grid"]["n_xy"],
@@ -48,7 +66,10 @@ SMOOTH_MARGIN = MARGINS["smooth"]
 SLICES_PER_JOB = config["inference"]["slices_per_job"]
 TOP_K = config["ensemble"]["top_k"]
 ENSEMBLE_MEMBERS = [f"results/model/member{rank}.keras" for rank in range(1, TOP_K)]
-CNN_MODELS = ["results/model/best.keras", *ENSEMBLE_MEMBERS]  # best first
+# best first: the selected runs, or the pretrained model file(s)
+CNN_MODELS = [*PRETRAINED.models] if PRETRAINED else ["results/model/best.keras", *ENSEMBLE_MEMBERS]
+# rule check_model loads a pretrained model in safe mode and checks it before prediction
+MODEL_CHECKED = [] if TRAINS else ["results/pretrained/checked.json"]
 TRAINING = TrainingSettings.from_config(config["training"])
 RUNG_TRAINING = [replace(TRAINING, epochs=end) for end in GRID_PLAN.rung_epochs]
 INFERENCE = InferenceSettings.from_config(config["inference"])
@@ -66,7 +87,7 @@ def constraint(names):
 
 
 wildcard_constraints:
-    ds=constraint(REGION_DATASETS),
+    ds=constraint(DATASETS + REGION_DATASETS),
 
 
 def dataset(ds):
@@ -80,7 +101,10 @@ def volume_file(wildcards):
 
 
 def annotation_files(wildcards):
+    """Regions CSV and label files of an annotated data set (none for a predict-only one)."""
     row = dataset(wildcards.ds)
+    if not is_annotated(row):
+        return {}
     return {"regions": row.regions, "labels": volume_files(row.labels)}
 
 
@@ -131,17 +155,19 @@ def volume_depth(ds):
     return volume_shape(ds)[0]
 
 
+def model_geometries():
+    """(n_xy, n_z, padding) of the largest model: of the pretrained files where they can be
+    read, else of the grid."""
+    grid = (max(config["grid"]["n_xy"]), max(config["grid"]["n_z"]), config["model"]["padding"])
+    found = [keras_input_geometry(path) for path in PRETRAINED.models] if PRETRAINED else []
+    return max(found, key=lambda g: g[0] ** 2 * g[1]) if found and all(found) else grid
+
+
 def predict_mem_mb(wildcards):
-    """Memory of one predict_slices job, for the largest model of the grid."""
+    """Memory of one predict_slices job, for the largest model of the grid (or the
+    pretrained one)."""
     _, height, width = volume_shape(wildcards.ds)
-    return predict_memory_mb(
-        height,
-        width,
-        max(config["grid"]["n_xy"]),
-        max(config["grid"]["n_z"]),
-        config["model"]["padding"],
-        INFERENCE,
-    )
+    return predict_memory_mb(height, width, *model_geometries(), INFERENCE)
 
 
 def postprocess_mem_mb(wildcards):
@@ -183,15 +209,20 @@ def truth_files(wildcards):
 
 
 def all_targets():
-    return [
+    """Every segmentation; with training also the selection, Tables 2-3 and Figure 8 (with
+    `pretrained` the split of the regions is unknown, so no region tables)."""
+    trained = [
         "results/selection/cells.csv",
         "results/tables/table2.csv",
         "results/tables/table3.csv",
         "results/tables/porosity_ttest.csv",
+        "results/figures/fig8_regions.png",
+    ]
+    return [
+        *(trained if TRAINS else []),
         *(["results/tables/full_volume.csv"] if TRUTH_DATASETS else []),
         *expand("results/{ds}/segmentation.tif", ds=DATASETS),
         *(expand("results/forest/{ds}/segmentation.tif", ds=DATASETS) if FOREST else []),
-        "results/figures/fig8_regions.png",
         *(["results/figures/fig9_slices.png"] if DATASETS else []),
         *(STRUCTURE_TARGETS if config["structure"]["enabled"] and DATASETS else []),
     ]

@@ -48,17 +48,28 @@ rule figures:
         postprocess="results/postprocess.json",
         forest_scores=forest_files("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),
         forest_postprocess=forest_files("results/forest/postprocess.json"),
-        volumes=expand("results/{ds}/preprocessed.h5", ds=DATASETS),
-        segmentations=expand("results/{ds}/segmentation.h5", ds=DATASETS),
-        volume_scores=expand("results/{ds}/scores.h5", ds=DATASETS),
     output:
         fig8=report("results/figures/fig8_regions.png", caption="../report/fig8.rst", category="Segmentation"),
-        fig9=report("results/figures/fig9_slices.png", caption="../report/fig9.rst", category="Segmentation"),
-    params:
-        datasets=DATASETS,
     log:
         "logs/figures.log",
     conda:
         "../../envs/fibseg.yaml"
     script:
         "../../scripts/figures.py"
+
+
+rule figure_slices:
+    input:
+        volumes=expand("results/{ds}/preprocessed.h5", ds=DATASETS),
+        segmentations=expand("results/{ds}/segmentation.h5", ds=DATASETS),
+        volume_scores=expand("results/{ds}/scores.h5", ds=DATASETS),
+    output:
+        fig9=report("results/figures/fig9_slices.png", caption="../report/fig9.rst", category="Segmentation"),
+    params:
+        datasets=DATASETS,
+    log:
+        "logs/figure_slices.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/figure_slices.py"

@@ -4,6 +4,7 @@
 rule predict_regions:
     input:
         models=CNN_MODELS,
+        checked=MODEL_CHECKED,
         regions="results/{ds}/regions.h5",
         split="results/split.csv",
     output:
@@ -22,27 +23,31 @@ rule predict_regions:
         "../../scripts/predict_regions.py"
 
 
-rule optimize_postprocess:
-    input:
-        scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
-        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
-        split="results/split.csv",
-    output:
-        params="results/postprocess.json",
-        trials="results/postprocess_trials.csv",
-    params:
-        postprocess=config["postprocess"],
-    log:
-        "logs/optimize_postprocess.log",
-    conda:
-        "../../envs/fibseg.yaml"
-    script:
-        "../../scripts/optimize_postprocess.py"
+# With pretrained.postprocess the chosen sigma and T come from an earlier run instead.
+if OPTIMIZES_POSTPROCESS:
+
+    rule optimize_postprocess:
+        input:
+            scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
+            regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+            split="results/split.csv",
+        output:
+            params="results/postprocess.json",
+            trials="results/postprocess_trials.csv",
+        params:
+            postprocess=config["postprocess"],
+        log:
+            "logs/optimize_postprocess.log",
+        conda:
+            "../../envs/fibseg.yaml"
+        script:
+            "../../scripts/optimize_postprocess.py"
 
 
 rule predict_slices:
     input:
         models=CNN_MODELS,
+        checked=MODEL_CHECKED,
         volume="results/{ds}/preprocessed.h5",
     output:
         "results/{ds}/scores/{chunk}.h5",
@@ -86,7 +91,7 @@ rule stitch:
 rule postprocess:
     input:
         scores="results/{ds}/scores.h5",
-        postprocess="results/postprocess.json",
+        postprocess=POSTPROCESS_JSON,
     output:
         h5="results/{ds}/segmentation.h5",
         tif="results/{ds}/segmentation.tif",
@@ -105,3 +110,18 @@ rule postprocess:
         "../../envs/fibseg.yaml"
     script:
         "../../scripts/postprocess.py"
+
+
+rule check_model:
+    input:
+        CNN_MODELS,
+    output:
+        "results/pretrained/checked.json",
+    params:
+        inference=INFERENCE,
+    log:
+        "logs/check_model.log",
+    conda:
+        "../../envs/fibseg-gpu.yaml"
+    script:
+        "../../scripts/check_model.py"

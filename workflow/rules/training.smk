@@ -2,103 +2,106 @@
 # successive halving (grid.search), `train` is rung 0 and each later rung resumes the runs
 # that `promote` kept (fibseg/halving.py).
 
+# With `pretrained` nothing is trained or selected: no rule here is defined, so that no
+# file of an earlier run that the config names can be rebuilt.
+if TRAINS:
 
-rule train:
-    input:
-        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
-        train="results/samples/train.csv",
-        val="results/samples/val.csv",
-        split="results/split.csv",
-        volumes=UNLABELLED_VOLUMES,
-    output:
-        **run_outputs("results/train/nxy{nxy}_nz{nz}/seed{seed}", GRID_PLAN.halving),
-    params:
-        training=RUNG_TRAINING[0],
-        padding=config["model"]["padding"],
-    threads: THREADS
-    log:
-        "logs/train/nxy{nxy}_nz{nz}_seed{seed}.log",
-    benchmark:
-        "results/benchmarks/train/nxy{nxy}_nz{nz}_seed{seed}.tsv"
-    wildcard_constraints:
-        nxy=r"\d+",
-        nz=r"\d+",
-        seed=r"\d+",
-    conda:
-        "../../envs/fibseg-gpu.yaml"
-    script:
-        "../../scripts/train.py"
-
-
-rule promote:
-    input:
-        previous_rung_files,
-    output:
-        "results/train/nxy{nxy}_nz{nz}/rung{rung}/promoted.json",
-    params:
-        runs=previous_rung_runs,
-        slots=lambda wildcards: GRID_PLAN.slots[int(wildcards.rung)],
-    log:
-        "logs/promote/nxy{nxy}_nz{nz}_rung{rung}.log",
-    wildcard_constraints:
-        nxy=r"\d+",
-        nz=r"\d+",
-        rung=r"[1-9]\d*",
-    conda:
-        "../../envs/fibseg.yaml"
-    script:
-        "../../scripts/promote.py"
+    rule train:
+        input:
+            regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+            train="results/samples/train.csv",
+            val="results/samples/val.csv",
+            split="results/split.csv",
+            volumes=UNLABELLED_VOLUMES,
+        output:
+            **run_outputs("results/train/nxy{nxy}_nz{nz}/seed{seed}", GRID_PLAN.halving),
+        params:
+            training=RUNG_TRAINING[0],
+            padding=config["model"]["padding"],
+        threads: THREADS
+        log:
+            "logs/train/nxy{nxy}_nz{nz}_seed{seed}.log",
+        benchmark:
+            "results/benchmarks/train/nxy{nxy}_nz{nz}_seed{seed}.tsv"
+        wildcard_constraints:
+            nxy=r"\d+",
+            nz=r"\d+",
+            seed=r"\d+",
+        conda:
+            "../../envs/fibseg-gpu.yaml"
+        script:
+            "../../scripts/train.py"
 
 
-rule train_rung:
-    input:
-        promoted="results/train/nxy{nxy}_nz{nz}/rung{rung}/promoted.json",
-        previous=previous_rung_files,
-        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
-        train="results/samples/train.csv",
-        val="results/samples/val.csv",
-        split="results/split.csv",
-        volumes=UNLABELLED_VOLUMES,
-    output:
-        **run_outputs("results/train/nxy{nxy}_nz{nz}/rung{rung}/slot{slot}", True),
-    params:
-        training=lambda wildcards: RUNG_TRAINING[int(wildcards.rung)],
-        padding=config["model"]["padding"],
-    threads: THREADS
-    log:
-        "logs/train/nxy{nxy}_nz{nz}_rung{rung}_slot{slot}.log",
-    benchmark:
-        "results/benchmarks/train/nxy{nxy}_nz{nz}_rung{rung}_slot{slot}.tsv"
-    wildcard_constraints:
-        nxy=r"\d+",
-        nz=r"\d+",
-        rung=r"[1-9]\d*",
-        slot=r"\d+",
-    conda:
-        "../../envs/fibseg-gpu.yaml"
-    script:
-        "../../scripts/train.py"
+    rule promote:
+        input:
+            previous_rung_files,
+        output:
+            "results/train/nxy{nxy}_nz{nz}/rung{rung}/promoted.json",
+        params:
+            runs=previous_rung_runs,
+            slots=lambda wildcards: GRID_PLAN.slots[int(wildcards.rung)],
+        log:
+            "logs/promote/nxy{nxy}_nz{nz}_rung{rung}.log",
+        wildcard_constraints:
+            nxy=r"\d+",
+            nz=r"\d+",
+            rung=r"[1-9]\d*",
+        conda:
+            "../../envs/fibseg.yaml"
+        script:
+            "../../scripts/promote.py"
 
 
-rule select_model:
-    input:
-        histories=expand("{run}/history.csv", run=RUN_DIRS),
-        run_params=expand("{run}/params.json", run=RUN_DIRS),
-    output:
-        cells=report("results/selection/cells.csv", caption="../report/cells.rst", category="Model selection"),
-        best="results/selection/best.json",
-        model="results/model/best.keras",
-        members=ENSEMBLE_MEMBERS,
-        fig3=report("results/figures/fig3_val_loss.png", caption="../report/fig3.rst", category="Model selection"),
-        fig4=report("results/figures/fig4_val_miou.png", caption="../report/fig4.rst", category="Model selection"),
-        fig5=report("results/figures/fig5_train_time.png", caption="../report/fig5.rst", category="Model selection"),
-        fig6=report("results/figures/fig6_learning_curves.png", caption="../report/fig6.rst", category="Model selection"),
-    params:
-        run_dirs=RUN_DIRS,
-        rung_epochs=GRID_PLAN.rung_epochs,
-    log:
-        "logs/select_model.log",
-    conda:
-        "../../envs/fibseg.yaml"
-    script:
-        "../../scripts/select_model.py"
+    rule train_rung:
+        input:
+            promoted="results/train/nxy{nxy}_nz{nz}/rung{rung}/promoted.json",
+            previous=previous_rung_files,
+            regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+            train="results/samples/train.csv",
+            val="results/samples/val.csv",
+            split="results/split.csv",
+            volumes=UNLABELLED_VOLUMES,
+        output:
+            **run_outputs("results/train/nxy{nxy}_nz{nz}/rung{rung}/slot{slot}", True),
+        params:
+            training=lambda wildcards: RUNG_TRAINING[int(wildcards.rung)],
+            padding=config["model"]["padding"],
+        threads: THREADS
+        log:
+            "logs/train/nxy{nxy}_nz{nz}_rung{rung}_slot{slot}.log",
+        benchmark:
+            "results/benchmarks/train/nxy{nxy}_nz{nz}_rung{rung}_slot{slot}.tsv"
+        wildcard_constraints:
+            nxy=r"\d+",
+            nz=r"\d+",
+            rung=r"[1-9]\d*",
+            slot=r"\d+",
+        conda:
+            "../../envs/fibseg-gpu.yaml"
+        script:
+            "../../scripts/train.py"
+
+
+    rule select_model:
+        input:
+            histories=expand("{run}/history.csv", run=RUN_DIRS),
+            run_params=expand("{run}/params.json", run=RUN_DIRS),
+        output:
+            cells=report("results/selection/cells.csv", caption="../report/cells.rst", category="Model selection"),
+            best="results/selection/best.json",
+            model="results/model/best.keras",
+            members=ENSEMBLE_MEMBERS,
+            fig3=report("results/figures/fig3_val_loss.png", caption="../report/fig3.rst", category="Model selection"),
+            fig4=report("results/figures/fig4_val_miou.png", caption="../report/fig4.rst", category="Model selection"),
+            fig5=report("results/figures/fig5_train_time.png", caption="../report/fig5.rst", category="Model selection"),
+            fig6=report("results/figures/fig6_learning_curves.png", caption="../report/fig6.rst", category="Model selection"),
+        params:
+            run_dirs=RUN_DIRS,
+            rung_epochs=GRID_PLAN.rung_epochs,
+        log:
+            "logs/select_model.log",
+        conda:
+            "../../envs/fibseg.yaml"
+        script:
+            "../../scripts/select_model.py"

@@ -1,0 +1,17 @@
+"""Rule check_model: load each pretrained model in safe mode and check that fibseg can score
+it with the configured engine, before any prediction job."""
+
+import json
+
+from fibseg.infer import check_scorable, load_model
+from fibseg.io import atomic_output
+from fibseg.runtime import start_log
+
+log = start_log(snakemake.log[0])
+summary = []
+for path in snakemake.input:
+    n_xy, n_z, padding = check_scorable(load_model(path), path, snakemake.params.inference)
+    summary.append({"model": path, "n_xy": n_xy, "n_z": n_z, "padding": padding})
+    log.info("%s: n_xy %d, n_z %d, padding %s", path, n_xy, n_z, padding)
+with atomic_output(snakemake.output[0]) as tmp:
+    tmp.write_text(json.dumps(summary, indent=2))

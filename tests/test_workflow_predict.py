@@ -1,0 +1,79 @@
+"""A predict-only data set beside an annotated one, then the trained model reused with
+`pretrained` in a second project: nothing is trained, and the segmentation is the same."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from helpers import TINY_DEMO, run_snakemake, write_project
+
+pytestmark = pytest.mark.workflow
+
+SETTINGS = {
+    "datasets": "config/datasets.tsv",
+    "grid": {"n_xy": [17], "n_z": [1], "seeds": 1},
+    "sampling": {"fraction": 0.1, "seed": 1},
+    "training": {"epochs": 1, "batch_size": 64},
+    "forest": {"enabled": False},
+    "structure": {"enabled": False},
+    "inference": {"slices_per_job": 6, "extract_batch": 4096, "predict_batch": 1024},
+    "postprocess": {"sigma_grid": [0.0, 1.0], "threshold_grid": [0.4, 0.5]},
+}
+HEADER = "name\tvolume\tregions\tlabels\taligned\ttruth\n"
+ANNOTATED = (
+    "T22\tresults/demo/T22/volume.tif\tresults/demo/T22/regions.csv\t"
+    "results/demo/T22/labels.tif\tfalse\tresults/demo/T22/truth.tif\n"
+)
+PREDICT_ONLY = "T45\tresults/demo/T45/volume.tif\t\t\tfalse\t\n"  # no regions, labels, truth
+
+
+def planned_jobs(project) -> set[str]:
+    process = run_snakemake(project, "-n", "--quiet", "rules")
+    table = (process.stdout + process.stderr).split("Job stats:")[1].split("total")[0]
+    return {m[1] for m in re.finditer(r"^(\w+)\s+\d+$", table, re.MULTILINE)}
+
+
+def test_predict_only_dataset_and_a_reused_model(tmp_path):
+    first = write_project(
+        tmp_path / "first", {**SETTINGS, "demo": TINY_DEMO}, HEADER + ANNOTATED + PREDICT_ONLY
+    )
+    run_snakemake(first)
+    results = first / "results"
+    for name in ("T22", "T45"):
+        segmentation = tifffile.imread(results / name / "segmentation.tif")
+        assert segmentation.shape == (6, 96, 96) and set(np.unique(segmentation)) <= {0, 1}
+    # T45 is segmented only: no regions, no split, no samples, no row in the region tables.
+    assert not (results / "T45/regions.h5").exists()
+    assert not (results / "T45/region_scores.h5").exists()
+    assert set(pd.read_csv(results / "split.csv").dataset) == {"T22"}
+    assert set(pd.read_csv(results / "samples/train.csv").dataset) == {"T22"}
+    for table in ("table2", "table3", "porosity_ttest"):
+        frame = pd.read_csv(results / f"tables/{table}.csv")
+        assert "T45" not in set(frame.dataset) and "T22" in set(frame.dataset)
+    assert set(pd.read_csv(results / "tables/full_volume.csv").dataset) == {"T22"}
+    assert (results / "figures/fig9_slices.png").stat().st_size > 10_000
+    # predict_slices says how fast it goes and how long it has left
+    log = (first / "logs/predict_slices/T45_0000.log").read_text()
+    assert re.search(r"slice 6/6 \(z=5\) done: [\d,]+ voxels/s, [\d.]+ slices/min, .*ETA", log)
+
+    # A second project reuses the model and post-processing of the first: nothing is trained.
+    pretrained = {
+        "model": str(results / "model/best.keras"),
+        "postprocess": str(results / "postprocess.json"),
+    }
+    second = write_project(
+        tmp_path / "second",
+        {**SETTINGS, "demo": {"T45": TINY_DEMO["T45"]}, "pretrained": pretrained},
+        HEADER + PREDICT_ONLY,
+    )
+    jobs = planned_jobs(second)
+    assert {"check_model", "predict_slices", "postprocess"} <= jobs
+    assert not jobs & {"train", "sample", "split", "select_model", "optimize_postprocess"}
+    run_snakemake(second)
+    np.testing.assert_array_equal(
+        tifffile.imread(second / "results/T45/segmentation.tif"),
+        tifffile.imread(results / "T45/segmentation.tif"),
+    )
+    assert not (second / "results/train").exists() and not (second / "results/tables").exists()
