@@ -29,6 +29,7 @@ import numpy as np
 from .augment import rescale_intensity
 from .dense import LEVELS, STEP, _space_to_batch_layer, tile_sides, twin_geometry
 from .io import LimitError
+from .metrics import known
 from .model import FILTERS, VALID_MIN_NXY, feature_size, model_geometry
 from .regions import RegionSet
 from .windows import mirror_index
@@ -170,13 +171,15 @@ def tile_side(extents: Sequence[int], tile: int = DEFAULT_TILE) -> int:
 
 
 def tile_origins(regions: RegionSet, indices: Sequence[int], side: int) -> list[tuple]:
-    """(region, y0, x0) of the tiles covering each region, in the region's label frame."""
+    """(region, y0, x0) of the tiles covering each region, in the region's label frame;
+    tiles without a labelled voxel (all IGNORE) are left out."""
     height, width = regions.labels.shape[1:]
     return [
         (int(region), y0, x0)
         for region in indices
         for y0 in range(0, height, side)
         for x0 in range(0, width, side)
+        if known(regions.labels[region, y0 : y0 + side, x0 : x0 + side]).any()
     ]
 
 
@@ -216,9 +219,10 @@ def cut_tile(
     image = np.moveaxis(crop[:, ys][:, :, xs], 0, -1).astype(np.float32)
     labels = np.zeros((side, side), np.float32)
     mask = np.zeros((side, side), np.float32)
-    known = regions.labels[region, y0 : y0 + side, x0 : x0 + side]
-    labels[: known.shape[0], : known.shape[1]] = known
-    mask[: known.shape[0], : known.shape[1]] = 1
+    given = regions.labels[region, y0 : y0 + side, x0 : x0 + side]
+    labelled = known(given)
+    labels[: given.shape[0], : given.shape[1]] = np.where(labelled, given, 0)
+    mask[: given.shape[0], : given.shape[1]] = labelled
     image, (labels, mask) = joint_dihedral(image, (labels, mask), code)
     return image, labels, mask
 
@@ -235,7 +239,8 @@ def region_tiles(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tiles of the regions at `indices`: inputs (B, side + field - 1, same, n_z), labels and
     a 0/1 mask (B, side, side), mask 0 where there is no label (the padding up to a multiple
-    of 16). Regions larger than `tile` are cut into several tiles (`tile_origins` order);
+    of 16, and IGNORE voxels: unpainted or padding to the common region box). Regions larger
+    than `tile` are cut into several tiles (`tile_origins` order);
     `codes` gives each tile's dihedral transform (identity by default)."""
     check_dense_training(padding)
     check_margins(regions, n_xy, n_z)
@@ -254,8 +259,9 @@ def region_tiles(
 
 def class_weights(labels: np.ndarray) -> tuple[float, float]:
     """(w_pore, w_solid) = 0.5 N / N_c, so that both classes weigh half of the loss, as the
-    paper's 50/50 stratified sampling makes them."""
+    paper's 50/50 stratified sampling makes them. IGNORE voxels do not count."""
     labels = np.asarray(labels).ravel()
+    labels = labels[known(labels)]
     total = labels.size
     counts = [int(np.count_nonzero(labels == c)) for c in (0, 1)]
     if min(counts) == 0:
@@ -380,7 +386,7 @@ def _dense_tiles_class():
             labels = np.concatenate(
                 [region_sets[name].labels[indices].ravel() for name, indices in chosen.items()]
             )
-            self.labelled = int(labels.size)
+            self.labelled = int(np.count_nonzero(known(labels)))
             self.weights = weights if weights is not None else class_weights(labels)
             self.epoch = 0
             self.on_epoch_end()

@@ -15,6 +15,7 @@ from skimage.filters import threshold_otsu
 from .metrics import (
     accuracy_from_confusion,
     confusion,
+    known,
     miou_from_confusion,
     porosity,
     porosity_ttest,
@@ -29,7 +30,8 @@ COMBINED = "Combined"
 
 @dataclass
 class RegionResult:
-    """One annotated region: its labels and a binary prediction (True = solid)."""
+    """One annotated region: its labels (IGNORE where unlabelled) and a binary prediction
+    (True = solid); only its labelled voxels are scored."""
 
     dataset: str
     region: int
@@ -47,8 +49,8 @@ def metrics_table(results: list[RegionResult], method: str) -> pd.DataFrame:
                 "split": r.split,
                 "counts": confusion(r.labels, r.prediction),
                 "manual": np.count_nonzero(r.labels == 0),
-                "automatic": np.count_nonzero(~r.prediction.astype(bool)),
-                "voxels": r.labels.size,
+                "automatic": np.count_nonzero(~r.prediction.astype(bool) & known(r.labels)),
+                "voxels": np.count_nonzero(known(r.labels)),
             }
             for r in results
         ]
@@ -79,7 +81,9 @@ def ttest_table(results: list[RegionResult]) -> pd.DataFrame:
     for name in sorted({r.dataset for r in results}):
         mine = [r for r in results if r.dataset == name]
         manual = np.array([porosity(r.labels) for r in mine])
-        automatic = np.array([porosity(r.prediction.astype(np.uint8)) for r in mine])
+        automatic = np.array(
+            [porosity(r.prediction.astype(np.uint8), known(r.labels)) for r in mine]
+        )
         statistic, p_value = porosity_ttest(manual, automatic)
         rows.append(
             {

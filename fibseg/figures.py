@@ -16,6 +16,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from .io import atomic_output
+from .metrics import IGNORE
 from .postprocess import segment_as_chosen
 from .regions import RegionSet
 from .sampling import regions_in
@@ -107,7 +108,9 @@ def region_panels(rows: list[dict], path: str) -> None:
         )
         line[0].imshow(image, cmap="gray")
         line[1].imshow(image, cmap="gray")
-        line[1].imshow(manual, cmap=LABEL_MAP, alpha=0.45, vmin=0, vmax=1)
+        # unlabelled voxels (IGNORE) of a painted region stay transparent
+        painted = np.ma.masked_equal(manual, IGNORE)
+        line[1].imshow(painted, cmap=LABEL_MAP, alpha=0.45, vmin=0, vmax=1)
         shown = line[2].imshow(score, cmap="viridis", vmin=0, vmax=1)
         line[3].imshow(image, cmap="gray")
         line[3].imshow(automatic, cmap=LABEL_MAP, alpha=0.45, vmin=0, vmax=1)

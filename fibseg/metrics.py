@@ -5,13 +5,26 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+# The label of a voxel that is not annotated: inside the box of a painted region (or the
+# padding of a smaller region to the common box) but not painted. Never sampled, trained on
+# (weight 0) or scored.
+IGNORE = 255
+
+
+def known(labels: np.ndarray) -> np.ndarray:
+    """Where `labels` holds a label (0 pore, 1 solid), not IGNORE."""
+    return np.asarray(labels) != IGNORE
+
 
 def confusion(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """2 x 2 counts [[pore->pore, pore->solid], [solid->pore, solid->solid]] (rows: labels)."""
-    labels = np.asarray(labels, dtype=bool).ravel()
-    predictions = np.asarray(predictions, dtype=bool).ravel()
+    """2 x 2 counts [[pore->pore, pore->solid], [solid->pore, solid->solid]] (rows: labels);
+    voxels labelled IGNORE are not counted."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
     if labels.shape != predictions.shape:
         raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ")
+    keep = known(labels)
+    labels = labels[keep].astype(bool)
+    predictions = predictions[keep].astype(bool)
     solid_solid = np.count_nonzero(labels & predictions)
     solid_pore = np.count_nonzero(labels & ~predictions)
     pore_solid = np.count_nonzero(~labels & predictions)
@@ -43,10 +56,12 @@ def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
     return accuracy_from_confusion(confusion(labels, predictions))
 
 
-def porosity(segmentation: np.ndarray) -> float:
-    """Fraction of pore (label 0) voxels."""
+def porosity(segmentation: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Fraction of pore (label 0) voxels, of those `where` is true (default: every voxel that
+    is not IGNORE)."""
     segmentation = np.asarray(segmentation)
-    return float(np.count_nonzero(segmentation == 0) / segmentation.size)
+    where = known(segmentation) if where is None else np.asarray(where, bool)
+    return float(np.count_nonzero((segmentation == 0) & where) / np.count_nonzero(where))
 
 
 def porosity_ttest(manual: np.ndarray, automatic: np.ndarray) -> tuple[float, float]:

@@ -43,6 +43,33 @@ def transforms_table(transforms: np.ndarray) -> pd.DataFrame:
     )
 
 
+def transforms_from_table(table: pd.DataFrame) -> np.ndarray:
+    """The (z, 3, 3) matrices of an alignment.csv (`transforms_table`'s inverse)."""
+    transforms = np.repeat(np.eye(3)[None], len(table), axis=0)
+    for r in range(2):
+        for c in range(3):
+            transforms[:, r, c] = table[f"m{r}{c}"].to_numpy(np.float64)
+    return transforms
+
+
+def align_labels(labels: np.ndarray, transforms: np.ndarray) -> np.ndarray:
+    """A label volume (z, y, x) moved by the slices' alignment transforms, nearest neighbour
+    (no new label values); what comes in from outside the slice is 0 (unlabelled)."""
+    if len(labels) != len(transforms):
+        raise ValueError(f"{len(labels)} label slices but {len(transforms)} transforms")
+    moved = np.empty_like(labels)
+    for z, (plane, matrix) in enumerate(zip(labels, transforms, strict=True)):
+        moved[z] = warp(
+            plane,
+            AffineTransform(matrix=matrix),
+            order=0,
+            mode="constant",
+            cval=0,
+            preserve_range=True,
+        ).astype(labels.dtype)
+    return moved
+
+
 def apply_transform(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Resample one slice into the reference frame; uncovered borders repeat the edge."""
     moved = warp(

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .io import InputError, LimitError
+from .metrics import known
 from .regions import RegionSet
 
 SPLITS = ("train", "val", "test")
@@ -76,22 +77,24 @@ def regions_in(split_table: pd.DataFrame, dataset: str, split: str) -> list[int]
 def labelled_voxels(
     region_sets: dict[str, RegionSet], split_table: pd.DataFrame, split: str
 ) -> pd.DataFrame:
-    """Every labelled voxel of one split: dataset, region, z, y, x (volume frame), label."""
+    """Every labelled voxel of one split: dataset, region, z, y, x (volume frame), label;
+    voxels labelled IGNORE (unpainted, or the padding of a region to the common box) are
+    not labelled voxels."""
     frames = []
     for row in split_table[split_table.split == split].itertuples():
         regions = region_sets[row.dataset]
         region = regions.table.iloc[row.region]
         label = regions.labels[row.region]
-        ys, xs = np.indices(label.shape)
+        ys, xs = np.nonzero(known(label))
         frames.append(
             pd.DataFrame(
                 {
                     "dataset": row.dataset,
                     "region": row.region,
                     "z": int(region.z),
-                    "y": int(region.y) + ys.ravel(),
-                    "x": int(region.x) + xs.ravel(),
-                    "label": label.ravel(),
+                    "y": int(region.y) + ys,
+                    "x": int(region.x) + xs,
+                    "label": label[ys, xs],
                 }
             )
         )

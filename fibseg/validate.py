@@ -22,7 +22,9 @@ from .sampling import SPLITS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REGION_COLUMNS = ("z", "y", "x", "height", "width")
-ANNOTATION_COLUMNS = ("regions", "labels")  # both (annotated) or neither (predict-only)
+ANNOTATION_COLUMNS = ("regions", "labels")  # both (rectangles), or neither
+# a painted label volume: 0 unlabelled, 1 pore, 2 solid (napari Labels, ilastik export)
+PAINTED = {0: "unlabelled", 1: "pore", 2: "solid"}
 
 
 def check_sheet(sheet: pd.DataFrame, sheet_path: str) -> None:
@@ -138,21 +140,83 @@ def check_labels(labels: np.ndarray, table: pd.DataFrame, dataset: str, path: st
             fix="give one mask per CSV row, in row order.",
         )
     sizes = set(zip(table.height, table.width, strict=True))
-    if sizes != {labels.shape[1:]}:
+    largest = (int(table.height.max()), int(table.width.max()))
+    if labels.shape[1:] != largest:
         raise InputError(
             f"masks are {labels.shape[1]} x {labels.shape[2]} but the regions CSV "
             f"gives sizes {sorted(sizes)}.",
             dataset=dataset,
             file=path,
-            fix="make height and width in the CSV match the masks.",
+            fix="make height and width in the CSV match the masks (regions of different "
+            "sizes: pages of the largest size, each mask in the top-left corner of its page).",
         )
-    values = np.unique(labels)
+    values = np.unique(
+        np.concatenate(
+            [
+                labels[i, :h, :w].ravel()
+                for i, (h, w) in enumerate(zip(table.height, table.width, strict=True))
+            ]
+        )
+    )
     if not set(values.tolist()) <= {0, 1}:
         raise InputError(
             f"labels must be 0 (pore) or 1 (solid); found values {values[:10].tolist()}.",
             dataset=dataset,
             file=path,
             fix="binarise the masks: 1 = solid, 0 = pore.",
+        )
+
+
+def check_annotation(
+    annotation: np.ndarray, shape: tuple[int, ...], dataset: str, path: str
+) -> dict[str, int]:
+    """A painted label volume of the volume's shape, values 0-2, with both classes painted;
+    returns the voxel count of each class."""
+    if annotation.shape != tuple(shape):
+        raise InputError(
+            f"the annotation has shape {annotation.shape} but the volume {tuple(shape)} (z, y, x).",
+            dataset=dataset,
+            file=path,
+            fix="paint the labels on the sheet's volume itself (same slices, same size), "
+            "in its unaligned frame, and export the whole label layer.",
+        )
+    values = np.unique(annotation)
+    wrong = [v for v in values.tolist() if v not in PAINTED]
+    if wrong:
+        raise InputError(
+            f"the annotation holds values {wrong[:10]}; only 0 (unlabelled), 1 (pore) and 2 "
+            "(solid) are allowed.",
+            dataset=dataset,
+            file=path,
+            fix="paint with label 1 for pore and 2 for solid only, and leave the rest 0.",
+        )
+    counts = {name: int(np.count_nonzero(annotation == v)) for v, name in PAINTED.items()}
+    missing = [name for name in ("pore", "solid") if counts[name] == 0]
+    if missing:
+        problem = (
+            "the annotation has no labelled voxel."
+            if len(missing) == 2
+            else f"the annotation labels only one class: no voxel is {missing[0]} "
+            f"({2 if missing[0] == 'solid' else 1})."
+        )
+        raise InputError(
+            problem,
+            dataset=dataset,
+            file=path,
+            fix="paint some voxels of both classes: 1 = pore, 2 = solid.",
+        )
+    return counts
+
+
+def check_painted_regions(labels: np.ndarray, dataset: str, path: str) -> None:
+    """The derived regions (after alignment) still hold pore and solid voxels."""
+    if not (labels == 0).any() or not (labels == 1).any():
+        raise InputError(
+            "after alignment the annotation no longer labels both pore and solid voxels "
+            "inside the volume.",
+            dataset=dataset,
+            file=path,
+            fix="paint more voxels of both classes, away from the slices' edges.",
         )
 
 
@@ -197,10 +261,14 @@ def check_slice_numbers(volume: Volume) -> None:
 
 
 def check_dataset(
-    name: str, volume_spec: str, regions_csv: str | None = None, labels_spec: str | None = None
+    name: str,
+    volume_spec: str,
+    regions_csv: str | None = None,
+    labels_spec: str | None = None,
+    annotation_spec: str | None = None,
 ) -> dict:
     """All checks of one data set; returns a summary for the log. A predict-only data set
-    (no regions and labels) has its volume checked only."""
+    (no regions and labels, no annotation) has its volume checked only."""
     with Volume(volume_spec, name) as volume:
         if min(volume.shape) < 1:
             raise InputError(
@@ -212,6 +280,10 @@ def check_dataset(
         check_slice_numbers(volume)
         check_slices(volume)
         shape, dtype = volume.shape, str(volume.dtype)
+    if annotation_spec:
+        with Volume(annotation_spec, name) as painted:
+            counts = check_annotation(painted.read(), shape, name, split_spec(annotation_spec)[0])
+        return {"dataset": name, "shape": list(shape), "dtype": dtype, "annotation": counts}
     if not regions_csv and not labels_spec:
         return {"dataset": name, "shape": list(shape), "dtype": dtype, "regions": 0}
     if not regions_csv or not labels_spec:
@@ -260,7 +332,7 @@ def read_sheet(path: str) -> pd.DataFrame:
                 fix="write true or false.",
             )
         sheet["aligned"] = words.isin(TRUE_WORDS)
-    for column in ("truth", "voxel_size_nm", *ANNOTATION_COLUMNS):
+    for column in ("truth", "voxel_size_nm", "annotation", *ANNOTATION_COLUMNS):
         if column in sheet.columns:
             sheet[column] = sheet[column].astype(object).where(sheet[column] != "", None)
     if "voxel_size_nm" in sheet.columns:
@@ -287,15 +359,31 @@ def missing_as_none(sheet: pd.DataFrame) -> pd.DataFrame:
     return sheet.astype(object).where(sheet.notna(), None)
 
 
+def is_painted(row: Mapping[str, object]) -> bool:
+    """Whether a sheet row is annotated by a painted label volume (column `annotation`)."""
+    return bool(row.get("annotation"))
+
+
 def is_annotated(row: Mapping[str, object]) -> bool:
-    """Whether a sheet row has regions and labels (else it is segmented only)."""
-    return all(row.get(column) for column in ANNOTATION_COLUMNS)
+    """Whether a sheet row has regions and labels, or a painted annotation (else it is
+    segmented only)."""
+    return is_painted(row) or all(row.get(column) for column in ANNOTATION_COLUMNS)
 
 
 def check_annotation_columns(sheet: pd.DataFrame, sheet_path: str) -> None:
-    """A row gives both regions and labels (annotated) or neither (predict-only)."""
+    """A row gives both regions and labels (rectangles), or an annotation (painted), or
+    none of them (predict-only)."""
     for row in sheet.to_dict("records"):
         given = [column for column in ANNOTATION_COLUMNS if row.get(column)]
+        if given and is_painted(row):
+            raise InputError(
+                f"the sheet gives both '{given[0]}' and 'annotation' (sheet {sheet_path}); "
+                "a data set is annotated either by rectangles (regions and labels) or by a "
+                "painted label volume (annotation).",
+                dataset=str(row["name"]),
+                file=str(row["annotation"]),
+                fix="empty the 'regions' and 'labels' cells of this row, or its 'annotation' cell.",
+            )
         if len(given) == 1:
             missing = next(c for c in ANNOTATION_COLUMNS if c not in given)
             raise InputError(
@@ -313,7 +401,7 @@ def check_external_inputs(sheet: pd.DataFrame, sheet_path: str, generated_prefix
     volume (a file, a `.zarr` folder, or slice files in a folder or glob), the CSV, labels
     and truth."""
     for row in sheet.itertuples():
-        for column in ("volume", "regions", "labels", "truth"):
+        for column in ("volume", "regions", "labels", "annotation", "truth"):
             spec = getattr(row, column, None)
             if not spec:
                 continue

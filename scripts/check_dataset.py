@@ -12,6 +12,7 @@ summary = check_dataset(
     snakemake.params.volume,
     snakemake.input.get("regions"),  # none for a predict-only data set
     snakemake.params.labels,
+    snakemake.params.annotation,  # a painted label volume instead of regions and labels
 )
 log.info("checked: %s", summary)
 with atomic_output(snakemake.output[0]) as tmp:

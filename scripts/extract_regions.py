@@ -1,15 +1,21 @@
-"""Rule extract_regions: context crops around every annotated region into regions.h5."""
+"""Rule extract_regions: context crops around every annotated region into regions.h5; the
+regions of a painted annotation are derived from it first."""
 
 from fibseg.io import Volume, read_volume
-from fibseg.regions import extract_regions
+from fibseg.regions import extract_regions, regions_from_annotation
 from fibseg.runtime import start_log
-from fibseg.validate import read_regions
+from fibseg.validate import check_painted_regions, read_regions
 
 log = start_log(snakemake.log[0])
 name = snakemake.wildcards.ds
 margins = snakemake.params.margins  # the largest neighbourhood, plus room for smoothing
-table = read_regions(snakemake.input.regions, name)
-labels = read_volume(snakemake.params.labels, name)
+if snakemake.params.annotation:  # a painted label volume, in the aligned frame
+    table, labels = regions_from_annotation(read_volume(snakemake.params.annotation, name))
+    check_painted_regions(labels, name, snakemake.params.annotation)
+    log.info("%d regions derived from %s", len(table), snakemake.params.annotation)
+else:
+    table = read_regions(snakemake.input.regions, name)
+    labels = read_volume(snakemake.params.labels, name)
 with Volume(snakemake.input.volume, name) as volume:
     regions = extract_regions(
         volume, table, labels, name, margins["xy"] + margins["smooth"], margins["z"]

@@ -23,6 +23,7 @@ from fibseg.validate import (
     check_config,
     check_external_inputs,
     is_annotated,
+    is_painted,
     missing_as_none,
     read_sheet,
 )
@@ -101,11 +102,31 @@ def volume_file(wildcards):
 
 
 def annotation_files(wildcards):
-    """Regions CSV and label files of an annotated data set (none for a predict-only one)."""
+    """Regions CSV and label files, or the painted annotation's files, of an annotated data
+    set (none for a predict-only one)."""
     row = dataset(wildcards.ds)
+    if is_painted(row):
+        return {"annotation": volume_files(row.annotation)}
     if not is_annotated(row):
         return {}
     return {"regions": row.regions, "labels": volume_files(row.labels)}
+
+
+def region_files(wildcards):
+    """What extract_regions reads: the regions CSV and labels, or the painted annotation in
+    the aligned frame (moved by rule align_annotation, or as given for `aligned` rows)."""
+    row = dataset(wildcards.ds)
+    if is_painted(row) and not row.aligned:
+        return {"annotation": f"results/{wildcards.ds}/annotation.h5"}
+    return annotation_files(wildcards)
+
+
+def annotation_spec(wildcards):
+    """The painted annotation in the aligned frame, as a volume spec (None for rectangles)."""
+    row = dataset(wildcards.ds)
+    if not is_painted(row):
+        return None
+    return row.annotation if row.aligned else f"results/{wildcards.ds}/annotation.h5:/annotation"
 
 
 def unaligned_or_aligned(wildcards):

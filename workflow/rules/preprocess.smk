@@ -10,6 +10,7 @@ rule check_dataset:
     params:
         volume=lookup(dpath="{ds}/volume", within=ROWS),
         labels=lookup(dpath="{ds}/labels", within=ROWS),
+        annotation=lambda wildcards: dataset(wildcards.ds).get("annotation"),
     log:
         "logs/check_dataset/{ds}.log",
     conda:

@@ -1,14 +1,33 @@
 # Annotated regions (§3.2-3.3): context crops, the paper's published crops, split, sampling.
 
 
-rule extract_regions:
+rule align_annotation:
     input:
         unpack(annotation_files),
+        transforms="results/{ds}/alignment.csv",
+    output:
+        "results/{ds}/annotation.h5",
+    params:
+        annotation=lambda wildcards: dataset(wildcards.ds).annotation,
+    log:
+        "logs/align_annotation/{ds}.log",
+    wildcard_constraints:
+        ds=constraint(DATASETS),
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/align_annotation.py"
+
+
+rule extract_regions:
+    input:
+        unpack(region_files),
         volume="results/{ds}/preprocessed.h5",
     output:
         "results/{ds}/regions.h5",
     params:
         labels=lookup(dpath="{ds}/labels", within=ROWS),
+        annotation=annotation_spec,
         margins=MARGINS,
     log:
         "logs/extract_regions/{ds}.log",

@@ -1,0 +1,15 @@
+"""Rule align_annotation: the painted labels moved by rule align's transforms (nearest
+neighbour), into the frame of the aligned volume."""
+
+import pandas as pd
+
+from fibseg.io import read_volume, write_h5
+from fibseg.preprocess import align_labels, transforms_from_table
+from fibseg.runtime import start_log
+
+log = start_log(snakemake.log[0])
+painted = read_volume(snakemake.params.annotation, snakemake.wildcards.ds)
+transforms = transforms_from_table(pd.read_csv(snakemake.input.transforms))
+moved = align_labels(painted.astype("uint8"), transforms)
+write_h5(snakemake.output[0], {"annotation": moved}, {"dataset": snakemake.wildcards.ds})
+log.info("labelled voxels before %d, after alignment %d", (painted > 0).sum(), (moved > 0).sum())
