@@ -53,14 +53,16 @@ def score_regions(
     regions: RegionSet, scorer: Scorer, n_z: int, margin: int, only: list[int] | None = None
 ) -> np.ndarray:
     """Scores of every annotated region (or those numbered in `only`) plus `margin` pixels
-    around it, from its crop (context beyond the crop is mirrored)."""
+    around it, from its crop (context beyond the crop is mirrored). Every region is scored in
+    the common box of `regions.labels` (regions of different sizes are padded to it)."""
     z0 = regions.margin_z - n_z // 2
+    height, width = regions.labels.shape[1:]
     windows = []
-    for index, row in enumerate(regions.table.itertuples()):
+    for index in range(len(regions.table)):
         if only is not None and index not in only:
             continue
         top = regions.margin_xy - margin
-        roi = (top, top + row.height + 2 * margin, top, top + row.width + 2 * margin)
+        roi = (top, top + height + 2 * margin, top, top + width + 2 * margin)
         windows.append(scorer(regions.crops[index, z0 : z0 + n_z], roi))
     return np.stack(windows)
 
