@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 # The label of a voxel that is not annotated: inside the box of a painted region (or the
 # padding of a smaller region to the common box) but not painted. Never sampled, trained on
@@ -66,5 +65,7 @@ def porosity(segmentation: np.ndarray, where: np.ndarray | None = None) -> float
 
 def porosity_ttest(manual: np.ndarray, automatic: np.ndarray) -> tuple[float, float]:
     """Two-sample t-test (equal variances, as in the paper) of region porosities."""
+    from scipy import stats  # here, not at the top: planning the DAG imports this module
+
     result = stats.ttest_ind(manual, automatic)
     return float(result.statistic), float(result.pvalue)
