@@ -220,9 +220,9 @@ def test_rectangles_of_different_sizes_are_padded_with_ignore(tmp_path):
 )
 def test_bad_annotations_are_named(tmp_path, edit, message):
     volume = tmp_path / "volume.tif"
-    tifffile.imwrite(volume, np.zeros((3, 12, 14), np.uint8))
+    tifffile.imwrite(volume, np.zeros((3, 12, 14), np.uint8), photometric="minisblack")
     path = tmp_path / "painted.tif"
-    tifffile.imwrite(path, np.asarray(edit(painted())).astype(np.uint8))
+    tifffile.imwrite(path, np.asarray(edit(painted())).astype(np.uint8), photometric="minisblack")
     with pytest.raises(InputError, match=message) as caught:
         check_dataset("D", str(volume), annotation_spec=str(path))
     assert "data set 'D'" in str(caught.value) and str(path) in str(caught.value)
@@ -231,8 +231,8 @@ def test_bad_annotations_are_named(tmp_path, edit, message):
 
 def test_good_annotation_passes(tmp_path):
     volume = tmp_path / "volume.tif"
-    tifffile.imwrite(volume, np.zeros((3, 12, 14), np.uint8))
-    tifffile.imwrite(tmp_path / "painted.tif", painted())
+    tifffile.imwrite(volume, np.zeros((3, 12, 14), np.uint8), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "painted.tif", painted(), photometric="minisblack")
     summary = check_dataset("D", str(volume), annotation_spec=str(tmp_path / "painted.tif"))
     assert summary["annotation"] == {"unlabelled": 3 * 12 * 14 - 17, "pore": 7, "solid": 10}
     assert check_annotation(painted(), (3, 12, 14), "D", "x")["pore"] == 7
