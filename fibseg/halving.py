@@ -106,10 +106,6 @@ def run_dir(n_xy: int, n_z: int, rung: int, slot: int) -> str:
     return f"{cell}/seed{slot}" if rung == 0 else f"{cell}/rung{rung}/slot{slot}"
 
 
-def promotion_file(n_xy: int, n_z: int, rung: int) -> str:
-    return f"{TRAIN_ROOT}/nxy{n_xy}_nz{n_z}/rung{rung}/promoted.json"
-
-
 def all_run_dirs(plan: GridPlan, cells: list[tuple[int, int]]) -> list[str]:
     """Every run directory the plan trains, rung by rung."""
     return [
