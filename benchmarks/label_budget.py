@@ -14,8 +14,10 @@ scores each method on the FULL volume against its ground truth:
   labelled voxel of the train regions, 40 epochs as the default `config/config.yaml`);
 - variants of dense training (`VARIANTS`): cnn_dense_steps (`--steps-per-epoch` steps every
   epoch, 25 by default, whatever the number of tiles), cnn_dense_steps_m09 (momentum 0.9),
-  cnn_dense_steps_k20 (the learning rate drops every 20 epochs) and cnn_dense_pseudo (steps
-  plus `training.unlabelled: pseudo`, fibseg/unlabelled.py). Not run by default: m09, k20.
+  cnn_dense_steps_k20 (the learning rate drops every 20 epochs), cnn_dense_pseudo (steps
+  plus `training.unlabelled: pseudo`, fibseg/unlabelled.py) and cnn_dense_masked (steps plus
+  `training.unlabelled: masked`, blind-spot pretraining on the volumes before the first
+  epoch). Not run by default: m09, k20, masked.
 
 Each CNN run's learning curve (history.csv, per epoch) goes to `<out>_histories.csv`.
 `--threads` sets the CPU threads (2); under `KERAS_BACKEND=torch` the CNNs run on a GPU.
@@ -114,6 +116,11 @@ VARIANTS = {
         "mode": "dense",
         "steps": True,
         "unlabelled": UnlabelledSettings(method="pseudo"),
+    },
+    "cnn_dense_masked": {
+        "mode": "dense",
+        "steps": True,
+        "unlabelled": UnlabelledSettings(method="masked"),
     },
 }
 METHODS = ("otsu", "rf", *VARIANTS)
@@ -631,6 +638,9 @@ def estimate_seconds(
     for name in ("cnn_dense_steps", "cnn_dense_steps_m09", "cnn_dense_steps_k20"):
         seconds[name] = stepped + cnn_score
     seconds["cnn_dense_pseudo"] = 2.5 * stepped + cnn_score
+    # the blind-spot pretraining: steps of 4 volume tiles of the same size, before epoch 0
+    pretrain = UnlabelledSettings().pretrain_steps * 4 * tile**2 / RATES["dense_train_px"]
+    seconds["cnn_dense_masked"] = stepped + pretrain + cnn_score
     return {k: v for k, v in seconds.items() if k == "build" or k in methods}
 
 

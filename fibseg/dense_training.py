@@ -87,12 +87,21 @@ def training_twin(model):
     the (4**4 B, side / 16, side / 16, 1) fragment scores (see `fragment_layout`). The dropout
     layers are the model's own, so they follow the `training` flag."""
     import keras
+
+    _, n_z, padding = model_geometry(model)
+    check_dense_training(padding)
+    inputs = keras.Input((None, None, n_z), name="tiles")
+    x = model.get_layer("score")(twin_trunk(model, inputs))
+    return keras.Model(inputs, x, name=f"{model.name}_training_twin")
+
+
+def twin_trunk(model, inputs):
+    """The training twin up to the score layer: `inputs` through the model's own layers
+    (the same variables) to dropout2's (.., 64) fragment features."""
     from keras import layers
 
-    n_xy, n_z, padding = model_geometry(model)
-    check_dense_training(padding)
+    n_xy, _, padding = model_geometry(model)
     split = _space_to_batch_layer()
-    inputs = keras.Input((None, None, n_z), name="tiles")
     x = inputs
     for block in range(1, LEVELS + 1):
         for conv in (1, 2):
@@ -104,9 +113,9 @@ def training_twin(model):
         model.get_layer("dense1"), feature_size(n_xy, padding), FILTERS[-1], name="dense1_conv"
     )
     x = dense1(x)
-    for name in ("dropout1", "dense2", "dropout2", "score"):
+    for name in ("dropout1", "dense2", "dropout2"):
         x = model.get_layer(name)(x)
-    return keras.Model(inputs, x, name=f"{model.name}_training_twin")
+    return x
 
 
 # --- fragment order -------------------------------------------------------------------------

@@ -26,7 +26,12 @@ class UnlabelledSettings:
     """Learning from unlabelled voxels (dense training only; fibseg.unlabelled).
 
     method none: today's training. pseudo: self-training on confident pseudo-labels of
-    volume tiles, `weight` x the labelled loss, from `start_epoch` on."""
+    volume tiles, `weight` x the labelled loss, from `start_epoch` on. masked: blind-spot
+    (Noise2Void) pretraining of a fresh run before its first epoch, `pretrain_steps` Adam steps
+    (`pretrain_lr`) of `tiles_per_batch` volume tiles each, in which a share `mask_fraction`
+    of the outputs' centre voxels is replaced by a neighbour within `mask_radius` and predicted
+    back; then the usual dense training. `weight`, `confidence`, `start_epoch` and `noise`
+    are pseudo's; `tiles_per_batch` serves both."""
 
     method: str = "none"
     weight: float = 1.0
@@ -34,6 +39,10 @@ class UnlabelledSettings:
     tiles_per_batch: int = 4
     start_epoch: int = 5
     noise: float = 0.03
+    pretrain_steps: int = 300
+    pretrain_lr: float = 1e-3
+    mask_fraction: float = 0.02
+    mask_radius: int = 2
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ class DenseEpochs:
     fully convolutional twin that shares the model's weights; the loss on every labelled
     voxel, pore and solid weighted equally. An epoch sees every labelled train voxel once, or
     runs `training.steps_per_epoch` steps; `training.unlabelled` adds pseudo-labelled tiles of
-    `volume_files`."""
+    `volume_files` (pseudo) or pretrains on them before the first epoch (masked, `pretrain`)."""
 
     def __init__(self, region_sets, split_csv, n_xy, n_z, seed, augment, training, volume_files=()):
         from .dense_training import DenseTiles, region_selection
@@ -125,11 +125,20 @@ class DenseEpochs:
         self.twin = None
         self.unlabelled = training.unlabelled
         self.windows = None
-        if self.unlabelled.method == "pseudo":
+        self.seed = seed
+        if self.unlabelled.method in ("pseudo", "masked"):
             from .unlabelled import VolumeWindows
 
             side = self.train_tiles.side
             self.windows = VolumeWindows(volume_files, n_xy, n_z, side, seed)
+
+    def pretrain(self, model, run_dir: Path, log=None) -> None:
+        """Blind-spot pretraining of a fresh model (`training.unlabelled.method: masked`),
+        its loss written to `pretrain_history.csv` in `run_dir`."""
+        from .unlabelled import pretrain_blind_spot
+
+        out = run_dir / "pretrain_history.csv"
+        pretrain_blind_spot(model, self.windows, self.unlabelled, self.seed, log, out)
 
     def fit(self, model, epoch: int) -> dict[str, list[float]]:
         from .dense_training import compile_training_twin, fit_dense_epoch
@@ -137,7 +146,7 @@ class DenseEpochs:
 
         if self.twin is None:
             self.twin = compile_training_twin(model)
-        if self.windows is not None:
+        if self.unlabelled.method == "pseudo":
             return fit_epoch_with_unlabelled(
                 self.twin, self.train_tiles, self.val_tiles, self.windows, self.unlabelled, epoch
             )
@@ -163,7 +172,9 @@ def train_run(
     """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch: on the
     sampled patches of `train_csv`/`val_csv`, or (`training.mode` dense) on every labelled
     voxel of the train/val regions of `split_csv`, and with `training.unlabelled` on also
-    on pseudo-labelled tiles of the preprocessed `volume_files` (fibseg.unlabelled).
+    on pseudo-labelled tiles of the preprocessed `volume_files` (pseudo), or after a
+    blind-spot pretraining on them (masked: a fresh run only, before epoch 0, with its loss
+    in `pretrain_history.csv`; fibseg.unlabelled).
 
     Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into `run_dir`,
     and with `keep_last_state` also `last.keras` (the last epoch's weights and optimiser
@@ -181,6 +192,10 @@ def train_run(
     keras.utils.set_random_seed(seed)
     region_sets = {r.dataset: r for r in map(RegionSet.read, region_files)}
     augment = {"a": hyper["a"], "b": hyper["b"], "probability": search.augment_probability}
+    if training.unlabelled.method == "masked":
+        from .unlabelled import check_unlabelled
+
+        check_unlabelled(training.mode, "masked")
     if training.mode == "dense":
         epochs = DenseEpochs(
             region_sets, split_csv, n_xy, n_z, seed, augment, training, volume_files
@@ -211,6 +226,8 @@ def train_run(
         )
         history = pd.DataFrame(columns=HISTORY_COLUMNS)
         first_epoch = 0
+        if training.unlabelled.method == "masked":
+            epochs.pretrain(model, run_dir, log)
 
     stop = {"requested": False}
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))

@@ -1,7 +1,9 @@
 """Learning from unlabelled voxels in dense training (`training.unlabelled`): self-training
-with confident pseudo-labels, in the manner of FixMatch (Sohn et al. 2020).
+with confident pseudo-labels, in the manner of FixMatch (Sohn et al. 2020) (`pseudo`), or
+blind-spot self-supervised pretraining, in the manner of Noise2Void (Krull et al. 2019)
+(`masked`).
 
-Each step adds `tiles_per_batch` tiles of the preprocessed volumes (any voxel, labelled or
+pseudo: each step adds `tiles_per_batch` tiles of the preprocessed volumes (any voxel, labelled or
 not) to the batch of labelled tiles. The network itself is the teacher: it scores the plain
 window (inference mode, no dropout), and every output voxel scored with a confidence
 max(p, 1 - p) >= `confidence` becomes a pseudo-label, 1 if p >= 0.5 else 0. The student sees
@@ -18,6 +20,18 @@ whole-slice chunks, so a step reads n_z slices, not n_z per tile.
 Measured (README, "The label-budget study"): no gain at the small budget of the demo's
 generator (0.824 / 0.812 full-volume mIoU against 0.831 / 0.819 without), in 1.7 times the
 time. It is off by default.
+
+masked: before the first epoch of a fresh run (never when resuming), `pretrain_steps` steps of
+their own Adam optimiser (`pretrain_lr`) train the network to predict voxels it cannot see.
+Each step draws `tiles_per_batch` windows as above; in each, a share `mask_fraction` of the
+twin's outputs is chosen, and at the voxel each output stands for (`blind_spot_offset`: the
+centre of its patch, input p + n_xy // 2) the centre slice takes the value of a random other
+voxel within `mask_radius`. The target is the original value, the loss the squared error over
+the masked outputs only. The model is the training twin with the sigmoid score layer replaced
+by a linear 1 x 1 head (`blind_spot_model`): every other layer is the classifier's own, so the
+pretrained weights are the classifier's when supervised training starts; the head is dropped.
+The loss per step goes to `pretrain_history.csv` in the run directory. Not yet measured in the
+label-budget study (`cnn_dense_masked` in benchmarks/label_budget.py).
 """
 
 from __future__ import annotations
@@ -30,13 +44,14 @@ import numpy as np
 from .augment import rescale_intensity
 from .dense import twin_geometry
 from .dense_training import dihedral_2d, fragment_layout, from_fragment_layout
-from .io import LimitError
+from .io import LimitError, write_csv
 from .settings import UnlabelledSettings
 from .windows import mirror_index, neighbour_slices
 
 
 def check_unlabelled(mode: str, method: str) -> None:
-    """Pseudo-labels are scored and trained densely: they need dense training."""
+    """Pseudo-labels and blind-spot pretraining are trained densely: they need dense
+    training."""
     if method != "none" and mode != "dense":
         raise LimitError(
             f"learning from unlabelled voxels ('{method}') needs dense training, not '{mode}'.",
@@ -54,7 +69,7 @@ class VolumeWindows:
         if not volume_files:
             raise ValueError("training.unlabelled needs at least one preprocessed volume")
         self.files = [str(f) for f in volume_files]
-        self.n_z, self.side, self.seed = n_z, side, seed
+        self.n_xy, self.n_z, self.side, self.seed = n_xy, n_z, side, seed
         field, _ = twin_geometry(n_xy, "valid")
         self.window = side + field - 1
         self.shapes = []
@@ -152,4 +167,137 @@ def fit_epoch_with_unlabelled(
         logs.append(twin.train_on_batch(*batch, return_dict=True))
     history = {key: [float(np.mean([log[key] for log in logs]))] for key in logs[0]}
     history.update({f"val_{k}": [v] for k, v in evaluate_dense(twin, val_tiles).items()})
+    return history
+
+
+# --- masked: blind-spot pretraining ---------------------------------------------------------
+
+PRETRAIN_EPOCH = 1_000_000  # VolumeWindows.draw's `epoch` for pretraining, one no run reaches
+
+
+def blind_spot_offset(n_xy: int) -> int:
+    """Twin output p (per axis) stands for input voxel p + this of its window: the centre of
+    the patch that starts at p + offset (`twin_geometry`, offset 0 for 'valid'), i.e.
+    DenseEngine's `before` and `cut_tile`'s n_xy // 2. It is not field // 2: for n_xy 81 the
+    field is 76, and the twin sees 40 voxels before this voxel and 35 after it."""
+    _, offset = twin_geometry(n_xy, "valid")
+    return n_xy // 2 + offset
+
+
+def neighbour_offsets(radius: int) -> np.ndarray:
+    """The (dy, dx) within `radius` (Chebyshev) of a voxel, the voxel itself left out."""
+    steps = np.arange(-radius, radius + 1)
+    dy, dx = (a.ravel() for a in np.meshgrid(steps, steps, indexing="ij"))
+    keep = (dy != 0) | (dx != 0)
+    return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+def blind_spot_batch(
+    windows: np.ndarray, n_xy: int, fraction: float, radius: int, rng
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise2Void masking of (B, W, W, n_z) twin input windows of output side
+    W - field + 1: (inputs, targets (B, side, side), weights (B, side, side)).
+
+    In each window round(fraction x side**2) output positions (at least one) are drawn without
+    replacement; at the voxel each stands for (`blind_spot_offset`) of the centre slice the
+    input takes the value of a random other voxel within `radius` (of the unmasked window),
+    the target is the original value there, and the weight is 1 (0 at every other output)."""
+    windows = np.asarray(windows, np.float32)
+    batch, width, _, n_z = windows.shape
+    field, _ = twin_geometry(n_xy, "valid")
+    side = width - field + 1
+    start, centre = blind_spot_offset(n_xy), n_z // 2
+    count = min(max(1, round(fraction * side * side)), side * side)
+    offsets = neighbour_offsets(radius)
+    inputs = windows.copy()
+    targets = np.zeros((batch, side, side), np.float32)
+    weights = np.zeros((batch, side, side), np.float32)
+    for b in range(batch):
+        i, j = np.divmod(rng.choice(side * side, count, replace=False), side)
+        y, x = i + start, j + start
+        dy, dx = offsets[rng.integers(len(offsets), size=count)].T
+        source_y = np.clip(y + dy, 0, width - 1)
+        source_x = np.clip(x + dx, 0, width - 1)
+        targets[b, i, j] = windows[b, y, x, centre]
+        inputs[b, y, x, centre] = windows[b, source_y, source_x, centre]
+        weights[b, i, j] = 1.0
+    return inputs, targets, weights
+
+
+def blind_spot_model(model, seed: int):
+    """The training twin of `model` with its score layer replaced by a new linear 1 x 1 head
+    (seeded): every other layer is the model's own, so training it trains the model."""
+    import keras
+
+    from .dense_training import check_dense_training, twin_trunk
+    from .model import model_geometry
+
+    _, n_z, padding = model_geometry(model)
+    check_dense_training(padding)
+    inputs = keras.Input((None, None, n_z), name="tiles")
+    head = keras.layers.Dense(
+        1, kernel_initializer=keras.initializers.GlorotUniform(seed), name="blind_spot_head"
+    )
+    return keras.Model(inputs, head(twin_trunk(model, inputs)), name=f"{model.name}_blind_spot")
+
+
+def masked_mse():
+    """Squared error summed over the masked outputs (weight > 0), divided by their number."""
+    import keras
+    from keras import ops
+
+    class MaskedMSE(keras.losses.Loss):
+        def __init__(self, name: str = "masked_mse") -> None:
+            super().__init__(name=name, reduction=None)
+
+        def call(self, y_true, y_pred):
+            return keras.losses.mean_squared_error(y_true, y_pred)
+
+        def __call__(self, y_true, y_pred, sample_weight=None):
+            values = self.call(ops.cast(y_true, self.dtype), y_pred)
+            if sample_weight is None:
+                return ops.mean(values)
+            weight = ops.reshape(ops.cast(sample_weight, values.dtype), ops.shape(values))
+            masked = ops.sum(ops.cast(weight > 0, values.dtype))
+            return ops.sum(values * weight) / ops.maximum(masked, 1.0)
+
+    return MaskedMSE()
+
+
+def pretrain_blind_spot(
+    model, windows: VolumeWindows, settings: UnlabelledSettings, seed: int, log=None, out=None
+):
+    """Blind-spot pretraining of `model` in place: `settings.pretrain_steps` steps of a fresh
+    Adam (`pretrain_lr`) on `blind_spot_batch`es of `settings.tiles_per_batch` windows, through
+    `blind_spot_model` (dropout on). The head is dropped; the trunk's weights stay in `model`.
+    The same seed (and model) gives the same weights.
+
+    Returns the history (step, loss, seconds); with `out` it is written there as CSV."""
+    import time
+
+    import keras
+    import pandas as pd
+
+    from .dense_training import fragment_layout
+
+    keras.utils.set_random_seed(seed)
+    net = blind_spot_model(model, seed)
+    net.compile(optimizer=keras.optimizers.Adam(settings.pretrain_lr), loss=masked_mse())
+    steps = settings.pretrain_steps if settings.tiles_per_batch > 0 else 0
+    started, rows = time.time(), []
+    for step in range(steps):
+        plain = windows.draw(settings.tiles_per_batch, PRETRAIN_EPOCH, step)
+        rng = np.random.default_rng([windows.seed, step, 13])
+        inputs, targets, weights = blind_spot_batch(
+            plain, windows.n_xy, settings.mask_fraction, settings.mask_radius, rng
+        )
+        loss = net.train_on_batch(
+            inputs, fragment_layout(targets)[..., None], fragment_layout(weights), return_dict=True
+        )["loss"]
+        rows.append({"step": step, "loss": float(loss), "seconds": time.time() - started})
+        if log and (step % 50 == 0 or step == steps - 1):
+            log.info("blind-spot pretraining step %d/%d: loss %.5f", step + 1, steps, loss)
+    history = pd.DataFrame(rows, columns=["step", "loss", "seconds"])
+    if out is not None:
+        write_csv(out, history)
     return history

@@ -72,8 +72,19 @@ def test_the_shipped_demo_config_loads(monkeypatch):
         {"grid.n_xy": [129], "grid.n_z": [7], "published": PUBLISHED},  # the release's limit
         {"inference.engine": "dense", "inference.allow_approximate_dense": True},
         {"inference.engine": "dense", "model.padding": "valid", "grid.n_xy": [81]},
+        {
+            "training.mode": "dense",
+            "model.padding": "valid",
+            "grid.n_xy": [81],
+            "training.unlabelled": {"method": "masked", "pretrain_steps": 50, "mask_radius": 3},
+        },
     ],
-    ids=["published at its limit", "approximate dense opted in", "dense on a valid model"],
+    ids=[
+        "published at its limit",
+        "approximate dense opted in",
+        "dense on a valid model",
+        "masked pretraining in dense mode",
+    ],
 )
 def test_allowed_edge_cases_load(project, changes):
     edit_config(project, **changes)
@@ -156,6 +167,11 @@ CONFIG_ERRORS = {
         "file 'config: training.unlabelled.method': learning from unlabelled voxels ('pseudo') "
         "needs dense training, not 'patches'. Fix: set training.mode: dense (with "
         "model.padding: valid) or training.unlabelled.method: none.",
+    ),
+    "masked pretraining with patch training": (
+        {"training.unlabelled": {"method": "masked", "pretrain_steps": 10}},
+        "file 'config: training.unlabelled.method': learning from unlabelled voxels ('masked') "
+        "needs dense training, not 'patches'.",
     ),
     "halving rungs that stop short of training.epochs": (
         {"grid.search": {"strategy": "halving", "rungs": [4, 12], "keep": 0.5}},

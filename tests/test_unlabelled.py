@@ -1,6 +1,8 @@
 """Learning from unlabelled voxels (fibseg.unlabelled) and dense training in steps, on tiny
 data: pseudo-labels by hand, the volume windows, a falling loss, determinism, and that
-`training.unlabelled` off is today's training exactly."""
+`training.unlabelled` off is today's training exactly; the blind-spot masking and its
+pretraining (method masked): the voxel an output stands for, a falling loss, determinism,
+the pretrained weights in the classifier, and no pretraining when a run resumes."""
 
 import json
 from dataclasses import replace
@@ -10,12 +12,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fibseg.dense_training import DenseTiles
+import fibseg.unlabelled
+from fibseg.dense import twin_geometry
+from fibseg.dense_training import DenseTiles, from_fragment_layout, training_twin
+from fibseg.halving import continue_from
+from fibseg.model import build_model
 from fibseg.regions import RegionSet
 from fibseg.sampling import split_regions
 from fibseg.settings import TrainingSettings, UnlabelledSettings
 from fibseg.train import train_run
-from fibseg.unlabelled import VolumeWindows, check_unlabelled, pseudo_labels
+from fibseg.unlabelled import (
+    VolumeWindows,
+    blind_spot_batch,
+    blind_spot_offset,
+    check_unlabelled,
+    pretrain_blind_spot,
+    pseudo_labels,
+)
 
 SETTINGS = replace(
     TrainingSettings.from_config(
@@ -27,6 +40,9 @@ SETTINGS = replace(
 )
 PSEUDO = UnlabelledSettings(
     method="pseudo", weight=1.0, confidence=0.6, tiles_per_batch=2, start_epoch=0
+)
+MASKED = UnlabelledSettings(
+    method="masked", tiles_per_batch=2, pretrain_steps=60, mask_fraction=0.05
 )
 
 
@@ -94,9 +110,11 @@ def test_volume_windows_are_seeded_crops_of_the_volume(data):
 
 def test_unlabelled_needs_dense_training():
     check_unlabelled("dense", "pseudo")
+    check_unlabelled("dense", "masked")
     check_unlabelled("patches", "none")
-    with pytest.raises(Exception, match="needs dense training"):
-        check_unlabelled("patches", "pseudo")
+    for method in ("pseudo", "masked"):
+        with pytest.raises(Exception, match="needs dense training"):
+            check_unlabelled("patches", method)
 
 
 def test_dense_steps_go_round_the_tiles_again(data):
@@ -149,3 +167,142 @@ def test_unlabelled_off_is_todays_training(data, tmp_path):
     pd.testing.assert_frame_equal(
         plain.drop(columns="seconds"), with_off.drop(columns="seconds"), check_exact=True
     )
+
+
+# --- masked: blind-spot pretraining ---------------------------------------------------------
+
+
+def test_twin_output_stands_for_the_blind_spot_voxel():
+    """Twin output p scores the patch centred at input p + blind_spot_offset (the patch
+    model's voxel), which lies inside the twin's receptive field [p, p + field) but is not
+    its middle: for n_xy 81 the field is 76 and the voxel 40, not 38."""
+    for n_xy in (81, 97, 113):
+        field, offset = twin_geometry(n_xy, "valid")
+        assert offset == 0 and blind_spot_offset(n_xy) == n_xy // 2 < field
+    field, _ = twin_geometry(81, "valid")
+    assert blind_spot_offset(81) == 40 and field == 76
+    model = build_model(81, 3, "valid", seed=2)
+    twin = training_twin(model)
+    rng = np.random.default_rng(0)
+    side, start = 16, blind_spot_offset(81)
+    window = rng.random((1, side + 75, side + 75, 3)).astype(np.float32)
+    dense = from_fragment_layout(np.asarray(twin.predict_on_batch(window))[..., 0], 1)[0]
+    for i, j in ((0, 0), (3, 7), (10, 2)):
+        y, x = i + start, j + start  # the voxel; its 81 x 81 patch starts 40 before it
+        patch = window[:, y - 40 : y + 41, x - 40 : x + 41]
+        np.testing.assert_allclose(dense[i, j], model.predict_on_batch(patch)[0, 0], atol=2e-6)
+        # a change at the voxel moves output (i, j); one just past the field does not
+        for dy, dx, moves in ((0, 0, True), (field - start, 0, False), (0, field - start, False)):
+            changed = window.copy()
+            changed[0, y + dy, x + dx, 1] += 0.5
+            score = from_fragment_layout(np.asarray(twin.predict_on_batch(changed))[..., 0], 1)[
+                0, i, j
+            ]
+            assert (abs(score - dense[i, j]) > 1e-7) == moves
+
+
+def test_blind_spot_batch_masks_centre_voxels_with_neighbours():
+    rng = np.random.default_rng(1)
+    windows = rng.random((3, 16 + 75, 16 + 75, 3)).astype(np.float32)
+    inputs, targets, weights = blind_spot_batch(windows, 81, 0.05, 2, np.random.default_rng(4))
+    assert inputs.shape == windows.shape and targets.shape == weights.shape == (3, 16, 16)
+    np.testing.assert_array_equal(weights.sum(axis=(1, 2)), [13, 13, 13])  # round(0.05 * 256)
+    assert set(np.unique(weights)) == {0.0, 1.0}
+    start = blind_spot_offset(81)
+    changed = inputs != windows
+    assert not changed[..., [0, 2]].any()  # only the centre slice
+    for b in range(3):
+        i, j = np.nonzero(weights[b])
+        y, x = i + start, j + start
+        # exactly the masked voxels changed, the targets are their original values ...
+        expected = np.zeros(windows.shape[1:3], bool)
+        expected[y, x] = True
+        np.testing.assert_array_equal(changed[b, ..., 1], expected)
+        np.testing.assert_array_equal(targets[b, i, j], windows[b, y, x, 1])
+        assert not targets[b][weights[b] == 0].any()
+        # ... and each now holds the value of another voxel within 2 of it (same slice)
+        for yy, xx in zip(y, x, strict=True):
+            near = windows[b, yy - 2 : yy + 3, xx - 2 : xx + 3, 1].copy()
+            near[2, 2] = np.nan
+            assert inputs[b, yy, xx, 1] in near
+    again = blind_spot_batch(windows, 81, 0.05, 2, np.random.default_rng(4))
+    np.testing.assert_array_equal(again[0], inputs)
+
+
+def pretrained(data, seed=0, steps=MASKED.pretrain_steps, build_seed=0, out=None):
+    directory, _ = data
+    model = build_model(81, 3, "valid", p_d=0.1, seed=build_seed)
+    windows = VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, seed=seed)
+    settings = replace(MASKED, pretrain_steps=steps)
+    history = pretrain_blind_spot(model, windows, settings, seed, out=out)
+    return model, history
+
+
+def test_blind_spot_pretraining_loss_falls(data, tmp_path):
+    """The loss falls, and below the volume's variance (the error of the best constant
+    guess): the network predicts a hidden voxel from its neighbours (about 0.69 of it after
+    200 steps, from about 3 times it at the start)."""
+    _, volume = data
+    history = pretrained(data, steps=200, out=tmp_path / "pretrain_history.csv")[1]
+    assert len(history) == 200
+    first, last = history["loss"].iloc[:10].mean(), history["loss"].iloc[-20:].mean()
+    assert last < 0.5 * first, (first, last)
+    assert last < 0.85 * volume.var(), (last, volume.var())
+    written = pd.read_csv(tmp_path / "pretrain_history.csv")
+    assert written.columns.tolist() == ["step", "loss", "seconds"]
+    np.testing.assert_allclose(written["loss"], history["loss"])
+
+
+def test_blind_spot_pretraining_is_seeded_and_stays_in_the_classifier(data):
+    initial = build_model(81, 3, "valid", p_d=0.1, seed=0)
+    one, _ = pretrained(data, steps=4)
+    two, _ = pretrained(data, steps=4)
+    other, _ = pretrained(data, seed=1, steps=4)
+    for a, b in zip(one.get_weights(), two.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    trunk = ("block1_conv1", "block4_conv2", "dense1", "dense2")
+    for name in trunk:
+        before = initial.get_layer(name).get_weights()[0]
+        assert not np.array_equal(one.get_layer(name).get_weights()[0], before)
+        assert not np.array_equal(
+            one.get_layer(name).get_weights()[0], other.get_layer(name).get_weights()[0]
+        )
+    # the head is not the classifier's: its score layer is untouched
+    for a, b in zip(
+        one.get_layer("score").get_weights(), initial.get_layer("score").get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    patches = np.random.default_rng(0).random((2, 81, 81, 3)).astype(np.float32)
+    assert not np.allclose(one.predict_on_batch(patches), initial.predict_on_batch(patches))
+
+
+def test_masked_pretrains_a_fresh_run_only(data, tmp_path, monkeypatch):
+    """train_run pretrains before epoch 0 (pretrain_history.csv), then trains as usual; a run
+    that resumes from a checkpoint (here a rung of successive halving) does not pretrain."""
+    directory, _ = data
+    settings = replace(SETTINGS, epochs=1, unlabelled=replace(MASKED, pretrain_steps=3))
+    first = train_run(
+        tmp_path / "a",
+        [str(directory / "V.h5")],
+        "unused",
+        "unused",
+        str(directory / "split.csv"),
+        81,
+        3,
+        0,
+        "valid",
+        settings,
+        volume_files=[str(directory / "pre.h5")],
+        keep_last_state=True,
+    )
+    assert len(first) == 1
+    assert pd.read_csv(tmp_path / "a/pretrain_history.csv")["step"].tolist() == [0, 1, 2]
+    continue_from(tmp_path / "a", tmp_path / "b")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a resumed run must not pretrain")
+
+    monkeypatch.setattr(fibseg.unlabelled, "pretrain_blind_spot", forbidden)
+    resumed = train(directory, tmp_path / "b", replace(settings, epochs=2))
+    assert resumed["epoch"].tolist() == [0, 1]
+    assert not (tmp_path / "b/pretrain_history.csv").exists()
