@@ -112,6 +112,24 @@ rule postprocess:
         "../../scripts/postprocess.py"
 
 
+rule export_ome_zarr:
+    input:
+        scores="results/{ds}/scores.h5",
+        segmentation="results/{ds}/segmentation.h5",
+    output:
+        directory("results/{ds}/{ds}.ome.zarr"),
+    params:
+        voxel_size_nm=voxel_size_param,
+    log:
+        "logs/export_ome_zarr/{ds}.log",
+    wildcard_constraints:
+        ds=constraint(DATASETS),
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/export_ome_zarr.py"
+
+
 rule check_model:
     input:
         CNN_MODELS,
