@@ -14,7 +14,8 @@ scores each method on the FULL volume against its ground truth:
   labelled voxel of the train regions, 40 epochs as the default `config/config.yaml`);
 - variants of dense training (`VARIANTS`): cnn_dense_steps (`--steps-per-epoch` steps every
   epoch, 25 by default, whatever the number of tiles), cnn_dense_steps_m09 (momentum 0.9),
-  cnn_dense_steps_k20 (the learning rate drops every 20 epochs), cnn_dense_pseudo (steps
+  cnn_dense_steps_k20 (the learning rate drops every 20 epochs), cnn_dense_steps_adam (Adam,
+  10^-3, dropping every 20 epochs: `training.optimizer: adam`), cnn_dense_pseudo (steps
   plus `training.unlabelled: pseudo`, fibseg/unlabelled.py) and cnn_dense_masked (steps plus
   `training.unlabelled: masked`, blind-spot pretraining on the volumes before the first
   epoch). Not run by default: m09, k20, masked.
@@ -112,6 +113,13 @@ VARIANTS = {
     "cnn_dense_steps_m09": {"mode": "dense", "steps": True, "momentum": 0.9},
     # the learning rate drops every 20 epochs, the slowest of the search's k (4-20)
     "cnn_dense_steps_k20": {"mode": "dense", "steps": True, "search": SearchRanges(k=(20,))},
+    # Adam at its usual scale (10^-3), the same slow schedule
+    "cnn_dense_steps_adam": {
+        "mode": "dense",
+        "steps": True,
+        "optimizer": "adam",
+        "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
+    },
     "cnn_dense_pseudo": {
         "mode": "dense",
         "steps": True,
@@ -635,7 +643,12 @@ def estimate_seconds(
         + counts["val"] * tile**2 / RATES["dense_val_px"]
         + EPOCH_OVERHEAD_S
     )
-    for name in ("cnn_dense_steps", "cnn_dense_steps_m09", "cnn_dense_steps_k20"):
+    for name in (
+        "cnn_dense_steps",
+        "cnn_dense_steps_m09",
+        "cnn_dense_steps_k20",
+        "cnn_dense_steps_adam",
+    ):
         seconds[name] = stepped + cnn_score
     seconds["cnn_dense_pseudo"] = 2.5 * stepped + cnn_score
     # the blind-spot pretraining: steps of 4 volume tiles of the same size, before epoch 0

@@ -52,6 +52,7 @@ class TrainingSettings:
     epochs: int = 40
     batch_size: int = 128
     momentum: float = 0.99
+    optimizer: str = "sgd"
     steps_per_epoch: int | None = None
     mode: str = "patches"
     tiles_per_batch: int = 4

@@ -153,6 +153,16 @@ class DenseEpochs:
         return fit_dense_epoch(self.twin, self.train_tiles, self.val_tiles, epoch)
 
 
+def make_optimizer(training: TrainingSettings, lr: float):
+    """The optimiser of a fresh run: SGD with `training.momentum` (the paper's, §3.7) or Adam
+    (`training.optimizer: adam`); either follows the step schedule of `learning_rate`."""
+    import keras
+
+    if training.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    return keras.optimizers.SGD(lr, momentum=training.momentum)
+
+
 def train_run(
     run_dir: str | os.PathLike,
     region_files: list[str],
@@ -215,9 +225,7 @@ def train_run(
     else:
         model = build_model(n_xy, n_z, padding, hyper["p_d"], hyper["p_sd"], hyper["c"], seed)
         model.compile(
-            optimizer=keras.optimizers.SGD(
-                learning_rate(0, hyper["log10_lr0"], hyper["k"]), momentum=training.momentum
-            ),
+            optimizer=make_optimizer(training, learning_rate(0, hyper["log10_lr0"], hyper["k"])),
             loss="binary_crossentropy",
             metrics=[
                 "accuracy",
@@ -283,6 +291,7 @@ def train_run(
         "steps_per_epoch": training.steps_per_epoch,
         "unlabelled": dataclasses.asdict(training.unlabelled),
         "batch_size": training.batch_size,
+        "optimizer": training.optimizer,
         "momentum": training.momentum,
         **epochs.counts,
         "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]),

@@ -56,7 +56,7 @@ def tiny_regions(tmp_path_factory):
     return directory
 
 
-def run(directory, run_dir, seed=0, epochs=3, **options):
+def run(directory, run_dir, seed=0, epochs=3, training=TRAINING, **options):
     return train_run(
         run_dir,
         [str(directory / "T.h5")],
@@ -67,7 +67,7 @@ def run(directory, run_dir, seed=0, epochs=3, **options):
         3,
         seed,
         "same",
-        replace(TRAINING, epochs=epochs),
+        replace(training, epochs=epochs),
         **options,
     )
 
@@ -207,3 +207,23 @@ def test_dense_mode_trains_on_every_labelled_voxel_of_the_split(valid_regions, t
     assert params["train_samples"] == (split.split == "train").sum() * 16 * 16
     assert params["val_samples"] == (split.split == "val").sum() * 16 * 16
     assert (tmp_path / "d/model.keras").exists()
+
+
+def test_adam_trains_resumes_with_its_own_state_and_is_recorded(tiny_regions, tmp_path):
+    """`training.optimizer: adam`: the run's optimiser is Adam, params.json says so, and a run
+    stopped after epoch 0 and continued ends as one uninterrupted run (Adam's moments travel
+    with the checkpoint). The SGD run of the same seed differs."""
+    adam = replace(TRAINING, optimizer="adam")
+    whole = run(tiny_regions, tmp_path / "whole", seed=2, training=adam)
+    import keras
+
+    model = keras.saving.load_model(tmp_path / "whole/model.keras")
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert json.loads((tmp_path / "whole/params.json").read_text())["optimizer"] == "adam"
+    run(tiny_regions, tmp_path / "first", seed=2, epochs=1, training=adam, keep_last_state=True)
+    assert continue_from(tmp_path / "first", tmp_path / "rest")
+    rest = run(tiny_regions, tmp_path / "rest", seed=2, training=adam, rung=1)
+    columns = ["loss", "val_loss", "accuracy", "lr"]
+    np.testing.assert_allclose(rest[columns], whole[columns], rtol=1e-5)
+    sgd = run(tiny_regions, tmp_path / "sgd", seed=2)
+    assert not np.allclose(sgd["loss"], whole["loss"])
