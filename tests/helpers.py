@@ -5,6 +5,7 @@ Fixtures and hooks stay in conftest.py; everything a test imports by name lives 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -126,6 +127,13 @@ def run_snakemake(
             f"{process.stderr[-8000:]}"
         )
     return process
+
+
+def planned_jobs(project: Path) -> set[str]:
+    """The rules a plain `snakemake` would run in `project` (from the dry run's job stats)."""
+    process = run_snakemake(project, "-n", "--quiet", "rules")
+    table = (process.stdout + process.stderr).split("Job stats:")[1].split("total")[0]
+    return {m[1] for m in re.finditer(r"^(\w+)\s+\d+$", table, re.MULTILINE)}
 
 
 def start_snakemake(project: Path, *args: str, **kwargs) -> subprocess.Popen:

@@ -1,18 +1,27 @@
 """A data set as a folder of per-slice TIFFs with ImageJ spacing, annotated by a sparse 0/1/2
 label volume painted (blobs and strokes) in its unaligned frame, beside a predict-only data
-set: both are segmented with their voxel size, and the painted regions are trained on and
-scored. (Issue 13 also asks that the CNN beat its Otsu row here; at this size it does not:
-test mIoU 0.757 against Otsu's 0.893 in the run of 2026-11-28, so that is not asserted.)"""
+set: both are segmented with their voxel size (TIFF and OME-Zarr), the painted regions are
+trained on and scored, and a second project reuses the model on the painted data set.
+
+Issue 13 also asks that the CNN beat its Otsu row here. At this size it does not, with any
+setting tried (2026-11-28, 6 slices of 96^2, 1.7-6 k painted train voxels; region mIoU
+train/val/test, full volume): this test's n_xy 17 patches, 15 epochs, 0.63/0.54/0.73, full
+volume 0.701; the same with 16 steps per epoch 0.57/0.40/0.58; 81 x 1 dense SGD 200
+steps 0.53/0.54/0.53; 81 x 1 dense Adam 300 steps (twice the paint) 0.73/0.89/0.46, full
+volume 0.675; 81 x 3 dense Adam 400 steps 0.81/0.90/0.44, full volume 0.677. Otsu: 0.69/0.62/
+0.89 with this test's paint, 0.80/0.76/0.68 with twice the paint; full volume 0.718. The CNN
+needs more labels than a test can afford (README, "The label-budget study"), so that is not
+asserted; this test checks the plumbing."""
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from helpers import run_snakemake, write_project
+from helpers import planned_jobs, run_snakemake, write_project
 from skimage.draw import disk, line
 
-from fibseg.io import metadata_voxel_size_nm
+from fibseg.io import metadata_voxel_size_nm, read_volume
 from fibseg.synth import SynthSpec, synthesize
 
 pytestmark = pytest.mark.workflow
@@ -26,6 +35,7 @@ SETTINGS = {
     "structure": {"enabled": False},
     "inference": {"slices_per_job": 6, "extract_batch": 4096, "predict_batch": 1024},
     "postprocess": {"sigma_grid": [0.0, 1.0], "threshold_grid": [0.4, 0.5]},
+    "outputs": {"ome_zarr": True},
 }
 SHIFTS = [(0, 0), (1, 0), (1, 1), (2, 1), (2, 2), (3, 2)]  # drift (y, x) per slice, px
 CALIBRATION = {  # 50 nm slices of 10 x 10 nm pixels, as Fiji saves an image sequence
@@ -75,6 +85,7 @@ def test_painted_annotation_on_a_slice_folder_beside_a_predict_only_volume(tmp_p
     for z, plane in enumerate(volume):
         tifffile.imwrite(slices / f"slice_{z:03d}.tif", plane, **CALIBRATION)
     tifffile.imwrite(project / "data/painted.tif", annotation)
+    tifffile.imwrite(project / "data/truth.tif", data["truth"])  # the aligned (slice 0) frame
     other = synthesize(SynthSpec(porosity=0.4, slices=5, height=96, width=96, n_regions=2, seed=9))
     tifffile.imwrite(
         project / "data/other.tif",
@@ -84,9 +95,9 @@ def test_painted_annotation_on_a_slice_folder_beside_a_predict_only_volume(tmp_p
         metadata={"unit": "micron", "spacing": 0.03, "axes": "ZYX"},
     )
     sheet = (
-        "name\tvolume\tannotation\taligned\n"
-        "PAINT\tdata/run1\tdata/painted.tif\tfalse\n"
-        "NEW\tdata/other.tif\t\tfalse\n"
+        "name\tvolume\tannotation\taligned\ttruth\n"
+        "PAINT\tdata/run1\tdata/painted.tif\tfalse\tdata/truth.tif\n"
+        "NEW\tdata/other.tif\t\tfalse\t\n"
     )
     write_project(project, SETTINGS, sheet)
     run_snakemake(project)
@@ -107,9 +118,39 @@ def test_painted_annotation_on_a_slice_folder_beside_a_predict_only_volume(tmp_p
         assert metadata_voxel_size_nm(str(results / name / "segmentation.tif")) == pytest.approx(
             voxel
         )
+        # the OME-Zarr store: scores as the image, the segmentation as its label image
+        store = results / name / f"{name}.ome.zarr"
+        labels = read_volume(f"{store}:/labels/segmentation")
+        np.testing.assert_array_equal(labels, segmentation)
+        assert metadata_voxel_size_nm(str(store)) == pytest.approx(voxel)
     for table in ("table2", "table3"):
         frame = pd.read_csv(results / f"tables/{table}.csv")
         assert set(frame.method) == {"cnn", "otsu"} and "NEW" not in set(frame.dataset)
         miou = frame[(frame.dataset == "PAINT") & (frame.metric == "mIoU")].set_index("method")
         assert (miou.loc["cnn", ["train", "val", "test"]] > 0.5).all()
     assert (results / "figures/fig8_regions.png").stat().st_size > 10_000
+    # the whole volume against its truth, CNN and Otsu (which wins here: module docstring)
+    full = pd.read_csv(results / "tables/full_volume.csv").set_index("method")
+    assert set(full.dataset) == {"PAINT"} and set(full.index) == {"cnn", "otsu"}
+    assert (full["voxels"] == 6 * 96 * 96).all() and (full["mIoU"] > 0.5).all()
+
+    # A second project segments the painted data set with the first one's model and
+    # post-processing: nothing is trained, and the segmentation is the same voxel for voxel.
+    second = tmp_path / "second"
+    (second / "data").mkdir(parents=True)
+    (second / "data/run1").symlink_to(slices)
+    for name in ("painted.tif", "truth.tif"):
+        (second / "data" / name).symlink_to(project / "data" / name)
+    pretrained = {
+        "model": str(results / "model/best.keras"),
+        "postprocess": str(results / "postprocess.json"),
+    }
+    write_project(second, {**SETTINGS, "pretrained": pretrained}, sheet.split("NEW")[0])
+    jobs = planned_jobs(second)
+    assert {"check_model", "predict_slices", "postprocess", "export_ome_zarr"} <= jobs
+    assert not jobs & {"train", "sample", "split", "select_model", "optimize_postprocess"}
+    run_snakemake(second)
+    np.testing.assert_array_equal(
+        tifffile.imread(second / "results/PAINT/segmentation.tif"),
+        tifffile.imread(results / "PAINT/segmentation.tif"),
+    )

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from helpers import TINY_DEMO, run_snakemake, write_project
+from helpers import TINY_DEMO, planned_jobs, run_snakemake, write_project
 
 pytestmark = pytest.mark.workflow
 
@@ -27,12 +27,6 @@ ANNOTATED = (
     "results/demo/T22/labels.tif\tfalse\tresults/demo/T22/truth.tif\n"
 )
 PREDICT_ONLY = "T45\tresults/demo/T45/volume.tif\t\t\tfalse\t\n"  # no regions, labels, truth
-
-
-def planned_jobs(project) -> set[str]:
-    process = run_snakemake(project, "-n", "--quiet", "rules")
-    table = (process.stdout + process.stderr).split("Job stats:")[1].split("total")[0]
-    return {m[1] for m in re.finditer(r"^(\w+)\s+\d+$", table, re.MULTILINE)}
 
 
 def test_predict_only_dataset_and_a_reused_model(tmp_path):
