@@ -78,12 +78,16 @@ def test_the_shipped_demo_config_loads(monkeypatch):
             "grid.n_xy": [81],
             "training.unlabelled": {"method": "masked", "pretrain_steps": 50, "mask_radius": 3},
         },
+        {"training.optimizer": "adam", "training.search": {"log10_lr0": [-3.0], "k": [20]}},
+        {"outputs": {"ome_zarr": True}},
     ],
     ids=[
         "published at its limit",
         "approximate dense opted in",
         "dense on a valid model",
         "masked pretraining in dense mode",
+        "Adam at its own learning rate",
+        "OME-Zarr output",
     ],
 )
 def test_allowed_edge_cases_load(project, changes):
@@ -108,6 +112,10 @@ SCHEMA_ERRORS = {
             "1.2 is greater than or equal to the maximum of 1",
             "On instance['postprocess']['threshold_grid'][0]",
         ],
+    ),
+    "unknown optimiser": (
+        {"training.optimizer": "rmsprop"},
+        ["'rmsprop' is not one of ['sgd', 'adam']", "On instance['training']['optimizer']"],
     ),
     "unknown engine": (
         {"inference.engine": "fast"},
