@@ -285,6 +285,30 @@ def voxel_weights(
     return (mask * np.where(labels >= 0.5, weights[1], weights[0])).astype(dtype)
 
 
+def labelled_mean_loss(elementwise, name: str):
+    """A keras Loss: sum(w * elementwise(y_true, y_pred)) / (outputs with w > 0), the mean
+    over the outputs that carry a weight (the mean over all without weights)."""
+    import keras
+    from keras import ops
+
+    class LabelledMean(keras.losses.Loss):
+        def __init__(self) -> None:
+            super().__init__(name=name, reduction=None)
+
+        def call(self, y_true, y_pred):
+            return elementwise(y_true, y_pred)
+
+        def __call__(self, y_true, y_pred, sample_weight=None):
+            values = self.call(ops.cast(y_true, self.dtype), y_pred)
+            if sample_weight is None:
+                return ops.mean(values)
+            weight = ops.reshape(ops.cast(sample_weight, values.dtype), ops.shape(values))
+            labelled = ops.sum(ops.cast(weight > 0, values.dtype))
+            return ops.sum(values * weight) / ops.maximum(labelled, 1.0)
+
+    return LabelledMean()
+
+
 def dense_loss():
     """The loss of dense training, a keras Loss: sum(w * bce) / (voxels with w > 0).
 
@@ -297,24 +321,8 @@ def dense_loss():
     accumulate sum(w) across batches; so the loss normalises itself and the weights stay the
     plain class weights."""
     import keras
-    from keras import ops
 
-    class LabelledMeanBCE(keras.losses.Loss):
-        def __init__(self, name: str = "labelled_mean_bce") -> None:
-            super().__init__(name=name, reduction=None)
-
-        def call(self, y_true, y_pred):
-            return keras.losses.binary_crossentropy(y_true, y_pred)
-
-        def __call__(self, y_true, y_pred, sample_weight=None):
-            values = self.call(ops.cast(y_true, self.dtype), y_pred)
-            if sample_weight is None:
-                return ops.mean(values)
-            weight = ops.reshape(ops.cast(sample_weight, values.dtype), ops.shape(values))
-            labelled = ops.sum(ops.cast(weight > 0, values.dtype))
-            return ops.sum(values * weight) / ops.maximum(labelled, 1.0)
-
-    return LabelledMeanBCE()
+    return labelled_mean_loss(keras.losses.binary_crossentropy, "labelled_mean_bce")
 
 
 def dense_metrics() -> list:
