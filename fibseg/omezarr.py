@@ -9,14 +9,11 @@ level, z kept) while a level stays at least `MIN_LEVEL_SIDE` pixels wide.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
+
+from .io import atomic_directory
 
 MIN_LEVEL_SIDE = 256  # no pyramid level smaller than this in y or x
 AXES = ["z", "y", "x"]
@@ -41,23 +38,6 @@ def scale_um(voxel_nm: tuple[float, float, float] | None) -> dict[str, float]:
     """The (z, y, x) voxel size in micrometres as ome-zarr-py takes it (1 where unknown)."""
     values = (1000.0, 1000.0, 1000.0) if voxel_nm is None else voxel_nm
     return {axis: float(v) / 1e3 for axis, v in zip(AXES, values, strict=True)}
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; move it onto `path` only on success (an
-    existing `path` is replaced), so a killed job leaves no half-written store."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def write_ome_zarr(
