@@ -18,7 +18,11 @@ scores each method on the FULL volume against its ground truth:
   10^-3, dropping every 20 epochs: `training.optimizer: adam`), cnn_dense_pseudo (steps
   plus `training.unlabelled: pseudo`, fibseg/unlabelled.py) and cnn_dense_masked (steps plus
   `training.unlabelled: masked`, blind-spot pretraining on the volumes before the first
-  epoch). Not run by default: m09, k20, masked.
+  epoch), cnn_dense_steps_adam_forest (Adam plus volume tiles labelled by the forest where
+  its votes reach 0.9: `training.unlabelled: {method: pseudo, teacher: forest}`; the
+  forest is trained and scores both volumes first, within the method's time) and
+  cnn_dense_steps_adam_forest_soft (the same from votes of 0.6). Not run by default: m09,
+  k20, masked, adam, the forest-taught ones.
 
 Each CNN run's learning curve (history.csv, per epoch) goes to `<out>_histories.csv`.
 `--threads` sets the CPU threads (2); under `KERAS_BACKEND=torch` the CNNs run on a GPU.
@@ -124,6 +128,24 @@ VARIANTS = {
         "mode": "dense",
         "steps": True,
         "unlabelled": UnlabelledSettings(method="pseudo"),
+    },
+    # Adam as above, plus volume tiles labelled by the forest where its votes are confident
+    # (the forest trained and scored first, its time included): distilling the forest
+    "cnn_dense_steps_adam_forest": {
+        "mode": "dense",
+        "steps": True,
+        "optimizer": "adam",
+        "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
+        "unlabelled": UnlabelledSettings(method="pseudo", teacher="forest", start_epoch=0),
+    },
+    "cnn_dense_steps_adam_forest_soft": {
+        "mode": "dense",
+        "steps": True,
+        "optimizer": "adam",
+        "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
+        "unlabelled": UnlabelledSettings(
+            method="pseudo", teacher="forest", start_epoch=0, confidence=0.6
+        ),
     },
     "cnn_dense_masked": {
         "mode": "dense",
@@ -472,14 +494,32 @@ def run_otsu(study: Study) -> tuple[dict[str, np.ndarray], dict]:
     return {d.name: d.volume > threshold_otsu(d.volume) for d in study.datasets}, {}
 
 
-def run_forest(study: Study) -> tuple[dict[str, np.ndarray], dict]:
-    """The random forest on the train samples (rule train_forest), scored like a CNN."""
+def forest_member(study: Study) -> Member:
+    """The forest (rule train_forest) on the study's train samples."""
     features, labels = forest_training_data(
         study.region_sets, pd.read_csv(study.train_csv), FOREST["n_z"], FOREST["sigma_max"]
     )
     forest = train_forest(features, labels, FOREST["trees"], FOREST["seed"], THREADS)
-    member = Member("rf", FOREST["n_z"], forest_scorer(forest, FOREST["sigma_max"]))
-    return scored_method(study, member)
+    return Member("rf", FOREST["n_z"], forest_scorer(forest, FOREST["sigma_max"]))
+
+
+def forest_teacher_files(study: Study) -> list[str]:
+    """The forest's score volumes (HDF5 /scores, as rule stitch_forest writes them), one per
+    data set in the order of the preprocessed volumes: the teacher of `teacher: forest`."""
+    member, paths = forest_member(study), []
+    for data in study.datasets:
+        depth = data.volume.shape[0]
+        scores, _, _ = ensemble_slices(
+            lambda indices, v=data.volume: v[indices], depth, range(depth), [member]
+        )
+        paths.append(str(study.workdir / f"{data.name}_forest_scores.h5"))
+        write_h5(paths[-1], {"scores": scores.astype(np.float32)})
+    return paths
+
+
+def run_forest(study: Study) -> tuple[dict[str, np.ndarray], dict]:
+    """The random forest on the train samples (rule train_forest), scored like a CNN."""
+    return scored_method(study, forest_member(study))
 
 
 def run_cnn(
@@ -490,6 +530,7 @@ def run_cnn(
     import keras
 
     run_dir = study.workdir / f"{method}_seed{seed}"
+    teachers = forest_teacher_files(study) if training.unlabelled.teacher == "forest" else ()
     history = train_run(
         run_dir,
         [d.region_file for d in study.datasets],
@@ -503,6 +544,7 @@ def run_cnn(
         training,
         log,
         [str(study.workdir / f"{d.name}_preprocessed.h5") for d in study.datasets],
+        teacher_files=teachers,
     )
     member = load_member(str(run_dir / "model.keras"), INFERENCE, threads=THREADS)
     segmentations, chosen = scored_method(study, member)
@@ -651,6 +693,10 @@ def estimate_seconds(
     ):
         seconds[name] = stepped + cnn_score
     seconds["cnn_dense_pseudo"] = 2.5 * stepped + cnn_score
+    # the forest's tiles need no teacher pass, but the forest's scores of every volume first
+    forest_teacher = 2 * stepped + cnn_score + seconds["rf"]
+    seconds["cnn_dense_steps_adam_forest"] = forest_teacher
+    seconds["cnn_dense_steps_adam_forest_soft"] = forest_teacher
     # the blind-spot pretraining: steps of 4 volume tiles of the same size, before epoch 0
     pretrain = UnlabelledSettings().pretrain_steps * 4 * tile**2 / RATES["dense_train_px"]
     seconds["cnn_dense_masked"] = stepped + pretrain + cnn_score

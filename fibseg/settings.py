@@ -25,8 +25,9 @@ class SearchRanges:
 class UnlabelledSettings:
     """Learning from unlabelled voxels (dense training only; fibseg.unlabelled).
 
-    method none: today's training. pseudo: self-training on confident pseudo-labels of
-    volume tiles, `weight` x the labelled loss, from `start_epoch` on. masked: blind-spot
+    method none: today's training. pseudo: training on confident pseudo-labels of volume
+    tiles, `weight` x the labelled loss, from `start_epoch` on, given by the network itself
+    (`teacher` network: self-training) or by the forest's score volumes (forest). masked: blind-spot
     (Noise2Void) pretraining of a fresh run before its first epoch, `pretrain_steps` Adam steps
     (`pretrain_lr`) of `tiles_per_batch` volume tiles each, in which a share `mask_fraction`
     of the outputs' centre voxels is replaced by a neighbour within `mask_radius` and predicted
@@ -34,6 +35,7 @@ class UnlabelledSettings:
     are pseudo's; `tiles_per_batch` serves both."""
 
     method: str = "none"
+    teacher: str = "network"
     weight: float = 1.0
     confidence: float = 0.9
     tiles_per_batch: int = 4

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_output
+from .io import LimitError, atomic_output
 from .model import build_model, draw_hyperparameters, learning_rate
 from .patches import PatchSource, make_sequence
 from .regions import RegionSet
@@ -102,7 +102,18 @@ class DenseEpochs:
     runs `training.steps_per_epoch` steps; `training.unlabelled` adds pseudo-labelled tiles of
     `volume_files` (pseudo) or pretrains on them before the first epoch (masked, `pretrain`)."""
 
-    def __init__(self, region_sets, split_csv, n_xy, n_z, seed, augment, training, volume_files=()):
+    def __init__(
+        self,
+        region_sets,
+        split_csv,
+        n_xy,
+        n_z,
+        seed,
+        augment,
+        training,
+        volume_files=(),
+        teacher_files=(),
+    ):
         from .dense_training import DenseTiles, region_selection
 
         table = pd.read_csv(split_csv)
@@ -130,7 +141,17 @@ class DenseEpochs:
             from .unlabelled import VolumeWindows
 
             side = self.train_tiles.side
-            self.windows = VolumeWindows(volume_files, n_xy, n_z, side, seed)
+            teachers = teacher_files if self.unlabelled.teacher == "forest" else ()
+            if self.unlabelled.method == "pseudo" and self.unlabelled.teacher == "forest":
+                if not teacher_files:
+                    raise LimitError(
+                        "training.unlabelled.teacher: forest needs the forest's score volumes, "
+                        "and none were given.",
+                        "turn the forest on (forest.enabled: true) or set "
+                        "training.unlabelled.teacher: network.",
+                        "training.unlabelled.teacher",
+                    )
+            self.windows = VolumeWindows(volume_files, n_xy, n_z, side, seed, teachers)
 
     def pretrain(self, model, run_dir: Path, log=None) -> None:
         """Blind-spot pretraining of a fresh model (`training.unlabelled.method: masked`),
@@ -178,11 +199,14 @@ def train_run(
     volume_files: list[str] | tuple = (),
     rung: int = 0,
     keep_last_state: bool = False,
+    teacher_files: list[str] | tuple = (),
 ) -> pd.DataFrame:
     """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch: on the
     sampled patches of `train_csv`/`val_csv`, or (`training.mode` dense) on every labelled
     voxel of the train/val regions of `split_csv`, and with `training.unlabelled` on also
-    on pseudo-labelled tiles of the preprocessed `volume_files` (pseudo), or after a
+    on pseudo-labelled tiles of the preprocessed `volume_files` (pseudo; labelled by the
+    network itself, or with `teacher: forest` by the forest's score volumes `teacher_files`,
+    one per volume, in the same order), or after a
     blind-spot pretraining on them (masked: a fresh run only, before epoch 0, with its loss
     in `pretrain_history.csv`; fibseg.unlabelled).
 
@@ -208,7 +232,7 @@ def train_run(
         check_unlabelled(training.mode, "masked")
     if training.mode == "dense":
         epochs = DenseEpochs(
-            region_sets, split_csv, n_xy, n_z, seed, augment, training, volume_files
+            region_sets, split_csv, n_xy, n_z, seed, augment, training, volume_files, teacher_files
         )
     else:
         epochs = PatchEpochs(region_sets, train_csv, val_csv, n_xy, n_z, seed, augment, training)

@@ -19,7 +19,15 @@ whole-slice chunks, so a step reads n_z slices, not n_z per tile.
 
 Measured (README, "The label-budget study"): no gain at the small budget of the demo's
 generator (0.824 / 0.812 full-volume mIoU against 0.831 / 0.819 without), in 1.7 times the
-time. It is off by default.
+time.
+
+pseudo with `teacher: forest`: the random-forest baseline is the teacher instead. Its score
+volumes (HDF5 `/scores` of each preprocessed volume's shape, rule stitch_forest) are read at
+the voxels the twin's outputs stand for, under the windows' own transforms, and turned into
+pseudo-labels the same way; no teacher pass of the network is needed. The network distils
+the forest's labels of every voxel, which scale-space features get right from few labels,
+while keeping its own context. Measured at the small budget of the label-budget study: see
+the README.
 
 masked: before the first epoch of a fresh run (never when resuming), `pretrain_steps` steps of
 their own Adam optimiser (`pretrain_lr`) train the network to predict voxels it cannot see.
@@ -51,9 +59,11 @@ from .settings import UnlabelledSettings
 from .windows import mirror_index, neighbour_slices
 
 
-def check_unlabelled(mode: str, method: str) -> None:
+def check_unlabelled(
+    mode: str, method: str, teacher: str = "network", forest_enabled: bool = True
+) -> None:
     """Pseudo-labels and blind-spot pretraining are trained densely: they need dense
-    training."""
+    training. The forest can teach only where it runs."""
     if method != "none" and mode != "dense":
         raise LimitError(
             f"learning from unlabelled voxels ('{method}') needs dense training, not '{mode}'.",
@@ -61,16 +71,32 @@ def check_unlabelled(mode: str, method: str) -> None:
             "method: none.",
             "training.unlabelled.method",
         )
+    if method == "pseudo" and teacher == "forest" and not forest_enabled:
+        raise LimitError(
+            "pseudo-labels from the forest (training.unlabelled.teacher: forest) need the "
+            "random-forest baseline, and forest.enabled is false.",
+            "set forest.enabled: true, or training.unlabelled.teacher: network.",
+            "training.unlabelled.teacher",
+        )
 
 
 class VolumeWindows:
     """Seeded random (window, window, n_z) input windows of preprocessed volumes (HDF5
     `/volume`, (z, y, x) float in [0, 1]): the inputs of twin tiles of output side `side`."""
 
-    def __init__(self, volume_files: Sequence[str], n_xy: int, n_z: int, side: int, seed: int):
+    def __init__(
+        self,
+        volume_files: Sequence[str],
+        n_xy: int,
+        n_z: int,
+        side: int,
+        seed: int,
+        teacher_files: Sequence[str] = (),
+    ):
         if not volume_files:
             raise ValueError("training.unlabelled needs at least one preprocessed volume")
         self.files = [str(f) for f in volume_files]
+        self.teacher_files = [str(f) for f in teacher_files]
         self.n_xy, self.n_z, self.side, self.seed = n_xy, n_z, side, seed
         field, _ = twin_geometry(n_xy, "valid")
         self.window = side + field - 1
@@ -78,10 +104,24 @@ class VolumeWindows:
         for path in self.files:
             with h5py.File(path, "r") as handle:
                 self.shapes.append(tuple(handle["volume"].shape))
+        if self.teacher_files:
+            check_teacher_files(self.files, self.shapes, self.teacher_files)
 
     def draw(self, count: int, epoch: int, index: int) -> np.ndarray:
         """`count` windows (count, window, window, n_z) float32 for step `index` of `epoch`,
         each under a random dihedral transform; the same arguments give the same windows."""
+        return self._draw(count, epoch, index, False)[0]
+
+    def draw_with_teacher(
+        self, count: int, epoch: int, index: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The windows of `draw` and the teacher's scores (count, side, side) of the voxels
+        the twin's outputs stand for (`blind_spot_offset`), under the same transforms."""
+        if not self.teacher_files:
+            raise ValueError("these windows have no teacher score volumes")
+        return self._draw(count, epoch, index, True)
+
+    def _draw(self, count: int, epoch: int, index: int, teacher: bool):
         rng = np.random.default_rng([self.seed, epoch, index, 7])
         which = int(rng.integers(len(self.files)))
         depth, height, width = self.shapes[which]
@@ -90,15 +130,45 @@ class VolumeWindows:
         with h5py.File(self.files[which], "r") as handle:
             unique, inverse = np.unique(slices, return_inverse=True)
             stack = handle["volume"][unique.tolist()][inverse]
-        windows = []
+        scores = None
+        if teacher:
+            with h5py.File(self.teacher_files[which], "r") as handle:
+                scores = handle["scores"][z]
+        start = blind_spot_offset(self.n_xy)
+        windows, blocks = [], []
         for _ in range(count):
             y0 = int(rng.integers(-(self.window // 2), max(height - self.window // 2, 1)))
             x0 = int(rng.integers(-(self.window // 2), max(width - self.window // 2, 1)))
             ys = mirror_index(np.arange(y0, y0 + self.window), height)
             xs = mirror_index(np.arange(x0, x0 + self.window), width)
             window = np.moveaxis(stack[:, ys][:, :, xs], 0, -1).astype(np.float32)
-            windows.append(dihedral_2d(window, int(rng.integers(8))))
-        return np.stack(windows)
+            code = int(rng.integers(8))
+            windows.append(dihedral_2d(window, code))
+            if scores is not None:
+                # the teacher's window, transformed as the input's, is aligned with it voxel
+                # for voxel; twin output p stands for its voxel p + start
+                moved = dihedral_2d(scores[ys][:, xs].astype(np.float32), code)
+                blocks.append(moved[start : start + self.side, start : start + self.side])
+        return np.stack(windows), (np.stack(blocks) if blocks else None)
+
+
+def check_teacher_files(
+    volume_files: Sequence[str], shapes: Sequence[tuple], teacher_files: Sequence[str]
+) -> None:
+    """Each preprocessed volume needs a teacher score volume (HDF5 `/scores`) of its shape."""
+    if len(teacher_files) != len(volume_files):
+        raise ValueError(
+            f"training.unlabelled.teacher: forest needs one score volume per preprocessed "
+            f"volume, got {len(teacher_files)} for {len(volume_files)}"
+        )
+    for volume, shape, path in zip(volume_files, shapes, teacher_files, strict=True):
+        with h5py.File(path, "r") as handle:
+            found = tuple(handle["scores"].shape)
+        if found != tuple(shape):
+            raise ValueError(
+                f"the teacher scores {path} have shape {found}, the volume {volume} {shape}: "
+                "rebuild the forest's scores of this volume (delete the file and rerun)."
+            )
 
 
 def pseudo_labels(
@@ -136,9 +206,12 @@ def mixed_batch(twin, labelled: tuple, windows: VolumeWindows, settings, augment
     many pseudo-labelled volume tiles (`settings.tiles_per_batch`) after them."""
     inputs, labels, weights = labelled
     if epoch >= settings.start_epoch and settings.tiles_per_batch > 0:
-        plain = windows.draw(settings.tiles_per_batch, epoch, index)
-        teacher = np.asarray(twin.predict_on_batch(plain))[..., 0]
-        scores = from_fragment_layout(teacher, len(plain))
+        if settings.teacher == "forest":
+            plain, scores = windows.draw_with_teacher(settings.tiles_per_batch, epoch, index)
+        else:
+            plain = windows.draw(settings.tiles_per_batch, epoch, index)
+            teacher = np.asarray(twin.predict_on_batch(plain))[..., 0]
+            scores = from_fragment_layout(teacher, len(plain))
         total = settings.weight * float(weights.sum())
         extra_labels, extra_weights = pseudo_labels(scores, settings.confidence, total)
         rng = np.random.default_rng([windows.seed, epoch, index, 11])

@@ -450,7 +450,15 @@ def check_config(config: dict, config_name: str = "config") -> None:
     training = config["training"]
     if training["mode"] == "dense":
         checks.append(lambda: check_dense_training(config["model"]["padding"]))
-    checks.append(lambda: check_unlabelled(training["mode"], training["unlabelled"]["method"]))
+    unlabelled = training["unlabelled"]
+    checks.append(
+        lambda: check_unlabelled(
+            training["mode"],
+            unlabelled["method"],
+            unlabelled.get("teacher", "network"),
+            config["forest"]["enabled"],
+        )
+    )
     if inference["engine"] == "dense" and not (config.get("pretrained") or {}).get("model"):
         # a pretrained model's own padding is checked when it is loaded (rule check_model)
         checks.append(

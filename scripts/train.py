@@ -30,5 +30,6 @@ history = train_run(
     snakemake.input.volumes,
     rung=rung,
     keep_last_state="last" in snakemake.output.keys(),
+    teacher_files=snakemake.input.teachers,
 )
 log.info("best val_loss %.5f", history["val_loss"].min())

@@ -67,6 +67,62 @@ def test_the_shipped_demo_config_loads(monkeypatch):
 
 
 @pytest.mark.parametrize(
+    "overlays",
+    [
+        ["demo_patches.yaml"],
+        ["demo_sliding.yaml"],
+        ["demo_patches.yaml", "demo_ensemble.yaml"],
+        ["paper.yaml", "fast.yaml"],
+        ["paper.yaml", "halving.yaml"],
+    ],
+    ids=lambda overlays: "+".join(overlays),
+)
+def test_every_shipped_overlay_loads_over_the_demo(monkeypatch, overlays):
+    """Each overlay in config/, merged into config/config.yaml as Snakemake merges
+    --configfile, passes the schema and the cross-key checks; the demo comparisons train the
+    paper's way (patches, SGD, no unlabelled voxels) on the grid of 1 x 2 cells x 2 seeds
+    their README rows were measured with."""
+    from snakemake.utils import update_config
+
+    from fibseg.settings import SearchRanges, TrainingSettings
+
+    monkeypatch.chdir(REPO)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for overlay in overlays:
+        update_config(config, yaml.safe_load((REPO / "config" / overlay).read_text()))
+    validate(config, CONFIG_SCHEMA)
+    check_config(config)
+    if overlays[0].startswith("demo"):
+        training = TrainingSettings.from_config(config["training"])
+        assert (training.mode, training.optimizer, training.epochs) == ("patches", "sgd", 6)
+        assert training.unlabelled.method == "none" and training.search == SearchRanges()
+        assert (config["grid"]["n_z"], config["grid"]["seeds"]) == ([1, 3], 2)
+
+
+def test_the_paper_overlay_restores_the_papers_training(monkeypatch):
+    """`--configfile config/paper.yaml` is merged into config/config.yaml key by key (as
+    Snakemake does): whatever the demo's defaults, the result trains as §3.5-3.7 say."""
+    from snakemake.utils import update_config
+
+    from fibseg.settings import SearchRanges, TrainingSettings, UnlabelledSettings
+
+    monkeypatch.chdir(REPO)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "config/paper.yaml").read_text()))
+    validate(config, CONFIG_SCHEMA)
+    training = TrainingSettings.from_config(config["training"])
+    assert (training.mode, training.optimizer, training.momentum) == ("patches", "sgd", 0.99)
+    assert (training.epochs, training.batch_size, training.steps_per_epoch) == (40, 128, None)
+    assert training.unlabelled.method == UnlabelledSettings().method == "none"
+    assert training.search == SearchRanges()
+    # the paper's numbers (§3.7), not only the defaults
+    assert training.search.log10_lr0 == (-2.5, -2.25, -2.0)
+    assert training.search.k == tuple(range(4, 21, 2))
+    assert training.search.a == training.search.b == (0.025, 0.10)
+    assert config["grid"]["seeds"] == 100 and config["model"]["padding"] == "same"
+
+
+@pytest.mark.parametrize(
     "changes",
     [
         {"grid.n_xy": [129], "grid.n_z": [7], "published": PUBLISHED},  # the release's limit
@@ -80,6 +136,12 @@ def test_the_shipped_demo_config_loads(monkeypatch):
         },
         {"training.optimizer": "adam", "training.search": {"log10_lr0": [-3.0], "k": [20]}},
         {"outputs": {"ome_zarr": True}},
+        {
+            "training.mode": "dense",
+            "model.padding": "valid",
+            "grid.n_xy": [81],
+            "training.unlabelled": {"method": "pseudo", "teacher": "forest"},
+        },
     ],
     ids=[
         "published at its limit",
@@ -88,6 +150,7 @@ def test_the_shipped_demo_config_loads(monkeypatch):
         "masked pretraining in dense mode",
         "Adam at its own learning rate",
         "OME-Zarr output",
+        "pseudo-labels from the forest",
     ],
 )
 def test_allowed_edge_cases_load(project, changes):
@@ -180,6 +243,19 @@ CONFIG_ERRORS = {
         {"training.unlabelled": {"method": "masked", "pretrain_steps": 10}},
         "file 'config: training.unlabelled.method': learning from unlabelled voxels ('masked') "
         "needs dense training, not 'patches'.",
+    ),
+    "the forest as teacher without the forest": (
+        {
+            "training.mode": "dense",
+            "model.padding": "valid",
+            "grid.n_xy": [81],
+            "training.unlabelled": {"method": "pseudo", "teacher": "forest"},
+            "forest.enabled": False,
+        },
+        "file 'config: training.unlabelled.teacher': pseudo-labels from the forest "
+        "(training.unlabelled.teacher: forest) need the random-forest baseline, and "
+        "forest.enabled is false. Fix: set forest.enabled: true, or "
+        "training.unlabelled.teacher: network.",
     ),
     "halving rungs that stop short of training.epochs": (
         {"grid.search": {"strategy": "halving", "rungs": [4, 12], "keep": 0.5}},

@@ -70,7 +70,7 @@ def data(tmp_path_factory):
     return directory, volume
 
 
-def train(directory, run_dir, settings, seed=0):
+def train(directory, run_dir, settings, seed=0, **options):
     return train_run(
         run_dir,
         [str(directory / "V.h5")],
@@ -83,6 +83,7 @@ def train(directory, run_dir, settings, seed=0):
         "valid",
         settings,
         volume_files=[str(directory / "pre.h5")],
+        **options,
     )
 
 
@@ -106,6 +107,75 @@ def test_volume_windows_are_seeded_crops_of_the_volume(data):
     np.testing.assert_array_equal(first, windows.draw(3, epoch=2, index=4))
     assert not np.array_equal(first, windows.draw(3, epoch=2, index=5))
     assert np.isin(first, volume).all()  # mirrored and turned, but the volume's own values
+
+
+def write_scores(path, scores):
+    with h5py.File(path, "w") as handle:
+        handle["scores"] = np.asarray(scores, np.float32)
+    return str(path)
+
+
+def test_forest_teacher_scores_are_the_voxels_the_outputs_stand_for(data, tmp_path):
+    """A teacher whose score is the volume's own value: each teacher block must be the
+    centre slice of its window at the voxels the twin's outputs stand for
+    (`blind_spot_offset`), under every transform; the windows are those of `draw`."""
+    directory, volume = data
+    teacher = write_scores(tmp_path / "teacher.h5", volume)
+    windows = VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 5, [teacher])
+    start = blind_spot_offset(81)
+    for index in range(6):
+        inputs, blocks = windows.draw_with_teacher(3, epoch=1, index=index)
+        np.testing.assert_array_equal(inputs, windows.draw(3, epoch=1, index=index))
+        assert blocks.shape == (3, 16, 16)
+        np.testing.assert_array_equal(blocks, inputs[:, start : start + 16, start : start + 16, 1])
+    plain = VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 5)
+    np.testing.assert_array_equal(plain.draw(3, 1, 2), windows.draw(3, 1, 2))
+    with pytest.raises(ValueError, match="no teacher score volumes"):
+        plain.draw_with_teacher(3, 1, 2)
+
+
+def test_forest_teacher_of_the_wrong_shape_is_refused(data, tmp_path):
+    directory, volume = data
+    wrong = write_scores(tmp_path / "wrong.h5", volume[:, :50])
+    with pytest.raises(ValueError, match=r"wrong.h5 have shape \(6, 50, 96\).*rebuild"):
+        VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 5, [wrong])
+    with pytest.raises(ValueError, match="one score volume per preprocessed volume, got 2 for 1"):
+        VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 5, [wrong, wrong])
+
+
+def test_the_forest_teacher_steers_the_network(data, tmp_path):
+    """The same run taught by a forest that calls every voxel solid, and by one that calls
+    every voxel pore (pseudo-labels weighing 5 x the labels): the first must score the
+    volume as more solid than the second. Without a teacher file the run is refused."""
+    directory, volume = data
+    taught = replace(PSEUDO, teacher="forest", weight=5.0, confidence=0.9)
+    settings = replace(SETTINGS, epochs=2, unlabelled=taught)
+    means = {}
+    for name, value in (("solid", 1.0), ("pore", 0.0)):
+        teacher = write_scores(tmp_path / f"{name}.h5", np.full(volume.shape, value))
+        run = train(directory, tmp_path / name, settings, teacher_files=[teacher])
+        assert len(run) == 2
+        model = keras_load(tmp_path / name / "model.keras")
+        twin = training_twin(model)
+        windows = VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 9).draw(4, 0, 0)
+        scores = from_fragment_layout(np.asarray(twin.predict_on_batch(windows))[..., 0], 4)
+        means[name] = float(scores.mean())
+    assert means["solid"] > means["pore"] + 0.1, means
+    with pytest.raises(Exception, match="teacher: forest needs the forest's score volumes"):
+        train(directory, tmp_path / "none", settings)
+
+
+def keras_load(path):
+    import keras
+
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def test_forest_teacher_needs_the_forest():
+    check_unlabelled("dense", "pseudo", "forest", forest_enabled=True)
+    check_unlabelled("dense", "masked", "forest", forest_enabled=False)  # teacher unused
+    with pytest.raises(Exception, match=r"forest.enabled is false.*teacher: network"):
+        check_unlabelled("dense", "pseudo", "forest", forest_enabled=False)
 
 
 def test_unlabelled_needs_dense_training():

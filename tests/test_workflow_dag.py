@@ -36,9 +36,10 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
-def dry_run(project, *overlays):
+def dry_run(project, *overlays, targets=()):
     process = run_snakemake(
         project,
+        *targets,
         "-n",
         "--quiet",
         "rules",
@@ -132,3 +133,24 @@ def test_slurm_profile_gives_gpus_to_train_and_predict_slices_only(paper_project
             assert not any("gpu=" in line for line in lines), (rule, lines)
     # memory derived from the slice size and the model, not the profile's default
     assert any("mem_mb=" in line for line in resources["predict_slices"])
+
+
+@pytest.mark.parametrize("teacher", ["forest", "network"])
+def test_a_forest_teacher_makes_training_wait_for_the_forests_volume_scores(paper_project, teacher):
+    """training.unlabelled.teacher: forest feeds every data set's forest score volume to each
+    train job: the job then needs the forest's slices, which it never does otherwise."""
+    overlay = {
+        "model": {"padding": "valid"},
+        "grid": {"n_xy": [81], "n_z": [1], "seeds": 1},
+        "training": {"mode": "dense", "unlabelled": {"method": "pseudo", "teacher": teacher}},
+    }
+    (paper_project / "teacher.yaml").write_text(yaml.safe_dump(overlay))
+    counts = dry_run(
+        paper_project, "teacher.yaml", targets=["results/train/nxy81_nz1/seed0/model.keras"]
+    )
+    assert counts["train"] == 1
+    if teacher == "forest":
+        assert counts["train_forest"] == 1 and counts["stitch_forest"] == 3
+        assert counts["predict_forest_slices"] == 600
+    else:
+        assert not {"train_forest", "predict_forest_slices", "stitch_forest"} & set(counts)

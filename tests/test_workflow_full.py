@@ -18,7 +18,9 @@ pytestmark = pytest.mark.workflow
     [("valid", 77, "dense", True, 2), ("same", 17, "sliding", False, 1)],
 )
 def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine, forest, top_k):
-    """The 'valid' case also runs the random forest and an ensemble of the two seeds."""
+    """The 'valid' case also runs the random forest, trains densely on the labels and on
+    volume tiles the forest labels (training.unlabelled.teacher: forest), and ensembles the
+    two seeds."""
     config = {
         "datasets": "config/datasets.tsv",
         "demo": TINY_DEMO,
@@ -41,6 +43,12 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine, fo
             "min_object_voxels": 10,
         },
     }
+    if forest:
+        config["training"].update(
+            mode="dense",
+            steps_per_epoch=2,
+            unlabelled={"method": "pseudo", "teacher": "forest", "start_epoch": 0},
+        )
     project = write_project(tmp_path, config, demo_sheet_rows(list(TINY_DEMO)))
     run_snakemake(project)
     results = project / "results"
@@ -112,6 +120,9 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine, fo
         with h5py.File(forest_scores) as handle:
             assert handle["scores"].shape == (6, 96, 96)
         assert (results / "forest/T22/segmentation.tif").exists()
+        for seed in range(top_k):
+            params = json.loads((results / f"train/nxy77_nz3/seed{seed}/params.json").read_text())
+            assert params["mode"] == "dense" and params["unlabelled"]["teacher"] == "forest"
         best = json.loads((results / "selection/best.json").read_text())
         assert len(best["ensemble"]) == 2 and best["ensemble"][0] == best["run_dir"]
     for figure in ("fig8_regions", "fig9_slices"):

@@ -80,6 +80,9 @@ UNLABELLED_VOLUMES = (
     if TRAINING.unlabelled.method != "none"
     else []
 )
+# the forest's score volumes that label those tiles with training.unlabelled.teacher: forest
+FOREST_TEACHES = TRAINING.unlabelled.method == "pseudo" and TRAINING.unlabelled.teacher == "forest"
+UNLABELLED_TEACHERS = expand("results/forest/{ds}/scores.h5", ds=DATASETS) if FOREST_TEACHES else []
 
 
 def constraint(names):

@@ -13,6 +13,7 @@ if TRAINS:
             val="results/samples/val.csv",
             split="results/split.csv",
             volumes=UNLABELLED_VOLUMES,
+            teachers=UNLABELLED_TEACHERS,
         output:
             **run_outputs("results/train/nxy{nxy}_nz{nz}/seed{seed}", GRID_PLAN.halving),
         params:
@@ -62,6 +63,7 @@ if TRAINS:
             val="results/samples/val.csv",
             split="results/split.csv",
             volumes=UNLABELLED_VOLUMES,
+            teachers=UNLABELLED_TEACHERS,
         output:
             **run_outputs("results/train/nxy{nxy}_nz{nz}/rung{rung}/slot{slot}", True),
         params:
