@@ -530,7 +530,7 @@ def run_cnn(
     import keras
 
     run_dir = study.workdir / f"{method}_seed{seed}"
-    teachers = forest_teacher_files(study) if training.unlabelled.teacher == "forest" else ()
+    teachers = forest_teacher_files(study) if training.unlabelled.forest_teaches else ()
     history = train_run(
         run_dir,
         [d.region_file for d in study.datasets],

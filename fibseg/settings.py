@@ -46,6 +46,11 @@ class UnlabelledSettings:
     mask_fraction: float = 0.02
     mask_radius: int = 2
 
+    @property
+    def forest_teaches(self) -> bool:
+        """Pseudo-labels come from the forest's score volumes."""
+        return self.method == "pseudo" and self.teacher == "forest"
+
 
 @dataclass(frozen=True)
 class TrainingSettings:

@@ -141,16 +141,15 @@ class DenseEpochs:
             from .unlabelled import VolumeWindows
 
             side = self.train_tiles.side
-            teachers = teacher_files if self.unlabelled.teacher == "forest" else ()
-            if self.unlabelled.method == "pseudo" and self.unlabelled.teacher == "forest":
-                if not teacher_files:
-                    raise LimitError(
-                        "training.unlabelled.teacher: forest needs the forest's score volumes, "
-                        "and none were given.",
-                        "turn the forest on (forest.enabled: true) or set "
-                        "training.unlabelled.teacher: network.",
-                        "training.unlabelled.teacher",
-                    )
+            if self.unlabelled.forest_teaches and not teacher_files:
+                raise LimitError(
+                    "training.unlabelled.teacher: forest needs the forest's score volumes, "
+                    "and none were given.",
+                    "turn the forest on (forest.enabled: true) or set "
+                    "training.unlabelled.teacher: network.",
+                    "training.unlabelled.teacher",
+                )
+            teachers = teacher_files if self.unlabelled.forest_teaches else ()
             self.windows = VolumeWindows(volume_files, n_xy, n_z, side, seed, teachers)
 
     def pretrain(self, model, run_dir: Path, log=None) -> None:

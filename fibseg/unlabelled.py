@@ -206,7 +206,7 @@ def mixed_batch(twin, labelled: tuple, windows: VolumeWindows, settings, augment
     many pseudo-labelled volume tiles (`settings.tiles_per_batch`) after them."""
     inputs, labels, weights = labelled
     if epoch >= settings.start_epoch and settings.tiles_per_batch > 0:
-        if settings.teacher == "forest":
+        if settings.forest_teaches:
             plain, scores = windows.draw_with_teacher(settings.tiles_per_batch, epoch, index)
         else:
             plain = windows.draw(settings.tiles_per_batch, epoch, index)

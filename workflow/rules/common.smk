@@ -81,8 +81,11 @@ UNLABELLED_VOLUMES = (
     else []
 )
 # the forest's score volumes that label those tiles with training.unlabelled.teacher: forest
-FOREST_TEACHES = TRAINING.unlabelled.method == "pseudo" and TRAINING.unlabelled.teacher == "forest"
-UNLABELLED_TEACHERS = expand("results/forest/{ds}/scores.h5", ds=DATASETS) if FOREST_TEACHES else []
+UNLABELLED_TEACHERS = (
+    expand("results/forest/{ds}/scores.h5", ds=DATASETS)
+    if TRAINING.unlabelled.forest_teaches
+    else []
+)
 
 
 def constraint(names):
