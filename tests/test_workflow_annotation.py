@@ -3,19 +3,18 @@ label volume painted (blobs and strokes) in its unaligned frame, beside a predic
 set: both are segmented with their voxel size (TIFF and OME-Zarr), the painted regions are
 trained on and scored, and a second project reuses the model on the painted data set.
 
-Issue 13 also asks that the CNN beat its Otsu row here. At this size it does not, with any
-setting tried (2026-11-28, 6 slices of 96^2, 1.7-6 k painted train voxels; region mIoU
-train/val/test, full volume): this test's n_xy 17 patches, 15 epochs, 0.63/0.54/0.73, full
-volume 0.701; the same with 16 steps per epoch 0.57/0.40/0.58; 81 x 1 dense SGD 200
-steps 0.53/0.54/0.53; 81 x 1 dense Adam 300 steps (twice the paint) 0.73/0.89/0.46, full
-volume 0.675; 81 x 3 dense Adam 400 steps 0.81/0.90/0.44, full volume 0.677. Otsu: 0.69/0.62/
-0.89 with this test's paint, 0.80/0.76/0.68 with twice the paint; full volume 0.718. The CNN
-needs more labels than a test can afford (README, "The label-budget study"), so that is not
-asserted; this test checks the plumbing. With the forest on and the demo's forest-taught
-training (81 x 1 dense, Adam, pseudo-labels from the forest at votes of 0.6; 2026-11-28) the
-forest beat Otsu here (full volume 0.774 against 0.718) but the CNN did not: 0.631 after 15
-epochs of 10 steps, 0.634 after 20 epochs of 20 steps of 32 px tiles, its porosity 0.39
-against 0.27, the validation loss lowest at 0.40-0.46."""
+Issue 13 also asks that the annotated data set beat its own Otsu row. It does, on the whole
+volume against the simulator's truth and on the mean of its Table 3 rows, with the demo's
+optimiser (Adam at 10^-3, as config/config.yaml) and a 17 x 3 patch network: full volume
+0.800 against Otsu's 0.718, Table 3 train/val/test 0.82/0.77/0.82 against 0.69/0.62/0.89
+(2026-11-28, this test's data and settings). Its 5 test regions are too few to compare on
+alone. In five other runs (17 x 1 on this data; other draws of data and paint, 3 or 5 blobs
+per slice) the CNN won the whole volume every time, by 0.05-0.09 (0.783/0.718, 0.834/0.746,
+0.760/0.712, 0.785/0.718, 0.805/0.746), and the mean of its Table 3 rows by 0.03-0.15; the
+test split alone it won in three of the six runs. With the schema's SGD (momentum 0.99) the
+CNN fell short of Otsu: 0.701 (17 x 1), 0.674 (17 x 3). So did the 81-voxel dense networks,
+whose field is most of these 96-px slices: 0.63-0.68, even when taught by the random forest
+(which reached 0.774)."""
 
 import h5py
 import numpy as np
@@ -32,9 +31,14 @@ pytestmark = pytest.mark.workflow
 
 SETTINGS = {
     "datasets": "config/datasets.tsv",
-    "grid": {"n_xy": [17], "n_z": [1], "seeds": 1},
+    "grid": {"n_xy": [17], "n_z": [3], "seeds": 1},
     "sampling": {"fraction": 0.45, "seed": 1},
-    "training": {"epochs": 15, "batch_size": 32},
+    "training": {
+        "epochs": 15,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "search": {"log10_lr0": [-3.0], "k": [20]},
+    },
     "forest": {"enabled": False},
     "structure": {"enabled": False},
     "inference": {"slices_per_job": 6, "extract_batch": 4096, "predict_batch": 1024},
@@ -132,11 +136,15 @@ def test_painted_annotation_on_a_slice_folder_beside_a_predict_only_volume(tmp_p
         assert set(frame.method) == {"cnn", "otsu"} and "NEW" not in set(frame.dataset)
         miou = frame[(frame.dataset == "PAINT") & (frame.metric == "mIoU")].set_index("method")
         assert (miou.loc["cnn", ["train", "val", "test"]] > 0.5).all()
+        # the painted data set beats its own Otsu row (module docstring: by 0.07 and 0.08)
+        splits = miou[["train", "val", "test"]].mean(axis=1)
+        assert splits["cnn"] > splits["otsu"] + 0.02, miou
     assert (results / "figures/fig8_regions.png").stat().st_size > 10_000
-    # the whole volume against its truth, CNN and Otsu (which wins here: module docstring)
+    # the whole volume against its truth: the CNN beats Otsu there too
     full = pd.read_csv(results / "tables/full_volume.csv").set_index("method")
     assert set(full.dataset) == {"PAINT"} and set(full.index) == {"cnn", "otsu"}
-    assert (full["voxels"] == 6 * 96 * 96).all() and (full["mIoU"] > 0.5).all()
+    assert (full["voxels"] == 6 * 96 * 96).all()
+    assert full.loc["cnn", "mIoU"] > full.loc["otsu", "mIoU"] + 0.04, full
 
     # A second project segments the painted data set with the first one's model and
     # post-processing: nothing is trained, and the segmentation is the same voxel for voxel.
