@@ -13,17 +13,23 @@ from skimage.transform import AffineTransform, warp
 from .io import Volume, atomic_output, compression, element_size_um
 
 
-def register_to_previous(volume: Volume) -> np.ndarray:
+def register_to_previous(volume: Volume | np.ndarray) -> np.ndarray:
     """Cumulative rigid transforms (z, 3, 3), each slice registered to the previous one.
 
     The matrices map output to input coordinates in (x, y) order, as pystackreg's and
-    scikit-image's `warp` expect; slice 0 is the identity (the reference frame).
+    scikit-image's `warp` expect; slice 0 is the identity (the reference frame). `volume` is
+    a `Volume` or an array (z, y, x) of the same values: both give the same transforms.
     """
+
+    def read(z: int) -> np.ndarray:
+        plane = volume[z] if isinstance(volume, np.ndarray) else volume.read(z, z + 1)[0]
+        return plane.astype(np.float64)
+
     registration = StackReg(StackReg.RIGID_BODY)
     transforms = np.repeat(np.eye(3)[None], len(volume), axis=0)
-    previous = volume.read(0, 1)[0].astype(np.float64)
+    previous = read(0)
     for z in range(1, len(volume)):
-        current = volume.read(z, z + 1)[0].astype(np.float64)
+        current = read(z)
         step = registration.register(previous, current)
         transforms[z] = step @ transforms[z - 1]
         previous = current

@@ -4,7 +4,14 @@ The SEM images the milled face of slice z. Solid voxels on the face are bright. 
 shows the first solid lying behind the face (slices z+1, z+2, ...), brighter the shallower it
 lies and more out of focus the deeper. On top come bright rims at the pore edges, curtaining
 stripes along y, a linear intensity gradient along x, noise, and a random rigid drift between
-slices (slice 0 is the reference frame, which is also the frame of the truth and regions).
+slices (slice 0 is the reference frame, which is also the frame of `synthesize`'s truth and
+regions).
+
+Alignment does not undo the drift exactly: registering each slice to the previous one adds
+its errors up along z (on the demo's 32 slices, several pixels by the last slice). A user
+annotates the volume as fibseg aligned it, so `seen_after_alignment` moves the truth into
+that frame and cuts the regions' labels from it: the demo's labels and truth then show what
+the aligned volume shows.
 """
 
 from __future__ import annotations
@@ -104,7 +111,8 @@ def drift_transforms(spec: SynthSpec, rng: np.random.Generator) -> list[np.ndarr
 
 
 def synthesize(spec: SynthSpec) -> dict[str, object]:
-    """Volume (uint16), truth (uint8, 1 = solid), region table and label stack."""
+    """Volume (uint16), truth (uint8, 1 = solid), region table, label stack and the drift
+    (z, 3, 3): acquired slice z shows the truth at drift[z] @ (x, y, 1)."""
     rng = np.random.default_rng(spec.seed)
     margin = DRIFT_MARGIN
     solid = porous_structure(spec, rng, SHINE_LAYERS, margin)
@@ -118,7 +126,8 @@ def synthesize(spec: SynthSpec) -> dict[str, object]:
     charge = ndi.gaussian_filter(rng.standard_normal((spec.height, spec.width)), 40)
     charge = spec.charging * charge / (np.abs(charge).max() + 1e-9)
     volume = np.empty((spec.slices, spec.height, spec.width), np.uint16)
-    for z, matrix in enumerate(drift_transforms(spec, rng)):
+    drift = drift_transforms(spec, rng)
+    for z, matrix in enumerate(drift):
         face = render_face(solid, z, spec, texture)
         moved = warp(
             face, AffineTransform(matrix=matrix), order=1, mode="edge", preserve_range=True
@@ -128,8 +137,38 @@ def synthesize(spec: SynthSpec) -> dict[str, object]:
         image += rng.normal(0, spec.noise, image.shape)
         volume[z] = np.clip(image * 50000 + 9000, 0, 65535).astype(np.uint16)
     truth = solid[: spec.slices][(slice(None), *crop)].astype(np.uint8)
+    # the drift in the frame of the cropped volume: acquired slice z shows the truth at
+    # drift[z] @ (x, y, 1)
+    to_margin = AffineTransform(translation=(margin, margin)).params
     regions, labels = random_regions(truth, spec.n_regions, spec.region_size, rng)
-    return {"volume": volume, "truth": truth, "regions": regions, "labels": labels}
+    return {
+        "volume": volume,
+        "truth": truth,
+        "regions": regions,
+        "labels": labels,
+        "drift": np.stack([np.linalg.inv(to_margin) @ m @ to_margin for m in drift]),
+    }
+
+
+def seen_after_alignment(data: dict[str, object]) -> dict[str, object]:
+    """`synthesize`'s data with the truth and the regions' labels in the frame of fibseg's
+    alignment of its volume (rule align, `register_to_previous`), nearest neighbour: what a
+    user sees in, and so annotates on, the aligned volume. Where the aligned slice shows no
+    sample (its border, filled by repeating the edge), the truth repeats its edge too."""
+    from .preprocess import register_to_previous
+
+    alignment = register_to_previous(data["volume"])
+    truth = data["truth"]
+    seen = np.empty_like(truth)
+    for z, (drift, aligned) in enumerate(zip(data["drift"], alignment, strict=True)):
+        seen[z] = warp(
+            truth[z],
+            AffineTransform(matrix=drift @ aligned),
+            order=0,
+            mode="edge",
+            preserve_range=True,
+        ).astype(truth.dtype)
+    return {**data, "truth": seen, "labels": cut_regions(seen, data["regions"])}
 
 
 def random_regions(
@@ -148,5 +187,11 @@ def random_regions(
             "width": size,
         }
     )
-    labels = np.stack([truth[r.z, r.y : r.y + size, r.x : r.x + size] for r in table.itertuples()])
-    return table, labels
+    return table, cut_regions(truth, table)
+
+
+def cut_regions(truth: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """The regions' label stack (regions, height, width) cut from a truth volume."""
+    return np.stack(
+        [truth[r.z, r.y : r.y + r.height, r.x : r.x + r.width] for r in table.itertuples()]
+    )

@@ -1,13 +1,14 @@
-"""Rule synthesize_demo: one synthetic FIB-SEM data set with shine-through."""
+"""Rule synthesize_demo: one synthetic FIB-SEM data set with shine-through, its truth and
+labels as a user sees them in the aligned volume."""
 
 from fibseg.io import write_csv, write_tiff
 from fibseg.runtime import start_log
-from fibseg.synth import SynthSpec, synthesize
+from fibseg.synth import SynthSpec, seen_after_alignment, synthesize
 
 log = start_log(snakemake.log[0])
 spec = SynthSpec(**snakemake.params.spec)
 log.info("synthesising %s", spec)
-data = synthesize(spec)
+data = seen_after_alignment(synthesize(spec))
 write_tiff(snakemake.output.volume, data["volume"])
 write_tiff(snakemake.output.truth, data["truth"])
 write_tiff(snakemake.output.labels, data["labels"])

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
 from skimage.filters import threshold_otsu
+from skimage.registration import phase_cross_correlation
 
 from fibseg.metrics import miou, porosity
-from fibseg.synth import SynthSpec, synthesize
+from fibseg.preprocess import apply_transform, register_to_previous
+from fibseg.synth import SynthSpec, cut_regions, seen_after_alignment, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +60,54 @@ def test_shine_through_makes_shallow_pores_brighter():
     behind_solid = pore_now & (truth[1:] == 1)
     behind_pore = pore_now & (truth[1:] == 0)
     assert image[:-1][behind_solid].mean() > image[:-1][behind_pore].mean() + 1000
+
+
+def residual_shifts(volume: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per slice, how far (px) the truth lies from the aligned volume (phase correlation)."""
+    transforms = register_to_previous(volume)
+    aligned = [
+        apply_transform(plane, m).astype(float) for plane, m in zip(volume, transforms, strict=True)
+    ]
+    return np.array(
+        [
+            np.hypot(*phase_cross_correlation(t.astype(float), a, upsample_factor=10)[0])
+            for t, a in zip(truth, aligned, strict=True)
+        ]
+    )
+
+
+def test_truth_and_labels_are_moved_into_the_frame_of_the_alignment():
+    # Registering each slice to the previous one lets errors add up along z: the aligned
+    # volume drifts away from the sample frame. seen_after_alignment follows it.
+    spec = SynthSpec(porosity=0.22, slices=24, height=128, width=128, seed=22, drift_px=1.0)
+    data = synthesize(spec)
+    seen = seen_after_alignment(data)
+    before = residual_shifts(data["volume"], data["truth"])
+    after = residual_shifts(data["volume"], seen["truth"])
+    assert before.max() > 1.5 and after.max() <= 0.75 and after.mean() < 0.3, (before, after)
+    np.testing.assert_array_equal(seen["labels"], cut_regions(seen["truth"], data["regions"]))
+    np.testing.assert_array_equal(seen["volume"], data["volume"])
+    assert set(np.unique(seen["truth"])) == {0, 1}
+
+
+def test_drift_maps_the_acquired_slice_onto_the_truth():
+    # without noise and artefacts, undoing the returned drift recovers slice 0's frame
+    spec = SynthSpec(
+        porosity=0.3, slices=6, height=96, width=96, seed=1, drift_px=2.0, noise=0.0,
+        curtaining=0.0, gradient=0.0, charging=0.0,
+    )  # fmt: skip
+    data = synthesize(spec)
+    assert np.abs(data["drift"][-1][:2, 2]).max() > 1  # it drifted
+    sharp = SynthSpec(**{**spec.__dict__, "drift_px": 0.0, "drift_deg": 0.0})
+    undrifted = synthesize(sharp)["volume"].astype(float)
+    inner = (slice(12, -12), slice(12, -12))
+    for z in range(1, spec.slices):
+        back, wrong_way = (
+            apply_transform(data["volume"][z].astype(float), matrix)
+            for matrix in (np.linalg.inv(data["drift"][z]), data["drift"][z])
+        )
+        error, wrong, moved = (
+            np.abs(image - undrifted[z])[inner].mean()
+            for image in (back, wrong_way, data["volume"][z])
+        )  # what is left is interpolation (about 1 % of the intensity)
+        assert error < 0.25 * moved and wrong > 2 * error, (z, error, wrong, moved)
