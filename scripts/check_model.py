@@ -6,11 +6,13 @@ import json
 from fibseg.infer import check_scorable, load_model
 from fibseg.io import atomic_output
 from fibseg.runtime import start_log
+from fibseg.settings import InferenceSettings
 
 log = start_log(snakemake.log[0])
+inference = InferenceSettings.from_config(snakemake.params.inference)
 summary = []
 for path in snakemake.input:
-    n_xy, n_z, padding = check_scorable(load_model(path), path, snakemake.params.inference)
+    n_xy, n_z, padding = check_scorable(load_model(path), path, inference)
     summary.append({"model": path, "n_xy": n_xy, "n_z": n_z, "padding": padding})
     log.info("%s: n_xy %d, n_z %d, padding %s", path, n_xy, n_z, padding)
 with atomic_output(snakemake.output[0]) as tmp:

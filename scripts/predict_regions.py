@@ -7,10 +7,12 @@ from fibseg.io import write_h5
 from fibseg.regions import RegionSet
 from fibseg.runtime import configure_threads, start_log
 from fibseg.sampling import regions_in
+from fibseg.settings import InferenceSettings
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)
-inference, margin = snakemake.params.inference, snakemake.params.margin
+inference = InferenceSettings.from_config(snakemake.params.inference)
+margin = snakemake.params.margin
 regions = RegionSet.read(snakemake.input.regions)
 tile = region_window(regions, margin)
 members = [load_member(p, inference, tile, snakemake.threads) for p in snakemake.input.models]

@@ -3,10 +3,11 @@
 from fibseg.ensemble import ensemble_slices, load_member
 from fibseg.io import Volume, write_h5
 from fibseg.runtime import configure_threads, start_log
+from fibseg.settings import InferenceSettings
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)
-inference = snakemake.params.inference
+inference = InferenceSettings.from_config(snakemake.params.inference)
 members = [load_member(p, inference, None, snakemake.threads) for p in snakemake.input.models]
 first, stop = snakemake.params.slices
 with Volume(snakemake.input.volume, snakemake.wildcards.ds) as volume:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from fibseg.halving import continue_promoted
 from fibseg.runtime import configure_threads, start_log
+from fibseg.settings import TrainingSettings
 from fibseg.train import train_run
 
 log = start_log(snakemake.log[0])
@@ -25,7 +26,7 @@ history = train_run(
     int(snakemake.wildcards.nz),
     seed,
     snakemake.params.padding,
-    snakemake.params.training,
+    TrainingSettings.from_config(snakemake.params.training),
     log,
     snakemake.input.volumes,
     rung=rung,

@@ -129,10 +129,14 @@ def run_snakemake(
     return process
 
 
-def planned_jobs(project: Path) -> set[str]:
-    """The rules a plain `snakemake` would run in `project` (from the dry run's job stats)."""
-    process = run_snakemake(project, "-n", "--quiet", "rules")
-    table = (process.stdout + process.stderr).split("Job stats:")[1].split("total")[0]
+def planned_jobs(project: Path, *targets: str) -> set[str]:
+    """The rules a plain `snakemake` (of `targets`) would run in `project` (from the dry
+    run's job stats); empty when nothing is to be done."""
+    process = run_snakemake(project, *targets, "-n", "--quiet", "rules")
+    output = process.stdout + process.stderr
+    if "Job stats:" not in output:
+        return set()
+    table = output.split("Job stats:")[1].split("total")[0]
     return {m[1] for m in re.finditer(r"^(\w+)\s+\d+$", table, re.MULTILINE)}
 
 

@@ -7,6 +7,7 @@ check_external_inputs. One of these cases (even n_xy) also runs end to end throu
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from fibseg.io import InputError
+from fibseg.settings import InferenceSettings, TrainingSettings
 from fibseg.validate import check_config, check_external_inputs, read_sheet
 
 CONFIG_SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
@@ -381,3 +383,20 @@ def test_files_under_results_are_left_to_the_rules(project):
     append_row(project, "GEN\tresults/GEN/vol.tif\tresults/GEN/regions.csv\tdata/labels.tif")
     _, sheet = load_like_the_workflow(project)
     assert sheet["name"].tolist() == ["EXT", "GEN"]
+
+
+def test_settings_travel_as_plain_dicts_and_come_back_equal():
+    # rules pass dataclasses.asdict(...) so that Snakemake records them (rerun on change)
+    training = TrainingSettings.from_config(
+        {
+            "epochs": 7,
+            "optimizer": "adam",
+            "mode": "dense",
+            "steps_per_epoch": 25,
+            "search": {"log10_lr0": [-3.0], "k": [20], "p_d": [0.1, 0.2]},
+            "unlabelled": {"method": "pseudo", "teacher": "forest", "confidence": 0.6},
+        }
+    )
+    assert TrainingSettings.from_config(asdict(training)) == training
+    inference = InferenceSettings.from_config({"engine": "dense", "tile": 512})
+    assert InferenceSettings.from_config(asdict(inference)) == inference

@@ -5,7 +5,14 @@ import json
 import h5py
 import pandas as pd
 import pytest
-from helpers import TINY_DEMO, demo_sheet_rows, run_snakemake, write_project
+from helpers import (
+    TINY_DEMO,
+    demo_sheet_rows,
+    edit_config,
+    planned_jobs,
+    run_snakemake,
+    write_project,
+)
 
 pytestmark = pytest.mark.workflow
 
@@ -48,3 +55,12 @@ def test_tiny_grid_produces_every_file(tmp_path):
     assert (results / "model/best.keras").stat().st_size > 0
     for figure in ("fig3_val_loss", "fig4_val_miou", "fig5_train_time", "fig6_learning_curves"):
         assert (results / f"figures/{figure}.png").stat().st_size > 1000
+
+    # Nothing is left to do; a changed training setting retrains (Snakemake records only
+    # params of plain types, so the settings travel as dicts), an unrelated one does not.
+    target = "results/selection/cells.csv"
+    assert planned_jobs(project, target) == set()
+    edit_config(project, **{"postprocess.min_object_voxels": 5})
+    assert planned_jobs(project, target) == set()
+    edit_config(project, **{"training.optimizer": "adam"})
+    assert {"train", "select_model"} <= planned_jobs(project, target)

@@ -1,7 +1,7 @@
 # Config and sheet validation, and the helpers the rules share.
 import functools
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from snakemake.utils import validate
 
@@ -71,6 +71,9 @@ ENSEMBLE_MEMBERS = [f"results/model/member{rank}.keras" for rank in range(1, TOP
 CNN_MODELS = [*PRETRAINED.models] if PRETRAINED else ["results/model/best.keras", *ENSEMBLE_MEMBERS]
 # rule check_model loads a pretrained model in safe mode and checks it before prediction
 MODEL_CHECKED = [] if TRAINS else ["results/pretrained/checked.json"]
+# Rules get these settings as plain dicts (dataclasses.asdict) and their scripts rebuild
+# them: Snakemake records only params of plain types, so a changed setting reruns the jobs
+# that use it (tests/test_workflow_training.py).
 TRAINING = TrainingSettings.from_config(config["training"])
 RUNG_TRAINING = [replace(TRAINING, epochs=end) for end in GRID_PLAN.rung_epochs]
 INFERENCE = InferenceSettings.from_config(config["inference"])

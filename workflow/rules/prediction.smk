@@ -10,7 +10,7 @@ rule predict_regions:
     output:
         "results/{ds}/region_scores.h5",
     params:
-        inference=INFERENCE,
+        inference=asdict(INFERENCE),
         margin=SMOOTH_MARGIN,
     threads: THREADS
     log:
@@ -52,7 +52,7 @@ rule predict_slices:
     output:
         "results/{ds}/scores/{chunk}.h5",
     params:
-        inference=INFERENCE,
+        inference=asdict(INFERENCE),
         slices=slices_of_chunk,
     threads: THREADS
     resources:
@@ -136,7 +136,7 @@ rule check_model:
     output:
         "results/pretrained/checked.json",
     params:
-        inference=INFERENCE,
+        inference=asdict(INFERENCE),
     log:
         "logs/check_model.log",
     conda:

@@ -17,7 +17,7 @@ if TRAINS:
         output:
             **run_outputs("results/train/nxy{nxy}_nz{nz}/seed{seed}", GRID_PLAN.halving),
         params:
-            training=RUNG_TRAINING[0],
+            training=asdict(RUNG_TRAINING[0]),
             padding=config["model"]["padding"],
         threads: THREADS
         log:
@@ -67,7 +67,7 @@ if TRAINS:
         output:
             **run_outputs("results/train/nxy{nxy}_nz{nz}/rung{rung}/slot{slot}", True),
         params:
-            training=lambda wildcards: RUNG_TRAINING[int(wildcards.rung)],
+            training=lambda wildcards: asdict(RUNG_TRAINING[int(wildcards.rung)]),
             padding=config["model"]["padding"],
         threads: THREADS
         log:
