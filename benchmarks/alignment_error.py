@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pystackreg import StackReg
 from scipy import ndimage as ndi
 
 from fibseg.metrics import miou
@@ -35,18 +34,6 @@ FILTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "high-pass": lambda image: image - ndi.gaussian_filter(image, 8),
     "DoG": lambda image: ndi.gaussian_filter(image, 1) - ndi.gaussian_filter(image, 8),
 }
-
-
-def register_filtered(volume: np.ndarray, apply: Callable[[np.ndarray], np.ndarray]):
-    """`register_to_previous` on filtered slices (the transforms only)."""
-    registration = StackReg(StackReg.RIGID_BODY)
-    transforms = np.repeat(np.eye(3)[None], len(volume), axis=0)
-    previous = apply(volume[0].astype(np.float64))
-    for z in range(1, len(volume)):
-        current = apply(volume[z].astype(np.float64))
-        transforms[z] = registration.register(previous, current) @ transforms[z - 1]
-        previous = current
-    return transforms
 
 
 def residual_px(drift: np.ndarray, alignment: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -79,7 +66,8 @@ def main() -> None:
         print(f"{name}: {spec.slices} slices of {shape[0]} x {shape[1]}", flush=True)
         registrations = {"fibseg's alignment": register_to_previous(data["volume"])}
         for label, apply in FILTERS.items():
-            registrations[f"registered on {label}"] = register_filtered(data["volume"], apply)
+            filtered = np.stack([apply(plane.astype(np.float64)) for plane in data["volume"]])
+            registrations[f"registered on {label}"] = register_to_previous(filtered)
         for label, alignment in registrations.items():
             residual = residual_px(data["drift"], alignment, shape)
             print(f"  residual, {label + ' (px):':32s} {describe(residual)}")

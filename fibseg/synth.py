@@ -23,6 +23,8 @@ import pandas as pd
 from scipy import ndimage as ndi
 from skimage.transform import AffineTransform, warp
 
+from .preprocess import register_to_previous
+
 
 @dataclass(frozen=True)
 class SynthSpec:
@@ -155,8 +157,6 @@ def seen_after_alignment(data: dict[str, object]) -> dict[str, object]:
     alignment of its volume (rule align, `register_to_previous`), nearest neighbour: what a
     user sees in, and so annotates on, the aligned volume. Where the aligned slice shows no
     sample (its border, filled by repeating the edge), the truth repeats its edge too."""
-    from .preprocess import register_to_previous
-
     alignment = register_to_previous(data["volume"])
     truth = data["truth"]
     seen = np.empty_like(truth)
