@@ -20,9 +20,16 @@ scores each method on the FULL volume against its ground truth:
   `training.unlabelled: masked`, blind-spot pretraining on the volumes before the first
   epoch), cnn_dense_steps_adam_forest (Adam plus volume tiles labelled by the forest where
   its votes reach 0.9: `training.unlabelled: {method: pseudo, teacher: forest}`; the
-  forest is trained and scores both volumes first, within the method's time) and
-  cnn_dense_steps_adam_forest_soft (the same from votes of 0.6). Not run by default: m09,
-  k20, masked, adam, the forest-taught ones.
+  forest is trained and scores both volumes first, within the method's time),
+  cnn_dense_steps_adam_forest_soft (the same from votes of 0.6), and
+  cnn_dense_steps_adam_unregularised / _regularised (Adam with dropout and L2 pinned at the
+  bottom / top of the random search's ranges instead of drawn). Not run by default: m09,
+  k20, masked, the Adam ones.
+
+`--n-xy` and `--n-z` change the input context (81 x 81 x 3): the CNN's neighbourhood, and the
+slices the forest's features are computed on (`--forest-n-z` sets those apart).
+`--first-seed` and `--seeds` pick the CNN seeds (each seed also draws the search's
+hyperparameters).
 
 Each CNN run's learning curve (history.csv, per epoch) goes to `<out>_histories.csv`.
 `--threads` sets the CPU threads (2); under `KERAS_BACKEND=torch` the CNNs run on a GPU.
@@ -123,6 +130,24 @@ VARIANTS = {
         "steps": True,
         "optimizer": "adam",
         "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
+    },
+    # the same with the regularisation pinned instead of drawn: none (no dropout, L2 at the
+    # bottom of the search's range) and strong (dropout and L2 at the top of it)
+    "cnn_dense_steps_adam_unregularised": {
+        "mode": "dense",
+        "steps": True,
+        "optimizer": "adam",
+        "search": SearchRanges(
+            log10_lr0=(-3.0,), k=(20,), p_d=(0.0, 0.0), p_sd=(0.0, 0.0), log10_c=(-7.0, -7.0)
+        ),
+    },
+    "cnn_dense_steps_adam_regularised": {
+        "mode": "dense",
+        "steps": True,
+        "optimizer": "adam",
+        "search": SearchRanges(
+            log10_lr0=(-3.0,), k=(20,), p_d=(0.6, 0.6), p_sd=(0.6, 0.6), log10_c=(-5.0, -5.0)
+        ),
     },
     "cnn_dense_pseudo": {
         "mode": "dense",
@@ -603,6 +628,9 @@ def run_method(
                 "labelled_voxels": int(data.regions.labels.size),
                 "trained_on": trained_on(study, method),
                 "sampling_fraction": study.fraction,
+                "n_xy": N_XY if method.startswith("cnn_") else None,
+                "n_z": {"otsu": 1, "rf": FOREST["n_z"]}.get(method, N_Z),
+                "forest_n_z": FOREST["n_z"],
                 "mIoU": row["mIoU"],
                 "mIoU_outside_train": miou(data.truth[outside], segmentation[outside]),
                 "porosity_truth": row["porosity_truth"],
@@ -690,6 +718,8 @@ def estimate_seconds(
         "cnn_dense_steps_m09",
         "cnn_dense_steps_k20",
         "cnn_dense_steps_adam",
+        "cnn_dense_steps_adam_unregularised",
+        "cnn_dense_steps_adam_regularised",
     ):
         seconds[name] = stepped + cnn_score
     seconds["cnn_dense_pseudo"] = 2.5 * stepped + cnn_score
@@ -754,6 +784,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=THREADS, help="CPU threads")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per CNN method")
+    parser.add_argument("--first-seed", type=int, default=0, help="the CNN seeds' first")
+    parser.add_argument("--n-xy", type=int, default=N_XY, help="the CNN's input side (81)")
+    parser.add_argument(
+        "--n-z", type=int, default=N_Z, help="slices the CNN and the forest see (3)"
+    )
+    parser.add_argument("--forest-n-z", type=int, help="the forest's slices (as --n-z)")
     parser.add_argument("--max-train-samples", type=int, default=20000)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")
     parser.add_argument("--verbose", action="store_true", help="log every training epoch")
@@ -805,10 +841,20 @@ def print_estimate(args: argparse.Namespace) -> None:
     print(f"estimate in all: {total / 60:.0f} min on {THREADS} cores ({len(args.data)} kinds)")
 
 
+def set_context(n_xy: int, n_z: int, forest_n_z: int) -> None:
+    """The CNN's input (n_xy x n_xy x n_z) and the forest's slices, and the margins the
+    regions' crops need for them."""
+    global N_XY, N_Z, MARGINS
+    N_XY, N_Z = n_xy, n_z
+    FOREST["n_z"] = forest_n_z
+    MARGINS = context_margins([N_XY], [N_Z, FOREST["n_z"]], SIGMAS)
+
+
 def main() -> None:
     global THREADS
     args = parse_args()
     THREADS = args.threads
+    set_context(args.n_xy, args.n_z, args.forest_n_z or args.n_z)
     configure_threads(THREADS)
     log = None
     if args.verbose:
@@ -827,7 +873,8 @@ def main() -> None:
                 )
                 print(describe(study), flush=True)
                 for method in args.methods:
-                    for seed in range(args.seeds) if method.startswith("cnn_") else [0]:
+                    cnn_seeds = range(args.first_seed, args.first_seed + args.seeds)
+                    for seed in cnn_seeds if method.startswith("cnn_") else [0]:
                         new, curve = run_method(study, method, seed, args, log)
                         print(progress(new), flush=True)
                         rows += new
