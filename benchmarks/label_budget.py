@@ -23,7 +23,9 @@ scores each method on the FULL volume against its ground truth:
   forest is trained and scores both volumes first, within the method's time),
   cnn_dense_steps_adam_forest_soft (the same from votes of 0.6), and
   cnn_dense_steps_adam_unregularised / _regularised (Adam with dropout and L2 pinned at the
-  bottom / top of the random search's ranges instead of drawn). Not run by default: m09,
+  bottom / top of the random search's ranges instead of drawn), and
+  cnn_dense_steps_adam_forest_soft_twice (a second network taught by the score volumes of
+  the forest-taught one: self-training that starts from the forest). Not run by default: m09,
   k20, masked, the Adam ones.
 
 `--n-xy` and `--n-z` change the input context (81 x 81 x 3): the CNN's neighbourhood, and the
@@ -171,6 +173,17 @@ VARIANTS = {
         "unlabelled": UnlabelledSettings(
             method="pseudo", teacher="forest", start_epoch=0, confidence=0.6
         ),
+    },
+    # the same, twice: a second network taught by the first one's score volumes
+    "cnn_dense_steps_adam_forest_soft_twice": {
+        "mode": "dense",
+        "steps": True,
+        "optimizer": "adam",
+        "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
+        "unlabelled": UnlabelledSettings(
+            method="pseudo", teacher="forest", start_epoch=0, confidence=0.6
+        ),
+        "rounds": 2,
     },
     "cnn_dense_masked": {
         "mode": "dense",
@@ -528,18 +541,23 @@ def forest_member(study: Study) -> Member:
     return Member("rf", FOREST["n_z"], forest_scorer(forest, FOREST["sigma_max"]))
 
 
-def forest_teacher_files(study: Study) -> list[str]:
-    """The forest's score volumes (HDF5 /scores, as rule stitch_forest writes them), one per
-    data set in the order of the preprocessed volumes: the teacher of `teacher: forest`."""
-    member, paths = forest_member(study), []
+def score_volume_files(study: Study, member: Member, tag: str) -> list[str]:
+    """A member's score volumes (HDF5 /scores, as rule stitch_forest writes them), one per
+    data set in the order of the preprocessed volumes: a teacher for `teacher: forest`."""
+    paths = []
     for data in study.datasets:
         depth = data.volume.shape[0]
         scores, _, _ = ensemble_slices(
             lambda indices, v=data.volume: v[indices], depth, range(depth), [member]
         )
-        paths.append(str(study.workdir / f"{data.name}_forest_scores.h5"))
+        paths.append(str(study.workdir / f"{data.name}_{tag}_scores.h5"))
         write_h5(paths[-1], {"scores": scores.astype(np.float32)})
     return paths
+
+
+def forest_teacher_files(study: Study) -> list[str]:
+    """The forest's score volumes: the teacher of `teacher: forest`."""
+    return score_volume_files(study, forest_member(study), "forest")
 
 
 def run_forest(study: Study) -> tuple[dict[str, np.ndarray], dict]:
@@ -551,26 +569,36 @@ def run_cnn(
     study: Study, method: str, training: TrainingSettings, seed: int, log: logging.Logger | None
 ) -> tuple[dict[str, np.ndarray], dict]:
     """One train_run (rule train, the epoch of lowest val loss), scored by the dense
-    engine."""
+    engine. A variant with `rounds` > 1 trains that many networks in turn, each taught by
+    the score volumes of the one before (the first by the forest)."""
     import keras
+
+    def train(run_dir: Path, teachers: list[str] | tuple) -> pd.DataFrame:
+        return train_run(
+            run_dir,
+            [d.region_file for d in study.datasets],
+            study.train_csv,
+            study.val_csv,
+            study.split_csv,
+            N_XY,
+            N_Z,
+            seed,
+            PADDING,
+            training,
+            log,
+            [str(study.workdir / f"{d.name}_preprocessed.h5") for d in study.datasets],
+            teacher_files=teachers,
+        )
 
     run_dir = study.workdir / f"{method}_seed{seed}"
     teachers = forest_teacher_files(study) if training.unlabelled.forest_teaches else ()
-    history = train_run(
-        run_dir,
-        [d.region_file for d in study.datasets],
-        study.train_csv,
-        study.val_csv,
-        study.split_csv,
-        N_XY,
-        N_Z,
-        seed,
-        PADDING,
-        training,
-        log,
-        [str(study.workdir / f"{d.name}_preprocessed.h5") for d in study.datasets],
-        teacher_files=teachers,
-    )
+    for round_number in range(1, VARIANTS[method].get("rounds", 1)):
+        round_dir = run_dir / f"round{round_number}"
+        train(round_dir, teachers)
+        teacher = load_member(str(round_dir / "model.keras"), INFERENCE, threads=THREADS)
+        teachers = score_volume_files(study, teacher, f"{method}_seed{seed}_round{round_number}")
+        keras.backend.clear_session()
+    history = train(run_dir, teachers)
     member = load_member(str(run_dir / "model.keras"), INFERENCE, threads=THREADS)
     segmentations, chosen = scored_method(study, member)
     keras.backend.clear_session()  # free the graphs before the next run
@@ -595,6 +623,7 @@ def trained_on(study: Study, method: str) -> int:
 def cnn_settings(method: str, args: argparse.Namespace) -> TrainingSettings:
     """The training settings of a CNN variant."""
     variant = dict(VARIANTS[method])
+    variant.pop("rounds", None)
     steps = args.steps_per_epoch if variant.pop("steps", False) else None
     epochs = args.epochs_patches if variant["mode"] == "patches" else args.epochs_dense
     return TrainingSettings(epochs=epochs, steps_per_epoch=steps, **variant)
@@ -727,6 +756,7 @@ def estimate_seconds(
     forest_teacher = 2 * stepped + cnn_score + seconds["rf"]
     seconds["cnn_dense_steps_adam_forest"] = forest_teacher
     seconds["cnn_dense_steps_adam_forest_soft"] = forest_teacher
+    seconds["cnn_dense_steps_adam_forest_soft_twice"] = 2 * forest_teacher - seconds["rf"]
     # the blind-spot pretraining: steps of 4 volume tiles of the same size, before epoch 0
     pretrain = UnlabelledSettings().pretrain_steps * 4 * tile**2 / RATES["dense_train_px"]
     seconds["cnn_dense_masked"] = stepped + pretrain + cnn_score
