@@ -74,7 +74,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -119,6 +119,18 @@ INFERENCE = InferenceSettings(engine="dense")
 POROSITIES = {22: 0.22, 45: 0.45}  # data-set seed -> target porosity
 # CNN variants: settings over TrainingSettings(mode, epochs); "steps" marks those that run
 # --steps-per-epoch steps every epoch whatever the number of labelled tiles.
+ADAM = {
+    "mode": "dense",
+    "steps": True,
+    "optimizer": "adam",
+    "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
+}
+ADAM_FOREST_SOFT = {
+    **ADAM,
+    "unlabelled": UnlabelledSettings(
+        method="pseudo", teacher="forest", start_epoch=0, confidence=0.6
+    ),
+}
 VARIANTS = {
     "cnn_patches": {"mode": "patches"},
     "cnn_dense": {"mode": "dense"},
@@ -127,29 +139,16 @@ VARIANTS = {
     # the learning rate drops every 20 epochs, the slowest of the search's k (4-20)
     "cnn_dense_steps_k20": {"mode": "dense", "steps": True, "search": SearchRanges(k=(20,))},
     # Adam at its usual scale (10^-3), the same slow schedule
-    "cnn_dense_steps_adam": {
-        "mode": "dense",
-        "steps": True,
-        "optimizer": "adam",
-        "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
-    },
+    "cnn_dense_steps_adam": ADAM,
     # the same with the regularisation pinned instead of drawn: none (no dropout, L2 at the
     # bottom of the search's range) and strong (dropout and L2 at the top of it)
     "cnn_dense_steps_adam_unregularised": {
-        "mode": "dense",
-        "steps": True,
-        "optimizer": "adam",
-        "search": SearchRanges(
-            log10_lr0=(-3.0,), k=(20,), p_d=(0.0, 0.0), p_sd=(0.0, 0.0), log10_c=(-7.0, -7.0)
-        ),
+        **ADAM,
+        "search": replace(ADAM["search"], p_d=(0.0, 0.0), p_sd=(0.0, 0.0), log10_c=(-7.0, -7.0)),
     },
     "cnn_dense_steps_adam_regularised": {
-        "mode": "dense",
-        "steps": True,
-        "optimizer": "adam",
-        "search": SearchRanges(
-            log10_lr0=(-3.0,), k=(20,), p_d=(0.6, 0.6), p_sd=(0.6, 0.6), log10_c=(-5.0, -5.0)
-        ),
+        **ADAM,
+        "search": replace(ADAM["search"], p_d=(0.6, 0.6), p_sd=(0.6, 0.6), log10_c=(-5.0, -5.0)),
     },
     "cnn_dense_pseudo": {
         "mode": "dense",
@@ -159,32 +158,12 @@ VARIANTS = {
     # Adam as above, plus volume tiles labelled by the forest where its votes are confident
     # (the forest trained and scored first, its time included): distilling the forest
     "cnn_dense_steps_adam_forest": {
-        "mode": "dense",
-        "steps": True,
-        "optimizer": "adam",
-        "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
+        **ADAM,
         "unlabelled": UnlabelledSettings(method="pseudo", teacher="forest", start_epoch=0),
     },
-    "cnn_dense_steps_adam_forest_soft": {
-        "mode": "dense",
-        "steps": True,
-        "optimizer": "adam",
-        "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
-        "unlabelled": UnlabelledSettings(
-            method="pseudo", teacher="forest", start_epoch=0, confidence=0.6
-        ),
-    },
+    "cnn_dense_steps_adam_forest_soft": ADAM_FOREST_SOFT,
     # the same, twice: a second network taught by the first one's score volumes
-    "cnn_dense_steps_adam_forest_soft_twice": {
-        "mode": "dense",
-        "steps": True,
-        "optimizer": "adam",
-        "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
-        "unlabelled": UnlabelledSettings(
-            method="pseudo", teacher="forest", start_epoch=0, confidence=0.6
-        ),
-        "rounds": 2,
-    },
+    "cnn_dense_steps_adam_forest_soft_twice": {**ADAM_FOREST_SOFT, "rounds": 2},
     "cnn_dense_masked": {
         "mode": "dense",
         "steps": True,
@@ -509,16 +488,21 @@ def choose_postprocess(study: Study, member: Member) -> dict:
     return {**best, "min_object_voxels": MIN_OBJECT_VOXELS}
 
 
-def segment_volumes(study: Study, member: Member, chosen: dict) -> dict[str, np.ndarray]:
-    """Every data set's whole volume scored by the member and post-processed."""
-    segmentations = {}
+def score_volumes(study: Study, member: Member) -> dict[str, np.ndarray]:
+    """Every data set's whole volume scored by the member, by data-set name."""
+    scores = {}
     for data in study.datasets:
         depth = data.volume.shape[0]
-        scores, _, _ = ensemble_slices(
+        scores[data.name], _, _ = ensemble_slices(
             lambda indices, v=data.volume: v[indices], depth, range(depth), [member]
         )
-        segmentations[data.name] = segment_as_chosen(scores, chosen)
-    return segmentations
+    return scores
+
+
+def segment_volumes(study: Study, member: Member, chosen: dict) -> dict[str, np.ndarray]:
+    """Every data set's whole volume scored by the member and post-processed."""
+    scores = score_volumes(study, member)
+    return {name: segment_as_chosen(volume, chosen) for name, volume in scores.items()}
 
 
 def scored_method(study: Study, member: Member) -> tuple[dict[str, np.ndarray], dict]:
@@ -545,12 +529,8 @@ def score_volume_files(study: Study, member: Member, tag: str) -> list[str]:
     """A member's score volumes (HDF5 /scores, as rule stitch_forest writes them), one per
     data set in the order of the preprocessed volumes: a teacher for `teacher: forest`."""
     paths = []
-    for data in study.datasets:
-        depth = data.volume.shape[0]
-        scores, _, _ = ensemble_slices(
-            lambda indices, v=data.volume: v[indices], depth, range(depth), [member]
-        )
-        paths.append(str(study.workdir / f"{data.name}_{tag}_scores.h5"))
+    for name, scores in score_volumes(study, member).items():
+        paths.append(str(study.workdir / f"{name}_{tag}_scores.h5"))
         write_h5(paths[-1], {"scores": scores.astype(np.float32)})
     return paths
 
