@@ -31,7 +31,7 @@ scores each method on the FULL volume against its ground truth:
 `--n-xy` and `--n-z` change the input context (81 x 81 x 3): the CNN's neighbourhood, and the
 slices the forest's features are computed on (`--forest-n-z` sets those apart).
 `--first-seed` and `--seeds` pick the CNN seeds (each seed also draws the search's
-hyperparameters).
+hyperparameters); `--forest-seed` the forest's (also the teacher's).
 
 Each CNN run's learning curve (history.csv, per epoch) goes to `<out>_histories.csv`.
 `--threads` sets the CPU threads (2); under `KERAS_BACKEND=torch` the CNNs run on a GPU.
@@ -40,17 +40,26 @@ Columns: labelled voxels per data set, full-volume mIoU (mean of the pore and so
 porosity error (automatic - truth, percentage points) and wall time (training + scoring of
 both data sets, data synthesis excluded).
 
-Budgets (labelled voxels per data set; all on volumes of 48 x 384 x 384 voxels, so every
-budget is scored on the same two volumes of each kind):
+Budgets (labelled voxels per data set; the first three on volumes of 48 x 384 x 384 voxels,
+so each of them is scored on the same two volumes of each kind):
 
 - small: 5 regions of 48 x 48 = 11,520;
 - medium: 40 regions of 48 x 48 = 92,160;
-- large: 100 regions of 96 x 96 = 921,600 (13 % of the volume; regions may overlap).
+- large: 100 regions of 96 x 96 = 921,600 (13 % of the volume; regions may overlap);
+- demo and demo_large: 20 regions of 48 x 48 (the workflow demo's 46,080) and 100 of 96 x 96
+  on volumes of 32 x 256 x 256, the workflow demo's size (demo_large labels about 40 % of
+  the volume: its `mIoU_outside_train` column scores the voxels of no train region).
 
 Data kinds: `demo` is `fibseg.synth` (a thresholded Gaussian random field, shine-through,
 rims, curtaining, an x gradient), without drift so that alignment is skipped; `spheres`
 (alias `second`) is this file's own Boolean model of particles with another contrast model
-(see `synthesize_spheres`), so that no conclusion rests on one simulator alone.
+(see `synthesize_spheres`), so that no conclusion rests on one simulator alone;
+`demo_drift` (alias `workflow`) is `fibseg.synth` with its drift, as rule synthesize_demo
+makes it: aligned as rule align does, truth and labels as seen on the aligned volume. With
+the demo budgets its two data sets are the workflow demo's HPC22 and HPC45 (same spec and
+seed, so the same volume, truth and regions). Its rows also score only the voxels where the
+aligned volume shows the sample (`mIoU_sampled`): the aligned slices' borders repeat their
+edge where the drift moved the sample out of view, and no method can segment them.
 
 The patch CNN and the forest train on `sampling.fraction` of the labelled train voxels,
 50/50 pore/solid as in the workflow; the fraction is derived per budget so that they see at
@@ -92,7 +101,12 @@ from fibseg.infer import score_regions
 from fibseg.io import Volume, read_volume, write_csv, write_h5
 from fibseg.metrics import miou
 from fibseg.postprocess import optimize, segment_as_chosen
-from fibseg.preprocess import correct_gradient
+from fibseg.preprocess import (
+    align_labels,
+    align_volume,
+    correct_gradient,
+    transforms_from_table,
+)
 from fibseg.regions import RegionSet, extract_regions
 from fibseg.runtime import configure_threads
 from fibseg.sampling import labelled_voxels, regions_in, sample_split, split_regions
@@ -102,7 +116,7 @@ from fibseg.settings import (
     TrainingSettings,
     UnlabelledSettings,
 )
-from fibseg.synth import SynthSpec, random_regions, synthesize
+from fibseg.synth import SynthSpec, random_regions, seen_after_alignment, synthesize
 from fibseg.train import train_run
 
 THREADS = 2
@@ -172,8 +186,8 @@ VARIANTS = {
 }
 METHODS = ("otsu", "rf", *VARIANTS)
 DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps", "cnn_dense_pseudo")
-KINDS = ("demo", "spheres")
-KIND_ALIASES = {"second": "spheres"}
+KINDS = ("demo", "spheres", "demo_drift")
+KIND_ALIASES = {"second": "spheres", "workflow": "demo_drift"}
 
 
 @dataclass(frozen=True)
@@ -199,6 +213,9 @@ BUDGETS = {
     "small": Budget("small", 5, 48),
     "medium": Budget("medium", 40, 48),
     "large": Budget("large", 100, 96),
+    # the workflow demo's volumes (config/config.yaml: 32 x 256 x 256, 20 regions of 48^2)
+    "demo": Budget("demo", 20, 48, slices=32, side=256),
+    "demo_large": Budget("demo_large", 100, 96, slices=32, side=256),
 }
 QUICK = Budget("quick", 6, 32, slices=8, side=128)
 
@@ -332,6 +349,8 @@ def make_data(kind: str, porosity: float, seed: int, budget: Budget) -> dict[str
     if kind == "demo":
         spec = SynthSpec(porosity, seed=seed, drift_px=0.0, drift_deg=0.0, **size, **regions)
         return synthesize(spec)
+    if kind == "demo_drift":  # as rule synthesize_demo: truth and labels as aligned
+        return seen_after_alignment(synthesize(SynthSpec(porosity, seed=seed, **size, **regions)))
     return synthesize_spheres(SphereSpec(porosity, seed=seed, **size, **regions))
 
 
@@ -348,6 +367,7 @@ class DataSet:
     truth: np.ndarray
     regions: RegionSet
     region_file: str
+    sampled: np.ndarray | None = None  # where the aligned volume shows the sample (drift)
 
 
 @dataclass
@@ -374,12 +394,21 @@ class Study:
 
 
 def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path) -> DataSet:
-    """Synthesise, correct the x gradient, scale to [0, 1] and cut the regions' crops with
-    the context an 81 x 3 network and the post-processing's smoothing need."""
+    """Synthesise, align (`demo_drift` only, as rule align), correct the x gradient, scale to
+    [0, 1] and cut the regions' crops with the context an 81 x 3 network and the
+    post-processing's smoothing need."""
     name = f"{kind}{seed}"
     data = make_data(kind, porosity, seed, budget)
     raw, preprocessed = workdir / f"{name}_raw.h5", workdir / f"{name}_preprocessed.h5"
     write_h5(raw, {"volume": data["volume"]})
+    sampled = None
+    if kind == "demo_drift":
+        aligned = workdir / f"{name}_aligned.h5"
+        with Volume(str(raw), name) as volume:
+            transforms = transforms_from_table(align_volume(volume, aligned, VOXEL_NM))
+        # not the aligned slices' borders, which repeat their edge
+        sampled = align_labels(np.ones(data["truth"].shape, np.uint8), transforms) == 1
+        raw = aligned
     with Volume(str(raw), name) as volume:
         correct_gradient(volume, preprocessed, VOXEL_NM)
     with Volume(str(preprocessed), name) as volume:
@@ -394,7 +423,7 @@ def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path
     region_file = str(workdir / f"{name}_regions.h5")
     regions.write(region_file)
     volume = read_volume(str(preprocessed), name)
-    return DataSet(name, porosity, volume, data["truth"], regions, region_file)
+    return DataSet(name, porosity, volume, data["truth"], regions, region_file, sampled)
 
 
 def sampling_fraction(voxels: pd.DataFrame, max_samples: int) -> float:
@@ -626,6 +655,7 @@ def run_method(
         segmentation = segmentations[data.name]
         row = volume_row(data.name, data.truth, segmentation)
         outside = ~region_mask(data, regions_in(study.split, data.name, "train"))
+        sampled = np.ones(data.truth.shape, bool) if data.sampled is None else data.sampled
         rows.append(
             {
                 "data": study.kind,
@@ -640,8 +670,14 @@ def run_method(
                 "n_xy": N_XY if method.startswith("cnn_") else None,
                 "n_z": {"otsu": 1, "rf": FOREST["n_z"]}.get(method, N_Z),
                 "forest_n_z": FOREST["n_z"],
+                "forest_seed": FOREST["seed"],
                 "mIoU": row["mIoU"],
                 "mIoU_outside_train": miou(data.truth[outside], segmentation[outside]),
+                "mIoU_sampled": miou(data.truth[sampled], segmentation[sampled]),
+                "mIoU_sampled_outside_train": miou(
+                    data.truth[sampled & outside], segmentation[sampled & outside]
+                ),
+                "sampled_fraction": sampled.mean(),
                 "porosity_truth": row["porosity_truth"],
                 "porosity_automatic": row["porosity_automatic"],
                 "porosity_error_pp": 100 * (row["porosity_automatic"] - row["porosity_truth"]),
@@ -771,6 +807,10 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
             record[f"mIoU φ{porosity:.2f}"] = spread(part["mIoU"], 3)
         for porosity, part in group.groupby("porosity_target"):
             record[f"Δφ{porosity:.2f} pp"] = spread(part["porosity_error_pp"], 1)
+        for porosity, part in group.groupby("porosity_target"):
+            record[f"outside train φ{porosity:.2f}"] = spread(part["mIoU_outside_train"], 3)
+        for porosity, part in group.groupby("porosity_target"):
+            record[f"sampled φ{porosity:.2f}"] = spread(part["mIoU_sampled"], 3)
         per_seed = group.groupby("seed")["seconds"].first()
         record["seconds"] = spread(per_seed, 0)
         records.append(record)
@@ -784,9 +824,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--budgets", default=",".join(BUDGETS), help="small,medium,large")
+    parser.add_argument(
+        "--budgets", default="small,medium,large", help=",".join(BUDGETS) + " (demo*: 32 x 256^2)"
+    )
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=",".join(METHODS))
-    parser.add_argument("--data", default=",".join(KINDS), help="demo,spheres (or second)")
+    parser.add_argument(
+        "--data", default="demo,spheres", help="demo,spheres (or second),demo_drift (or workflow)"
+    )
     parser.add_argument("--epochs-patches", type=int, default=6, help="the demo's 6")
     parser.add_argument("--epochs-dense", type=int, default=40, help="the default demo's 40")
     parser.add_argument(
@@ -800,6 +844,7 @@ def parse_args() -> argparse.Namespace:
         "--n-z", type=int, default=N_Z, help="slices the CNN and the forest see (3)"
     )
     parser.add_argument("--forest-n-z", type=int, help="the forest's slices (as --n-z)")
+    parser.add_argument("--forest-seed", type=int, default=0, help="the forest's seed (0)")
     parser.add_argument("--max-train-samples", type=int, default=20000)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")
     parser.add_argument("--verbose", action="store_true", help="log every training epoch")
@@ -865,6 +910,7 @@ def main() -> None:
     args = parse_args()
     THREADS = args.threads
     set_context(args.n_xy, args.n_z, args.forest_n_z or args.n_z)
+    FOREST["seed"] = args.forest_seed
     configure_threads(THREADS)
     log = None
     if args.verbose:

@@ -1,0 +1,49 @@
+"""The label-budget study's `demo` budgets claim to score the workflow demo's own data sets."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fibseg.synth import SynthSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def label_budget():
+    spec = importlib.util.spec_from_file_location(
+        "label_budget", REPO / "benchmarks" / "label_budget.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("budget_name", ["demo", "demo_large"])
+def test_demo_budgets_synthesise_the_workflow_demo_volumes(label_budget, budget_name):
+    """Same spec (size, porosity, seed, and for `demo` the regions) as config/config.yaml's
+    demo entries, so `--data workflow` scores HPC22 and HPC45 themselves."""
+    demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["demo"]
+    by_seed = {entry["seed"]: entry for entry in demo.values()}
+    budget = label_budget.BUDGETS[budget_name]
+    for seed, porosity in label_budget.POROSITIES.items():
+        workflow = SynthSpec(**by_seed[seed])
+        study = SynthSpec(
+            porosity,
+            seed=seed,
+            slices=budget.slices,
+            height=budget.side,
+            width=budget.side,
+            n_regions=workflow.n_regions,
+            region_size=workflow.region_size,
+        )
+        assert study == workflow
+        if budget_name == "demo":
+            assert (budget.n_regions, budget.region_size) == (
+                workflow.n_regions,
+                workflow.region_size,
+            )
