@@ -950,7 +950,8 @@ def progress(rows: list[dict]) -> str:
     """One line per finished method and seed."""
     scores = ", ".join(f"{r['dataset']} {r['mIoU']:.3f}" for r in rows)
     first = rows[0]
-    return f"  {first['method']} seed {first['seed']}: mIoU {scores}; {first['seconds']:.0f} s"
+    seed = first["forest_seed"] if first["method"] == "rf" else first["seed"]
+    return f"  {first['method']} seed {seed}: mIoU {scores}; {first['seconds']:.0f} s"
 
 
 if __name__ == "__main__":
