@@ -47,3 +47,19 @@ def test_demo_budgets_synthesise_the_workflow_demo_volumes(label_budget, budget_
                 workflow.n_regions,
                 workflow.region_size,
             )
+
+
+def test_prepare_marks_where_the_aligned_volume_shows_the_sample(label_budget, tmp_path):
+    """`demo_drift` aligns as rule align does and marks the voxels the drift moved out of view;
+    the reference slice is the first, so all of it is seen, and its truth keeps the volume's
+    shape. The drift-free kind has nothing to mark."""
+    budget = label_budget.Budget("tiny", 4, 24, slices=6, side=96)
+    drift = label_budget.prepare("demo_drift", 0.3, 22, budget, tmp_path / "drift")
+    assert drift.truth.shape == drift.volume.shape == (6, 96, 96)
+    assert drift.sampled.shape == drift.truth.shape and drift.sampled.dtype == bool
+    assert drift.sampled[0].all()
+    assert 0.8 < drift.sampled.mean() < 1.0  # the generator drifts by a few px per slice
+    assert not drift.sampled[1:].all(axis=(1, 2)).all()
+    plain = label_budget.prepare("demo", 0.3, 22, budget, tmp_path / "plain")
+    assert plain.sampled is None
+    assert plain.volume.shape == (6, 96, 96)
