@@ -60,6 +60,9 @@ the demo budgets its two data sets are the workflow demo's HPC22 and HPC45 (same
 seed, so the same volume, truth and regions). Its rows also score only the voxels where the
 aligned volume shows the sample (`mIoU_sampled`): the aligned slices' borders repeat their
 edge where the drift moved the sample out of view, and no method can segment them.
+`demo_drift_true` (alias `true_alignment`) is the same volume aligned with the simulator's
+own drift instead of registration, its truth and labels those of the reference slice's
+frame: it removes the registration's error and keeps the resampling.
 
 The patch CNN and the forest train on `sampling.fraction` of the labelled train voxels,
 50/50 pore/solid as in the workflow; the fraction is derived per budget so that they see at
@@ -104,6 +107,7 @@ from fibseg.postprocess import optimize, segment_as_chosen
 from fibseg.preprocess import (
     align_labels,
     align_volume,
+    apply_transform,
     correct_gradient,
     transforms_from_table,
 )
@@ -186,8 +190,12 @@ VARIANTS = {
 }
 METHODS = ("otsu", "rf", *VARIANTS)
 DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps", "cnn_dense_pseudo")
-KINDS = ("demo", "spheres", "demo_drift")
-KIND_ALIASES = {"second": "spheres", "workflow": "demo_drift"}
+KINDS = ("demo", "spheres", "demo_drift", "demo_drift_true")
+KIND_ALIASES = {
+    "second": "spheres",
+    "workflow": "demo_drift",
+    "true_alignment": "demo_drift_true",
+}
 
 
 @dataclass(frozen=True)
@@ -351,6 +359,8 @@ def make_data(kind: str, porosity: float, seed: int, budget: Budget) -> dict[str
         return synthesize(spec)
     if kind == "demo_drift":  # as rule synthesize_demo: truth and labels as aligned
         return seen_after_alignment(synthesize(SynthSpec(porosity, seed=seed, **size, **regions)))
+    if kind == "demo_drift_true":  # truth and labels in the reference frame, aligned exactly
+        return synthesize(SynthSpec(porosity, seed=seed, **size, **regions))
     return synthesize_spheres(SphereSpec(porosity, seed=seed, **size, **regions))
 
 
@@ -394,9 +404,9 @@ class Study:
 
 
 def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path) -> DataSet:
-    """Synthesise, align (`demo_drift` only, as rule align), correct the x gradient, scale to
-    [0, 1] and cut the regions' crops with the context an 81 x 3 network and the
-    post-processing's smoothing need."""
+    """Synthesise, align (`demo_drift` as rule align, `demo_drift_true` by the inverse of the
+    simulator's drift), correct the x gradient, scale to [0, 1] and cut the regions' crops
+    with the context an 81 x 3 network and the post-processing's smoothing need."""
     name = f"{kind}{seed}"
     data = make_data(kind, porosity, seed, budget)
     raw, preprocessed = workdir / f"{name}_raw.h5", workdir / f"{name}_preprocessed.h5"
@@ -407,6 +417,13 @@ def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path
         with Volume(str(raw), name) as volume:
             transforms = transforms_from_table(align_volume(volume, aligned, VOXEL_NM))
         # not the aligned slices' borders, which repeat their edge
+        sampled = align_labels(np.ones(data["truth"].shape, np.uint8), transforms) == 1
+        raw = aligned
+    if kind == "demo_drift_true":
+        transforms = np.linalg.inv(data["drift"])  # aligned slice z at p reads drift[z]^-1 p
+        aligned = workdir / f"{name}_aligned.h5"
+        planes = zip(data["volume"], transforms, strict=True)
+        write_h5(aligned, {"volume": np.stack([apply_transform(p, m) for p, m in planes])})
         sampled = align_labels(np.ones(data["truth"].shape, np.uint8), transforms) == 1
         raw = aligned
     with Volume(str(raw), name) as volume:
@@ -829,7 +846,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=",".join(METHODS))
     parser.add_argument(
-        "--data", default="demo,spheres", help="demo,spheres (or second),demo_drift (or workflow)"
+        "--data",
+        default="demo,spheres",
+        help="demo,spheres (or second),demo_drift (or workflow),demo_drift_true (true_alignment)",
     )
     parser.add_argument("--epochs-patches", type=int, default=6, help="the demo's 6")
     parser.add_argument("--epochs-dense", type=int, default=40, help="the default demo's 40")

@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -63,3 +64,22 @@ def test_prepare_marks_where_the_aligned_volume_shows_the_sample(label_budget, t
     plain = label_budget.prepare("demo", 0.3, 22, budget, tmp_path / "plain")
     assert plain.sampled is None
     assert plain.volume.shape == (6, 96, 96)
+
+
+def test_true_alignment_undoes_the_simulators_drift(label_budget, tmp_path):
+    """`demo_drift_true` aligns with the inverse of the simulator's drift: its truth is the
+    drift-free kind's (same seed, same structure), and its volume lies closer to the
+    drift-free volume than the registered one does."""
+    budget = label_budget.Budget("tiny", 4, 24, slices=6, side=96)
+    kinds = ("demo", "demo_drift", "demo_drift_true")
+    data = {kind: label_budget.prepare(kind, 0.3, 22, budget, tmp_path / kind) for kind in kinds}
+    plain, registered, exact = data["demo"], data["demo_drift"], data["demo_drift_true"]
+    np.testing.assert_array_equal(exact.truth, plain.truth)
+    assert not np.array_equal(registered.truth, plain.truth)
+    seen = exact.sampled & registered.sampled
+    assert seen.mean() > 0.9
+
+    def distance(aligned):
+        return np.abs(aligned.volume - plain.volume)[seen].mean()
+
+    assert distance(exact) < 0.95 * distance(registered)
