@@ -6,8 +6,13 @@ For each demo data set of config/config.yaml (or --seeds for more draws of HPC30
 - the residual: per slice, the largest distance (px) over 9 points (corners, edge middles,
   centre) between where the aligned slice shows the sample and where the first slice's frame
   puts it; its mean and maximum over the slices, and the mean over the first and last 8;
+- the neighbour step: per slice, the largest of the same points' distances between where
+  it and the previous aligned slice show the same point of the sample (what blurs a
+  next-slice cue once the truth follows the alignment), and the largest rotation left (°);
 - the same after registering on filtered slices (high-pass: minus a Gaussian of sigma 8;
-  DoG: Gaussian 1 minus Gaussian 8), candidate remedies;
+  DoG: Gaussian 1 minus Gaussian 8) or for translation only (`StackReg.TRANSLATION`: the
+  demo's drift rotates by 0.05° per slice at most in one standard deviation), candidate
+  remedies;
 - the ceiling: the full-volume mIoU of the truth as seen on the aligned volume
   (fibseg.synth.seen_after_alignment) against the truth in the first slice's frame, i.e. what
   a perfect segmentation of the aligned volume scores against a first-slice truth.
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from pystackreg import StackReg
 from scipy import ndimage as ndi
 
 from fibseg.metrics import miou
@@ -36,14 +42,34 @@ FILTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def residual_px(drift: np.ndarray, alignment: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Per slice, the largest of 9 points' distances between drift @ alignment and identity."""
+def moved_points(drift: np.ndarray, alignment: np.ndarray, shape: tuple[int, int]):
+    """9 points (corners, edge middles, centre) and where drift @ alignment sends them."""
     height, width = shape
     points = np.array(
         [(x, y, 1.0) for x in (0, width / 2, width - 1) for y in (0, height / 2, height - 1)]
     ).T
-    moved = np.einsum("zij,jp->zip", drift @ alignment, points)
+    return points, np.einsum("zij,jp->zip", drift @ alignment, points)
+
+
+def residual_px(drift: np.ndarray, alignment: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per slice, the largest of 9 points' distances between drift @ alignment and identity."""
+    points, moved = moved_points(drift, alignment, shape)
     return np.hypot(*(moved[:, :2] - points[None, :2]).transpose(1, 0, 2)).max(axis=1)
+
+
+def neighbour_step_px(
+    drift: np.ndarray, alignment: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """Per slice after the first, the largest of 9 points' distances between where it and the
+    previous aligned slice show the same point of the sample."""
+    _, moved = moved_points(drift, alignment, shape)
+    return np.hypot(*np.diff(moved[:, :2], axis=0).transpose(1, 0, 2)).max(axis=1)
+
+
+def rotation_left_deg(drift: np.ndarray, alignment: np.ndarray) -> float:
+    """The largest rotation (degrees) of drift @ alignment over the slices."""
+    residual = drift @ alignment
+    return float(np.abs(np.degrees(np.arctan2(residual[:, 1, 0], residual[:, 0, 0]))).max())
 
 
 def describe(residual: np.ndarray) -> str:
@@ -68,9 +94,17 @@ def main() -> None:
         for label, apply in FILTERS.items():
             filtered = np.stack([apply(plane.astype(np.float64)) for plane in data["volume"]])
             registrations[f"registered on {label}"] = register_to_previous(filtered)
+        registrations["translation only"] = register_to_previous(
+            data["volume"], StackReg.TRANSLATION
+        )
         for label, alignment in registrations.items():
             residual = residual_px(data["drift"], alignment, shape)
-            print(f"  residual, {label + ' (px):':32s} {describe(residual)}")
+            step = neighbour_step_px(data["drift"], alignment, shape)
+            print(
+                f"  {label + ':':27s} residual (px) {describe(residual)}; neighbour step "
+                f"(px) mean {step.mean():4.2f} max {step.max():4.2f}; rotation left "
+                f"{rotation_left_deg(data['drift'], alignment):4.2f}°"
+            )
         seen = seen_after_alignment(data)["truth"]
         print(f"  ceiling against the first-slice truth: mIoU {miou(data['truth'], seen):.3f}")
 

@@ -13,8 +13,11 @@ from skimage.transform import AffineTransform, warp
 from .io import Volume, atomic_output, compression, element_size_um
 
 
-def register_to_previous(volume: Volume | np.ndarray) -> np.ndarray:
-    """Cumulative rigid transforms (z, 3, 3), each slice registered to the previous one.
+def register_to_previous(
+    volume: Volume | np.ndarray, transformation: int = StackReg.RIGID_BODY
+) -> np.ndarray:
+    """Cumulative transforms (z, 3, 3), each slice registered to the previous one: rigid
+    (rule align, §3.1) or another pystackreg `transformation` (`StackReg.TRANSLATION`).
 
     The matrices map output to input coordinates in (x, y) order, as pystackreg's and
     scikit-image's `warp` expect; slice 0 is the identity (the reference frame). `volume` is
@@ -25,7 +28,7 @@ def register_to_previous(volume: Volume | np.ndarray) -> np.ndarray:
         plane = volume[z] if isinstance(volume, np.ndarray) else volume.read(z, z + 1)[0]
         return plane.astype(np.float64)
 
-    registration = StackReg(StackReg.RIGID_BODY)
+    registration = StackReg(transformation)
     transforms = np.repeat(np.eye(3)[None], len(volume), axis=0)
     previous = read(0)
     for z in range(1, len(volume)):
