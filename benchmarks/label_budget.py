@@ -63,6 +63,8 @@ edge where the drift moved the sample out of view, and no method can segment the
 `demo_drift_true` (alias `true_alignment`) is the same volume aligned with the simulator's
 own drift instead of registration, its truth and labels those of the reference slice's
 frame: it removes the registration's error and keeps the resampling.
+`demo_drift_translation` (alias `translation_alignment`) is `demo_drift` registered for
+translation only (`StackReg.TRANSLATION`), its truth and labels as seen on that alignment.
 
 The patch CNN and the forest train on `sampling.fraction` of the labelled train voxels,
 50/50 pore/solid as in the workflow; the fraction is derived per budget so that they see at
@@ -93,6 +95,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pandas as pd
+from pystackreg import StackReg
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
@@ -190,12 +193,14 @@ VARIANTS = {
 }
 METHODS = ("otsu", "rf", *VARIANTS)
 DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps", "cnn_dense_pseudo")
-KINDS = ("demo", "spheres", "demo_drift", "demo_drift_true")
+KINDS = ("demo", "spheres", "demo_drift", "demo_drift_true", "demo_drift_translation")
 KIND_ALIASES = {
     "second": "spheres",
     "workflow": "demo_drift",
     "true_alignment": "demo_drift_true",
+    "translation_alignment": "demo_drift_translation",
 }
+REGISTRATION = {"demo_drift": StackReg.RIGID_BODY, "demo_drift_translation": StackReg.TRANSLATION}
 
 
 @dataclass(frozen=True)
@@ -357,8 +362,9 @@ def make_data(kind: str, porosity: float, seed: int, budget: Budget) -> dict[str
     if kind == "demo":
         spec = SynthSpec(porosity, seed=seed, drift_px=0.0, drift_deg=0.0, **size, **regions)
         return synthesize(spec)
-    if kind == "demo_drift":  # as rule synthesize_demo: truth and labels as aligned
-        return seen_after_alignment(synthesize(SynthSpec(porosity, seed=seed, **size, **regions)))
+    if kind in REGISTRATION:  # as rule synthesize_demo: truth and labels as aligned
+        spec = SynthSpec(porosity, seed=seed, **size, **regions)
+        return seen_after_alignment(synthesize(spec), REGISTRATION[kind])
     if kind == "demo_drift_true":  # truth and labels in the reference frame, aligned exactly
         return synthesize(SynthSpec(porosity, seed=seed, **size, **regions))
     return synthesize_spheres(SphereSpec(porosity, seed=seed, **size, **regions))
@@ -404,18 +410,20 @@ class Study:
 
 
 def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path) -> DataSet:
-    """Synthesise, align (`demo_drift` as rule align, `demo_drift_true` by the inverse of the
-    simulator's drift), correct the x gradient, scale to [0, 1] and cut the regions' crops
-    with the context an 81 x 3 network and the post-processing's smoothing need."""
+    """Synthesise, align (`demo_drift` as rule align, `demo_drift_translation` for translation
+    only, `demo_drift_true` by the inverse of the simulator's drift), correct the x gradient,
+    scale to [0, 1] and cut the regions' crops with the context an 81 x 3 network and the
+    post-processing's smoothing need."""
     name = f"{kind}{seed}"
     data = make_data(kind, porosity, seed, budget)
     raw, preprocessed = workdir / f"{name}_raw.h5", workdir / f"{name}_preprocessed.h5"
     write_h5(raw, {"volume": data["volume"]})
     sampled = None
-    if kind == "demo_drift":
+    if kind in REGISTRATION:
         aligned = workdir / f"{name}_aligned.h5"
         with Volume(str(raw), name) as volume:
-            transforms = transforms_from_table(align_volume(volume, aligned, VOXEL_NM))
+            table = align_volume(volume, aligned, VOXEL_NM, REGISTRATION[kind])
+            transforms = transforms_from_table(table)
         # not the aligned slices' borders, which repeat their edge
         sampled = align_labels(np.ones(data["truth"].shape, np.uint8), transforms) == 1
         raw = aligned
@@ -848,7 +856,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--data",
         default="demo,spheres",
-        help="demo,spheres (or second),demo_drift (or workflow),demo_drift_true (true_alignment)",
+        help="demo,spheres (second),demo_drift (workflow),demo_drift_true (true_alignment),"
+        "demo_drift_translation (translation_alignment)",
     )
     parser.add_argument("--epochs-patches", type=int, default=6, help="the demo's 6")
     parser.add_argument("--epochs-dense", type=int, default=40, help="the default demo's 40")

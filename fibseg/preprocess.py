@@ -98,10 +98,11 @@ def align_volume(
     volume: Volume,
     output_h5: str | os.PathLike,
     voxel_nm: tuple[float, float, float] | None = None,
+    transformation: int = StackReg.RIGID_BODY,
 ) -> pd.DataFrame:
-    """Align every slice to slice 0 and write `/volume` (input dtype, compressed, with
-    `element_size_um` of `voxel_nm`) to an HDF5 file."""
-    transforms = register_to_previous(volume)
+    """Align every slice to slice 0 (`register_to_previous`) and write `/volume` (input
+    dtype, compressed, with `element_size_um` of `voxel_nm`) to an HDF5 file."""
+    transforms = register_to_previous(volume, transformation)
     with atomic_output(output_h5) as tmp, h5py.File(tmp, "w") as handle:
         data = handle.create_dataset(
             "volume",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pystackreg import StackReg
 from scipy import ndimage as ndi
 from skimage.transform import AffineTransform, warp
 
@@ -152,12 +153,15 @@ def synthesize(spec: SynthSpec) -> dict[str, object]:
     }
 
 
-def seen_after_alignment(data: dict[str, object]) -> dict[str, object]:
+def seen_after_alignment(
+    data: dict[str, object], transformation: int = StackReg.RIGID_BODY
+) -> dict[str, object]:
     """`synthesize`'s data with the truth and the regions' labels in the frame of fibseg's
-    alignment of its volume (rule align, `register_to_previous`), nearest neighbour: what a
-    user sees in, and so annotates on, the aligned volume. Where the aligned slice shows no
-    sample (its border, filled by repeating the edge), the truth repeats its edge too."""
-    alignment = register_to_previous(data["volume"])
+    alignment of its volume (rule align, `register_to_previous` with `transformation`),
+    nearest neighbour: what a user sees in, and so annotates on, the aligned volume. Where
+    the aligned slice shows no sample (its border, filled by repeating the edge), the truth
+    repeats its edge too."""
+    alignment = register_to_previous(data["volume"], transformation)
     truth = data["truth"]
     seen = np.empty_like(truth)
     for z, (drift, aligned) in enumerate(zip(data["drift"], alignment, strict=True)):

@@ -50,12 +50,14 @@ def test_demo_budgets_synthesise_the_workflow_demo_volumes(label_budget, budget_
             )
 
 
-def test_prepare_marks_where_the_aligned_volume_shows_the_sample(label_budget, tmp_path):
-    """`demo_drift` aligns as rule align does and marks the voxels the drift moved out of view;
-    the reference slice is the first, so all of it is seen, and its truth keeps the volume's
-    shape. The drift-free kind has nothing to mark."""
+@pytest.mark.parametrize("kind", ["demo_drift", "demo_drift_translation"])
+def test_prepare_marks_where_the_aligned_volume_shows_the_sample(label_budget, tmp_path, kind):
+    """`demo_drift` aligns as rule align does (`demo_drift_translation` for translation only)
+    and marks the voxels the drift moved out of view; the reference slice is the first, so
+    all of it is seen, and its truth keeps the volume's shape. The drift-free kind has
+    nothing to mark."""
     budget = label_budget.Budget("tiny", 4, 24, slices=6, side=96)
-    drift = label_budget.prepare("demo_drift", 0.3, 22, budget, tmp_path / "drift")
+    drift = label_budget.prepare(kind, 0.3, 22, budget, tmp_path / "drift")
     assert drift.truth.shape == drift.volume.shape == (6, 96, 96)
     assert drift.sampled.shape == drift.truth.shape and drift.sampled.dtype == bool
     assert drift.sampled[0].all()
