@@ -65,6 +65,10 @@ own drift instead of registration, its truth and labels those of the reference s
 frame: it removes the registration's error and keeps the resampling.
 `demo_drift_translation` (alias `translation_alignment`) is `demo_drift` registered for
 translation only (`StackReg.TRANSLATION`), its truth and labels as seen on that alignment.
+`demo_drift_offset` (alias `offset_alignment`) is `demo_drift_true` with every aligned slice,
+its truth and labels moved by the same 0.4 px in x and y: no misregistration between the
+slices, but the sample's voxel grid no longer falls on the image's, so voxels on a boundary
+are partly pore and partly solid (the truth takes the nearest voxel), as in a real scan.
 
 The patch CNN and the forest train on `sampling.fraction` of the labelled train voxels,
 50/50 pore/solid as in the workflow; the fraction is derived per budget so that they see at
@@ -98,6 +102,7 @@ import pandas as pd
 from pystackreg import StackReg
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
+from skimage.transform import AffineTransform, warp
 
 from fibseg.dag import context_margins
 from fibseg.ensemble import Member, ensemble_slices, load_member
@@ -123,7 +128,13 @@ from fibseg.settings import (
     TrainingSettings,
     UnlabelledSettings,
 )
-from fibseg.synth import SynthSpec, random_regions, seen_after_alignment, synthesize
+from fibseg.synth import (
+    SynthSpec,
+    cut_regions,
+    random_regions,
+    seen_after_alignment,
+    synthesize,
+)
 from fibseg.train import train_run
 
 THREADS = 2
@@ -193,12 +204,25 @@ VARIANTS = {
 }
 METHODS = ("otsu", "rf", *VARIANTS)
 DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps", "cnn_dense_pseudo")
-KINDS = ("demo", "spheres", "demo_drift", "demo_drift_true", "demo_drift_translation")
+KINDS = (
+    "demo",
+    "spheres",
+    "demo_drift",
+    "demo_drift_true",
+    "demo_drift_translation",
+    "demo_drift_offset",
+)
 KIND_ALIASES = {
     "second": "spheres",
     "workflow": "demo_drift",
     "true_alignment": "demo_drift_true",
     "translation_alignment": "demo_drift_translation",
+    "offset_alignment": "demo_drift_offset",
+}
+# demo_drift_true and demo_drift_offset: aligned by the drift's inverse, then moved by this
+EXACT_ALIGNMENT_OFFSET = {
+    "demo_drift_true": np.eye(3),
+    "demo_drift_offset": AffineTransform(translation=(0.4, 0.4)).params,
 }
 REGISTRATION = {"demo_drift": StackReg.RIGID_BODY, "demo_drift_translation": StackReg.TRANSLATION}
 
@@ -365,8 +389,16 @@ def make_data(kind: str, porosity: float, seed: int, budget: Budget) -> dict[str
     if kind in REGISTRATION:  # as rule synthesize_demo: truth and labels as aligned
         spec = SynthSpec(porosity, seed=seed, **size, **regions)
         return seen_after_alignment(synthesize(spec), REGISTRATION[kind])
-    if kind == "demo_drift_true":  # truth and labels in the reference frame, aligned exactly
-        return synthesize(SynthSpec(porosity, seed=seed, **size, **regions))
+    if kind in EXACT_ALIGNMENT_OFFSET:  # truth and labels in the reference frame, moved
+        data = synthesize(SynthSpec(porosity, seed=seed, **size, **regions))
+        offset = AffineTransform(matrix=EXACT_ALIGNMENT_OFFSET[kind])
+        truth = np.stack(
+            [
+                warp(plane, offset, order=0, mode="edge", preserve_range=True)
+                for plane in data["truth"]
+            ]
+        ).astype(data["truth"].dtype)
+        return {**data, "truth": truth, "labels": cut_regions(truth, data["regions"])}
     return synthesize_spheres(SphereSpec(porosity, seed=seed, **size, **regions))
 
 
@@ -411,7 +443,7 @@ class Study:
 
 def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path) -> DataSet:
     """Synthesise, align (`demo_drift` as rule align, `demo_drift_translation` for translation
-    only, `demo_drift_true` by the inverse of the simulator's drift), correct the x gradient,
+    only, `demo_drift_true` and `_offset` by the drift's inverse), correct the x gradient,
     scale to [0, 1] and cut the regions' crops with the context an 81 x 3 network and the
     post-processing's smoothing need."""
     name = f"{kind}{seed}"
@@ -427,8 +459,8 @@ def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path
         # not the aligned slices' borders, which repeat their edge
         sampled = align_labels(np.ones(data["truth"].shape, np.uint8), transforms) == 1
         raw = aligned
-    if kind == "demo_drift_true":
-        transforms = np.linalg.inv(data["drift"])  # aligned slice z at p reads drift[z]^-1 p
+    if kind in EXACT_ALIGNMENT_OFFSET:  # aligned slice z at p reads drift[z]^-1 @ offset p
+        transforms = np.linalg.inv(data["drift"]) @ EXACT_ALIGNMENT_OFFSET[kind]
         aligned = workdir / f"{name}_aligned.h5"
         planes = zip(data["volume"], transforms, strict=True)
         write_h5(aligned, {"volume": np.stack([apply_transform(p, m) for p, m in planes])})
@@ -857,7 +889,7 @@ def parse_args() -> argparse.Namespace:
         "--data",
         default="demo,spheres",
         help="demo,spheres (second),demo_drift (workflow),demo_drift_true (true_alignment),"
-        "demo_drift_translation (translation_alignment)",
+        "demo_drift_translation (translation_alignment),demo_drift_offset (offset_alignment)",
     )
     parser.add_argument("--epochs-patches", type=int, default=6, help="the demo's 6")
     parser.add_argument("--epochs-dense", type=int, default=40, help="the default demo's 40")

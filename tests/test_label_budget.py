@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import ndimage as ndi
 
 from fibseg.synth import SynthSpec
 
@@ -85,3 +86,23 @@ def test_true_alignment_undoes_the_simulators_drift(label_budget, tmp_path):
         return np.abs(aligned.volume - plain.volume)[seen].mean()
 
     assert distance(exact) < 0.95 * distance(registered)
+
+
+def test_offset_alignment_moves_the_image_off_the_truths_grid(label_budget, tmp_path):
+    """`demo_drift_offset` moves the exactly aligned slices by 0.4 px: the nearest voxel of the
+    truth stays the same, the image does not."""
+    budget = label_budget.Budget("tiny", 4, 24, slices=6, side=96)
+    kinds = ("demo_drift_true", "demo_drift_offset")
+    data = {kind: label_budget.prepare(kind, 0.3, 22, budget, tmp_path / kind) for kind in kinds}
+    exact, offset = data["demo_drift_true"], data["demo_drift_offset"]
+    np.testing.assert_array_equal(offset.truth, exact.truth)
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+
+    def distance_after_shift(shift):
+        shifted = ndi.shift(exact.volume, (0, shift, shift), order=3, mode="nearest")
+        return np.abs(offset.volume - shifted)[inner].mean()
+
+    # the exactly aligned volume read 0.4 px further on, up to the resamplings' smoothing
+    nearest = distance_after_shift(-0.4)
+    assert nearest < 0.6 * distance_after_shift(0.0)
+    assert nearest < 0.5 * distance_after_shift(0.4)
