@@ -102,7 +102,7 @@ import pandas as pd
 from pystackreg import StackReg
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
-from skimage.transform import AffineTransform, warp
+from skimage.transform import AffineTransform
 
 from fibseg.dag import context_margins
 from fibseg.ensemble import Member, ensemble_slices, load_member
@@ -128,13 +128,7 @@ from fibseg.settings import (
     TrainingSettings,
     UnlabelledSettings,
 )
-from fibseg.synth import (
-    SynthSpec,
-    cut_regions,
-    random_regions,
-    seen_after_alignment,
-    synthesize,
-)
+from fibseg.synth import SynthSpec, random_regions, seen_after_alignment, synthesize
 from fibseg.train import train_run
 
 THREADS = 2
@@ -389,16 +383,10 @@ def make_data(kind: str, porosity: float, seed: int, budget: Budget) -> dict[str
     if kind in REGISTRATION:  # as rule synthesize_demo: truth and labels as aligned
         spec = SynthSpec(porosity, seed=seed, **size, **regions)
         return seen_after_alignment(synthesize(spec), REGISTRATION[kind])
-    if kind in EXACT_ALIGNMENT_OFFSET:  # truth and labels in the reference frame, moved
-        data = synthesize(SynthSpec(porosity, seed=seed, **size, **regions))
-        offset = AffineTransform(matrix=EXACT_ALIGNMENT_OFFSET[kind])
-        truth = np.stack(
-            [
-                warp(plane, offset, order=0, mode="edge", preserve_range=True)
-                for plane in data["truth"]
-            ]
-        ).astype(data["truth"].dtype)
-        return {**data, "truth": truth, "labels": cut_regions(truth, data["regions"])}
+    if kind in EXACT_ALIGNMENT_OFFSET:
+        # truth and labels in the reference frame: an offset under half a voxel leaves every
+        # voxel's nearest voxel of the sample where it was
+        return synthesize(SynthSpec(porosity, seed=seed, **size, **regions))
     return synthesize_spheres(SphereSpec(porosity, seed=seed, **size, **regions))
 
 
@@ -450,20 +438,17 @@ def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path
     data = make_data(kind, porosity, seed, budget)
     raw, preprocessed = workdir / f"{name}_raw.h5", workdir / f"{name}_preprocessed.h5"
     write_h5(raw, {"volume": data["volume"]})
-    sampled = None
+    aligned, transforms, sampled = workdir / f"{name}_aligned.h5", None, None
     if kind in REGISTRATION:
-        aligned = workdir / f"{name}_aligned.h5"
         with Volume(str(raw), name) as volume:
             table = align_volume(volume, aligned, VOXEL_NM, REGISTRATION[kind])
-            transforms = transforms_from_table(table)
-        # not the aligned slices' borders, which repeat their edge
-        sampled = align_labels(np.ones(data["truth"].shape, np.uint8), transforms) == 1
-        raw = aligned
-    if kind in EXACT_ALIGNMENT_OFFSET:  # aligned slice z at p reads drift[z]^-1 @ offset p
+        transforms = transforms_from_table(table)
+    elif kind in EXACT_ALIGNMENT_OFFSET:  # aligned slice z at p reads drift[z]^-1 @ offset p
         transforms = np.linalg.inv(data["drift"]) @ EXACT_ALIGNMENT_OFFSET[kind]
-        aligned = workdir / f"{name}_aligned.h5"
         planes = zip(data["volume"], transforms, strict=True)
         write_h5(aligned, {"volume": np.stack([apply_transform(p, m) for p, m in planes])})
+    if transforms is not None:
+        # not the aligned slices' borders, which repeat their edge
         sampled = align_labels(np.ones(data["truth"].shape, np.uint8), transforms) == 1
         raw = aligned
     with Volume(str(raw), name) as volume:
@@ -846,6 +831,15 @@ def spread(values: pd.Series, digits: int) -> str:
     return f"{values.mean():.{digits}f}±{values.std(ddof=1):.{digits}f}"
 
 
+# row column, summary label per porosity, decimals
+SUMMARY_COLUMNS = (
+    ("mIoU", "mIoU φ{:.2f}", 3),
+    ("porosity_error_pp", "Δφ{:.2f} pp", 1),
+    ("mIoU_outside_train", "outside train φ{:.2f}", 3),
+    ("mIoU_sampled", "sampled φ{:.2f}", 3),
+)
+
+
 def summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Method x data kind x budget: labelled voxels per data set, each porosity's mIoU and
     porosity error (mean ± std over seeds), and the method's wall time."""
@@ -860,14 +854,9 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
             "trained on": int(group["trained_on"].iloc[0]),
             "seeds": group["seed"].nunique(),
         }
-        for porosity, part in group.groupby("porosity_target"):
-            record[f"mIoU φ{porosity:.2f}"] = spread(part["mIoU"], 3)
-        for porosity, part in group.groupby("porosity_target"):
-            record[f"Δφ{porosity:.2f} pp"] = spread(part["porosity_error_pp"], 1)
-        for porosity, part in group.groupby("porosity_target"):
-            record[f"outside train φ{porosity:.2f}"] = spread(part["mIoU_outside_train"], 3)
-        for porosity, part in group.groupby("porosity_target"):
-            record[f"sampled φ{porosity:.2f}"] = spread(part["mIoU_sampled"], 3)
+        for column, label, digits in SUMMARY_COLUMNS:
+            for porosity, part in group.groupby("porosity_target"):
+                record[label.format(porosity)] = spread(part[column], digits)
         per_seed = group.groupby("seed")["seconds"].first()
         record["seconds"] = spread(per_seed, 0)
         records.append(record)
