@@ -1,44 +1,67 @@
-"""How far fibseg's alignment (rule align: StackReg, each slice registered to the previous
-one) leaves the demo volumes from the frame of their first slice, measured against the
-simulator's known drift, and what that costs a segmentation scored in the wrong frame.
+"""How far fibseg's registrations leave simulated stacks from the frame of their first
+slice, measured against the simulator's known drift: the paper's previous-slice chain
+(`align.method: previous`, config/paper.yaml) beside the joint solve (`align.method: joint`,
+the default) and variants of it.
 
-For each demo data set of config/config.yaml (or --seeds for more draws of HPC30's spec):
+Stacks:
+- the demo data sets of config/config.yaml (a random-walk drift with rotation);
+- `--seeds` draws (default 3) of an HPC30-like volume for each kind of drift: none, walk,
+  trend (slow drift plus jitter, with rotation), trend-still-angle (the same without
+  rotation), and trend-fiducial (a trend of half the speed, without rotation, with a fiducial mark,
+  registered through `align.roi` on the mark with `band_px` 0.5-4: a translation measured
+  on one mark cannot tell a rotation).
+
+Per stack and registration:
 - the residual: per slice, the largest distance (px) over 9 points (corners, edge middles,
   centre) between where the aligned slice shows the sample and where the first slice's frame
-  puts it; its mean and maximum over the slices, and the mean over the first and last 8;
-- the neighbour step: per slice, the largest of the same points' distances between where
-  it and the previous aligned slice show the same point of the sample (what blurs a
-  next-slice cue once the truth follows the alignment), and the largest rotation left (°);
-- the same after registering on filtered slices (high-pass: minus a Gaussian of sigma 8;
-  DoG: Gaussian 1 minus Gaussian 8) or for translation only (`StackReg.TRANSLATION`: the
-  demo's drift rotates by 0.05° per slice at most in one standard deviation), candidate
-  remedies;
-- the ceiling: the full-volume mIoU of the truth as seen on the aligned volume
-  (fibseg.synth.seen_after_alignment) against the truth in the first slice's frame, i.e. what
-  a perfect segmentation of the aligned volume scores against a first-slice truth.
+  puts it; its mean and maximum over the slices, and the mean over the first and last 8
+  slices (how it grows with depth);
+- the largest rotation left (degrees) and whether the joint solve found drift above the
+  noise (`drift`; `still` when it kept the slices as acquired).
+A summary per kind of stack closes: the mean of the stacks' mean residuals and the worst
+residual of any slice. For the demo data sets it also prints the ceiling (the full-volume
+mIoU of the truth as seen on the aligned volume against the sample's truth: what a perfect
+segmentation of the aligned volume scores in the sample's frame) and, with `--structure`,
+the pore structure of the truth as seen on the aligned volume beside the sample's own
+(fibseg.structure.analyze on a grid of 1e6 voxels, as the demo): what the alignment's
+shear and twist alone do to tortuosity, connectivity and sizes.
 
-    python benchmarks/alignment_error.py             # about 1 minute on 2 cores
+    python benchmarks/alignment_error.py               # about 3 minutes on 2 cores
+    python benchmarks/alignment_error.py --kinds demo --structure   # about 4 minutes
+    python benchmarks/alignment_error.py --kinds none,walk,trend --size 512
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
-from pystackreg import StackReg
-from scipy import ndimage as ndi
 
 from fibseg.metrics import miou
-from fibseg.preprocess import register_to_previous
-from fibseg.synth import SynthSpec, seen_after_alignment, synthesize
+from fibseg.registration import estimate_alignment
+from fibseg.settings import AlignSettings
+from fibseg.structure import StructureSettings, analyze, scalar_metrics
+from fibseg.synth import FIDUCIAL_ROWS, SynthSpec, seen_after_alignment, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
-FILTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "high-pass": lambda image: image - ndi.gaussian_filter(image, 8),
-    "DoG": lambda image: ndi.gaussian_filter(image, 1) - ndi.gaussian_filter(image, 8),
+REGISTRATIONS = {
+    "previous (paper)": AlignSettings(method="previous", model="rigid"),
+    "joint (default)": AlignSettings(),
+    "joint, never still": AlignSettings(still=False),
+    "joint, lag 1 only": AlignSettings(lags=1, still=False),
+    "joint, rigid": AlignSettings(model="rigid", still=False),
+    "joint, smoothness 1": AlignSettings(smoothness=1.0, still=False),
+}
+KINDS = {
+    "none": {"drift": "none"},
+    "walk": {"drift": "walk"},
+    "trend": {"drift": "trend"},
+    "trend-still-angle": {"drift": "trend", "drift_deg": 0.0},
+    "trend-fiducial": {"drift": "trend", "drift_px": 0.3, "drift_deg": 0.0, "fiducial": True},
 }
 
 
@@ -57,56 +80,118 @@ def residual_px(drift: np.ndarray, alignment: np.ndarray, shape: tuple[int, int]
     return np.hypot(*(moved[:, :2] - points[None, :2]).transpose(1, 0, 2)).max(axis=1)
 
 
-def neighbour_step_px(
-    drift: np.ndarray, alignment: np.ndarray, shape: tuple[int, int]
-) -> np.ndarray:
-    """Per slice after the first, the largest of 9 points' distances between where it and the
-    previous aligned slice show the same point of the sample."""
-    _, moved = moved_points(drift, alignment, shape)
-    return np.hypot(*np.diff(moved[:, :2], axis=0).transpose(1, 0, 2)).max(axis=1)
-
-
 def rotation_left_deg(drift: np.ndarray, alignment: np.ndarray) -> float:
     """The largest rotation (degrees) of drift @ alignment over the slices."""
     residual = drift @ alignment
     return float(np.abs(np.degrees(np.arctan2(residual[:, 1, 0], residual[:, 0, 0]))).max())
 
 
-def describe(residual: np.ndarray) -> str:
-    return (
-        f"mean {residual.mean():4.2f} max {residual.max():5.2f} "
-        f"(first 8 {residual[:8].mean():4.2f}, last 8 {residual[-8:].mean():4.2f})"
-    )
+FIDUCIAL_BAND = (0.5, 4.0)  # on the mark: worst 0.22 px against 0.38 px with the default band
+
+
+def fiducial_roi(spec: SynthSpec) -> tuple[int, int, int, int]:
+    """An alignment region (y, x, height, width) on the simulated fiducial mark."""
+    return (4, spec.width // 2 - 64, FIDUCIAL_ROWS - 8, 128)
+
+
+STRUCTURE_METRICS = (
+    "tortuosity_geometric_z",
+    "tortuosity_diffusive_z",
+    "tortuosity_diffusive_x",
+    "connected_to_z0",
+    "pore_diameter_mean_nm",
+    "specific_surface_area_per_um",
+)
+
+
+def print_structure(truths: dict[str, np.ndarray], voxel_nm: tuple[float, float, float]) -> None:
+    """The pore structure of each truth (1 = solid) on the demo's analysis grid."""
+    settings = StructureSettings(max_voxels=1_000_000)
+    for label, truth in truths.items():
+        metrics = scalar_metrics(analyze(truth, voxel_nm, settings)[0])
+        values = ", ".join(f"{key} {metrics[key]:.3f}" for key in STRUCTURE_METRICS)
+        print(f"  structure of {label}: {values}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=0, help="extra draws of HPC30's spec")
+    parser.add_argument("--seeds", type=int, default=3, help="draws per kind of drift")
+    parser.add_argument("--size", type=int, default=256, help="slice side of the draws (px)")
+    parser.add_argument("--slices", type=int, default=32, help="slices of the draws")
+    parser.add_argument("--csv", type=Path, help="write every stack's row here")
+    parser.add_argument("--structure", action="store_true", help="demo: the pore structure")
+    parser.add_argument("--kinds", default=",".join(["demo", *KINDS]), help="stacks to run")
     args = parser.parse_args()
     demo = yaml.safe_load((REPO / "config/config.yaml").read_text())["demo"]
-    specs = {name: SynthSpec(**fields) for name, fields in demo.items()}
-    specs |= {f"seed{s}": SynthSpec(porosity=0.30, seed=s) for s in range(100, 100 + args.seeds)}
-    for name, spec in specs.items():
+    kinds = args.kinds.split(",")
+    stacks = [("demo", name, SynthSpec(**fields)) for name, fields in demo.items()]
+    stacks = stacks if "demo" in kinds else []
+    size = {"height": args.size, "width": args.size, "slices": args.slices}
+    for kind, fields in KINDS.items():
+        for seed in range(100, 100 + args.seeds) if kind in kinds else []:
+            stacks.append((kind, f"seed{seed}", SynthSpec(0.30, seed=seed, **size, **fields)))
+    rows = []
+    for kind, name, spec in stacks:
         data = synthesize(spec)
         shape = data["volume"].shape[1:]
-        print(f"{name}: {spec.slices} slices of {shape[0]} x {shape[1]}", flush=True)
-        registrations = {"fibseg's alignment": register_to_previous(data["volume"])}
-        for label, apply in FILTERS.items():
-            filtered = np.stack([apply(plane.astype(np.float64)) for plane in data["volume"]])
-            registrations[f"registered on {label}"] = register_to_previous(filtered)
-        registrations["translation only"] = register_to_previous(
-            data["volume"], StackReg.TRANSLATION
-        )
-        for label, alignment in registrations.items():
-            residual = residual_px(data["drift"], alignment, shape)
-            step = neighbour_step_px(data["drift"], alignment, shape)
-            print(
-                f"  {label + ':':27s} residual (px) {describe(residual)}; neighbour step "
-                f"(px) mean {step.mean():4.2f} max {step.max():4.2f}; rotation left "
-                f"{rotation_left_deg(data['drift'], alignment):4.2f}°"
+        print(f"{kind} {name}: {spec.slices} slices of {shape[0]} x {shape[1]}", flush=True)
+        for label, settings in REGISTRATIONS.items():
+            if spec.fiducial and settings.method == "joint":  # the mark's sharp edges: a finer band
+                roi = {"roi": fiducial_roi(spec), "band_px": FIDUCIAL_BAND}
+                settings = AlignSettings(**{**settings.__dict__, **roi})
+            start = time.perf_counter()
+            alignment = estimate_alignment(data["volume"], settings)
+            seconds = time.perf_counter() - start
+            residual = residual_px(data["drift"], alignment.transforms, shape)
+            row = {
+                "kind": kind,
+                "stack": name,
+                "registration": label,
+                "mean_px": residual.mean(),
+                "max_px": residual.max(),
+                "first8_px": residual[:8].mean(),
+                "last8_px": residual[-8:].mean(),
+                "rotation_left_deg": rotation_left_deg(data["drift"], alignment.transforms),
+                "drift_found": alignment.drift_detected,
+                "seconds": seconds,
+            }
+            rows.append(row)
+            found = (
+                ""
+                if settings.method == "previous"
+                else (" drift" if alignment.drift_detected else " still")
             )
-        seen = seen_after_alignment(data)["truth"]
-        print(f"  ceiling against the first-slice truth: mIoU {miou(data['truth'], seen):.3f}")
+            print(
+                f"  {label + ':':22s} residual (px) mean {row['mean_px']:5.2f} max "
+                f"{row['max_px']:5.2f} (first 8 {row['first8_px']:4.2f}, last 8 "
+                f"{row['last8_px']:5.2f}); rotation left {row['rotation_left_deg']:4.2f}°; "
+                f"{seconds:4.1f} s{found}",
+                flush=True,
+            )
+        if kind == "demo":
+            structures = {"the sample": data["truth"]}
+            for label in ("previous (paper)", "joint (default)"):
+                seen = seen_after_alignment(data, REGISTRATIONS[label])["truth"]
+                structures[label] = seen
+                print(
+                    f"  ceiling of {label} against the sample's truth: mIoU "
+                    f"{miou(data['truth'], seen):.3f}"
+                )
+            if args.structure:
+                print_structure(structures, spec.voxel_nm)
+    table = pd.DataFrame(rows)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    summary = table.groupby(["kind", "registration"], sort=False).agg(
+        mean_px=("mean_px", "mean"),
+        worst_px=("max_px", "max"),
+        last8_px=("last8_px", "mean"),
+        rotation_left_deg=("rotation_left_deg", "max"),
+        drift_found=("drift_found", "sum"),
+        stacks=("stack", "count"),
+    )
+    print("\nsummary (mean of the stacks' mean residuals, worst slice of any stack):")
+    print(summary.round(2).to_string())
 
 
 if __name__ == "__main__":

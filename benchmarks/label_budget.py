@@ -63,8 +63,10 @@ edge where the drift moved the sample out of view, and no method can segment the
 `demo_drift_true` (alias `true_alignment`) is the same volume aligned with the simulator's
 own drift instead of registration, its truth and labels those of the reference slice's
 frame: it removes the registration's error and keeps the resampling.
-`demo_drift_translation` (alias `translation_alignment`) is `demo_drift` registered for
-translation only (`StackReg.TRANSLATION`), its truth and labels as seen on that alignment.
+`demo_drift_previous` (alias `previous_alignment`) is `demo_drift` registered as the paper
+does (config/paper.yaml: each slice to the previous one, StackReg rigid body), rule align's
+default before its joint solve; `demo_drift_translation` (alias `translation_alignment`) is
+that chain for translation only, its truth and labels as seen on that alignment.
 `demo_drift_offset` (alias `offset_alignment`) is `demo_drift_true` with every aligned slice,
 its truth and labels moved by the same 0.4 px in x and y: no misregistration between the
 slices, but the sample's voxel grid no longer falls on the image's, so voxels on a boundary
@@ -99,7 +101,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pandas as pd
-from pystackreg import StackReg
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.transform import AffineTransform
@@ -117,12 +118,12 @@ from fibseg.preprocess import (
     align_volume,
     apply_transform,
     correct_gradient,
-    transforms_from_table,
 )
 from fibseg.regions import RegionSet, extract_regions
 from fibseg.runtime import configure_threads
 from fibseg.sampling import labelled_voxels, regions_in, sample_split, split_regions
 from fibseg.settings import (
+    AlignSettings,
     InferenceSettings,
     SearchRanges,
     TrainingSettings,
@@ -202,6 +203,7 @@ KINDS = (
     "demo",
     "spheres",
     "demo_drift",
+    "demo_drift_previous",
     "demo_drift_true",
     "demo_drift_translation",
     "demo_drift_offset",
@@ -209,6 +211,7 @@ KINDS = (
 KIND_ALIASES = {
     "second": "spheres",
     "workflow": "demo_drift",
+    "previous_alignment": "demo_drift_previous",
     "true_alignment": "demo_drift_true",
     "translation_alignment": "demo_drift_translation",
     "offset_alignment": "demo_drift_offset",
@@ -218,7 +221,11 @@ EXACT_ALIGNMENT_OFFSET = {
     "demo_drift_true": np.eye(3),
     "demo_drift_offset": AffineTransform(translation=(0.4, 0.4)).params,
 }
-REGISTRATION = {"demo_drift": StackReg.RIGID_BODY, "demo_drift_translation": StackReg.TRANSLATION}
+REGISTRATION = {
+    "demo_drift": AlignSettings(),  # rule align's default
+    "demo_drift_previous": AlignSettings(method="previous", model="rigid"),
+    "demo_drift_translation": AlignSettings(method="previous", model="translation"),
+}
 
 
 @dataclass(frozen=True)
@@ -430,8 +437,9 @@ class Study:
 
 
 def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path) -> DataSet:
-    """Synthesise, align (`demo_drift` as rule align, `demo_drift_translation` for translation
-    only, `demo_drift_true` and `_offset` by the drift's inverse), correct the x gradient,
+    """Synthesise, align (`demo_drift` as rule align, `demo_drift_previous` and
+    `_translation` by the paper's chain, `demo_drift_true` and `_offset` by the drift's
+    inverse), correct the x gradient,
     scale to [0, 1] and cut the regions' crops with the context an 81 x 3 network and the
     post-processing's smoothing need."""
     name = f"{kind}{seed}"
@@ -441,8 +449,7 @@ def prepare(kind: str, porosity: float, seed: int, budget: Budget, workdir: Path
     aligned, transforms, sampled = workdir / f"{name}_aligned.h5", None, None
     if kind in REGISTRATION:
         with Volume(str(raw), name) as volume:
-            table = align_volume(volume, aligned, VOXEL_NM, REGISTRATION[kind])
-        transforms = transforms_from_table(table)
+            transforms = align_volume(volume, aligned, VOXEL_NM, REGISTRATION[kind]).transforms
     elif kind in EXACT_ALIGNMENT_OFFSET:  # aligned slice z at p reads drift[z]^-1 @ offset p
         transforms = np.linalg.inv(data["drift"]) @ EXACT_ALIGNMENT_OFFSET[kind]
         planes = zip(data["volume"], transforms, strict=True)
@@ -877,7 +884,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--data",
         default="demo,spheres",
-        help="demo,spheres (second),demo_drift (workflow),demo_drift_true (true_alignment),"
+        help="demo,spheres (second),demo_drift (workflow),demo_drift_previous "
+        "(previous_alignment),demo_drift_true (true_alignment),"
         "demo_drift_translation (translation_alignment),demo_drift_offset (offset_alignment)",
     )
     parser.add_argument("--epochs-patches", type=int, default=6, help="the demo's 6")

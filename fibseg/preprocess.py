@@ -1,4 +1,5 @@
-"""Pre-processing of §3.1: rigid StackReg alignment and removal of the x intensity gradient."""
+"""Pre-processing of §3.1: alignment (fibseg.registration estimates it; here the paper's
+previous-slice StackReg chain and the resampling) and removal of the x intensity gradient."""
 
 from __future__ import annotations
 
@@ -7,36 +8,10 @@ import os
 import h5py
 import numpy as np
 import pandas as pd
-from pystackreg import StackReg
 from skimage.transform import AffineTransform, warp
 
 from .io import Volume, atomic_output, compression, element_size_um
-
-
-def register_to_previous(
-    volume: Volume | np.ndarray, transformation: int = StackReg.RIGID_BODY
-) -> np.ndarray:
-    """Cumulative transforms (z, 3, 3), each slice registered to the previous one: rigid
-    (rule align, §3.1) or another pystackreg `transformation` (`StackReg.TRANSLATION`).
-
-    The matrices map output to input coordinates in (x, y) order, as pystackreg's and
-    scikit-image's `warp` expect; slice 0 is the identity (the reference frame). `volume` is
-    a `Volume` or an array (z, y, x) of the same values: both give the same transforms.
-    """
-
-    def read(z: int) -> np.ndarray:
-        plane = volume[z] if isinstance(volume, np.ndarray) else volume.read(z, z + 1)[0]
-        return plane.astype(np.float64)
-
-    registration = StackReg(transformation)
-    transforms = np.repeat(np.eye(3)[None], len(volume), axis=0)
-    previous = read(0)
-    for z in range(1, len(volume)):
-        current = read(z)
-        step = registration.register(previous, current)
-        transforms[z] = step @ transforms[z - 1]
-        previous = current
-    return transforms
+from .registration import Alignment, AlignSettings, estimate_alignment
 
 
 def transforms_table(transforms: np.ndarray) -> pd.DataFrame:
@@ -98,11 +73,13 @@ def align_volume(
     volume: Volume,
     output_h5: str | os.PathLike,
     voxel_nm: tuple[float, float, float] | None = None,
-    transformation: int = StackReg.RIGID_BODY,
-) -> pd.DataFrame:
-    """Align every slice to slice 0 (`register_to_previous`) and write `/volume` (input
-    dtype, compressed, with `element_size_um` of `voxel_nm`) to an HDF5 file."""
-    transforms = register_to_previous(volume, transformation)
+    settings: AlignSettings | None = None,
+) -> Alignment:
+    """Align every slice to slice 0 (`fibseg.registration.estimate_alignment`) and write
+    `/volume` (input dtype, compressed, with `element_size_um` of `voxel_nm`) to an HDF5
+    file; slices that the alignment leaves in place are copied, not resampled."""
+    alignment = estimate_alignment(volume, settings or AlignSettings())
+    transforms = alignment.transforms
     with atomic_output(output_h5) as tmp, h5py.File(tmp, "w") as handle:
         data = handle.create_dataset(
             "volume",
@@ -113,8 +90,10 @@ def align_volume(
         )
         data.attrs.update(element_size_um(voxel_nm))
         for z in range(len(volume)):
-            data[z] = apply_transform(volume.read(z, z + 1)[0], transforms[z])
-    return transforms_table(transforms)
+            plane = volume.read(z, z + 1)[0]
+            identity = np.allclose(transforms[z], np.eye(3), rtol=0, atol=1e-9)
+            data[z] = plane if identity else apply_transform(plane, transforms[z])
+    return alignment
 
 
 def intensity_scale(dtype: np.dtype) -> float:

@@ -98,3 +98,35 @@ class InferenceSettings:
     def from_config(cls, inference: dict) -> InferenceSettings:
         """From the config's `inference` section (missing keys take the defaults)."""
         return cls(**inference)
+
+
+@dataclass(frozen=True)
+class AlignSettings:
+    """Rule align's registration (config key `align`; fibseg.registration): `method` joint
+    (robust joint solve of pairwise phase correlations) or previous (the paper's chain),
+    `model` translation or rigid, pairs up to `lags` slices apart, steps over `max_step_px`
+    per slice dropped, `smoothness` on the positions' second differences, the band
+    (`band_px`, Gaussian sigmas) registered on, an optional region `roi` (y, x, height,
+    width) on a mark that does not change, and `still`: keep a stack as acquired when its
+    drift test (fibseg.registration.drift_test) stays within `still_sigmas`."""
+
+    method: str = "joint"
+    model: str = "translation"
+    lags: int = 2
+    max_step_px: float = 5.0
+    smoothness: float = 0.0
+    band_px: tuple[float, float] = (1.0, 8.0)
+    roi: tuple[int, int, int, int] | None = None  # y, x, height, width
+    still: bool = True
+    still_sigmas: float = 4.0
+    upsample: int = 20
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> AlignSettings:
+        """From the config's `align` section, or `asdict` of one (missing keys: defaults)."""
+        section = dict(section or {})
+        if section.get("band_px") is not None:
+            section["band_px"] = tuple(section["band_px"])
+        if section.get("roi") is not None:
+            section["roi"] = tuple(int(v) for v in section["roi"])
+        return cls(**section)

@@ -1,14 +1,15 @@
 """Rule synthesize_demo: one synthetic FIB-SEM data set with shine-through, its truth and
-labels as a user sees them in the aligned volume."""
+labels as a user sees them in the volume aligned as rule align aligns it."""
 
 from fibseg.io import write_csv, write_tiff
 from fibseg.runtime import start_log
+from fibseg.settings import AlignSettings
 from fibseg.synth import SynthSpec, seen_after_alignment, synthesize
 
 log = start_log(snakemake.log[0])
 spec = SynthSpec(**snakemake.params.spec)
 log.info("synthesising %s", spec)
-data = seen_after_alignment(synthesize(spec))
+data = seen_after_alignment(synthesize(spec), AlignSettings.from_config(snakemake.params.align))
 write_tiff(snakemake.output.volume, data["volume"])
 write_tiff(snakemake.output.truth, data["truth"])
 write_tiff(snakemake.output.labels, data["labels"])

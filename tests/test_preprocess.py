@@ -11,8 +11,11 @@ from fibseg.preprocess import (
     column_means,
     correct_gradient,
     fit_gradient,
-    register_to_previous,
+    transforms_table,
 )
+from fibseg.registration import register_to_previous
+from fibseg.settings import AlignSettings
+from fibseg.synth import SynthSpec, synthesize
 
 
 def moved_stack(rng, slices=8, size=160, max_degrees=1.0):
@@ -35,13 +38,17 @@ def moved_stack(rng, slices=8, size=160, max_degrees=1.0):
     return np.stack(images), truths
 
 
-def test_alignment_recovers_known_rigid_motion(tmp_path):
+def test_paper_alignment_recovers_known_rigid_motion(tmp_path):
+    """The paper's registration (config/paper.yaml: align.method previous, model rigid)."""
     rng = np.random.default_rng(0)
     stack, truths = moved_stack(rng)
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, (stack * 60000).astype(np.uint16))
+    paper = AlignSettings(method="previous", model="rigid")
     with Volume(str(path)) as volume:
-        table = align_volume(volume, tmp_path / "aligned.h5")
+        table = transforms_table(
+            align_volume(volume, tmp_path / "aligned.h5", None, paper).transforms
+        )
     with Volume(str(tmp_path / "aligned.h5")) as aligned:
         result = aligned.read().astype(float) / 60000
     # Where slice z sends the grid points, from the estimated and the true motion.
@@ -69,6 +76,20 @@ def test_translation_registration_recovers_shifts_and_rotates_nothing():
     # slice z shows the base at truth @ p, so its aligned copy reads it at truth^-1 @ p
     expected = np.array([-truth[:2, 2] for truth in truths])
     assert np.abs(transforms[:, :2, 2] - expected).max() < 0.25
+
+
+def test_default_alignment_keeps_a_still_stack_as_acquired(tmp_path):
+    """No drift above the noise: every aligned slice is the acquired one, voxel for voxel
+    (no resampling blur); a drifting stack is resampled."""
+    for drift, still in (("none", True), ("walk", False)):
+        volume = synthesize(SynthSpec(0.3, slices=12, seed=6, drift=drift, drift_px=1.0))["volume"]
+        path = tmp_path / f"{drift}.tif"
+        tifffile.imwrite(path, volume)
+        with Volume(str(path)) as stack:
+            alignment = align_volume(stack, tmp_path / f"{drift}.h5")
+        with Volume(str(tmp_path / f"{drift}.h5")) as aligned:
+            same = np.array_equal(aligned.read(), volume)
+        assert same == still and alignment.drift_detected != still, alignment.statement
 
 
 @pytest.mark.parametrize("slope", [2e-4, -5e-4])

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
-from pystackreg import StackReg
 from skimage.filters import threshold_otsu
 from skimage.registration import phase_cross_correlation
 
 from fibseg.metrics import miou, porosity
-from fibseg.preprocess import apply_transform, register_to_previous
+from fibseg.preprocess import apply_transform
+from fibseg.registration import estimate_alignment
+from fibseg.settings import AlignSettings
 from fibseg.synth import SynthSpec, cut_regions, seen_after_alignment, synthesize
 
 
@@ -63,11 +64,9 @@ def test_shine_through_makes_shallow_pores_brighter():
     assert image[:-1][behind_solid].mean() > image[:-1][behind_pore].mean() + 1000
 
 
-def residual_shifts(
-    volume: np.ndarray, truth: np.ndarray, transformation: int = StackReg.RIGID_BODY
-) -> np.ndarray:
+def residual_shifts(volume: np.ndarray, truth: np.ndarray, settings: AlignSettings) -> np.ndarray:
     """Per slice, how far (px) the truth lies from the aligned volume (phase correlation)."""
-    transforms = register_to_previous(volume, transformation)
+    transforms = estimate_alignment(volume, settings).transforms
     aligned = [
         apply_transform(plane, m).astype(float) for plane, m in zip(volume, transforms, strict=True)
     ]
@@ -79,16 +78,25 @@ def residual_shifts(
     )
 
 
-@pytest.mark.parametrize("transformation", [StackReg.RIGID_BODY, StackReg.TRANSLATION])
-def test_truth_and_labels_are_moved_into_the_frame_of_the_alignment(transformation):
-    # Registering each slice to the previous one lets errors add up along z: the aligned
-    # volume drifts away from the sample frame. seen_after_alignment follows it, for the
-    # rigid registration of rule align and for translation only.
+@pytest.mark.parametrize(
+    "settings",
+    [
+        AlignSettings(),
+        AlignSettings(method="previous", model="rigid"),
+        AlignSettings(method="previous", model="translation"),
+    ],
+    ids=["joint", "previous-rigid", "previous-translation"],
+)
+def test_truth_and_labels_are_moved_into_the_frame_of_the_alignment(settings):
+    # No registration undoes the drift exactly (on 128 x 128 slices, the structure's own
+    # change moves it by tenths of a pixel per slice): the aligned volume lies away from the
+    # sample frame. seen_after_alignment follows it, for rule align's default and the
+    # paper's chain, rigid and translation only.
     spec = SynthSpec(porosity=0.22, slices=24, height=128, width=128, seed=22, drift_px=1.0)
     data = synthesize(spec)
-    seen = seen_after_alignment(data, transformation)
-    before = residual_shifts(data["volume"], data["truth"], transformation)
-    after = residual_shifts(data["volume"], seen["truth"], transformation)
+    seen = seen_after_alignment(data, settings)
+    before = residual_shifts(data["volume"], data["truth"], settings)
+    after = residual_shifts(data["volume"], seen["truth"], settings)
     assert before.max() > 1.5 and after.max() <= 0.75 and after.mean() < 0.3, (before, after)
     np.testing.assert_array_equal(seen["labels"], cut_regions(seen["truth"], data["regions"]))
     np.testing.assert_array_equal(seen["volume"], data["volume"])

@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 from fibseg import halving
 from fibseg.io import Volume, split_spec, volume_files, voxel_size_nm
-from fibseg.settings import InferenceSettings, TrainingSettings
+from fibseg.settings import AlignSettings, InferenceSettings, TrainingSettings
 from fibseg.dag import (
     chunk_names,
     chunk_slices,
@@ -77,6 +77,7 @@ MODEL_CHECKED = [] if TRAINS else ["results/pretrained/checked.json"]
 TRAINING = TrainingSettings.from_config(config["training"])
 RUNG_TRAINING = [replace(TRAINING, epochs=end) for end in GRID_PLAN.rung_epochs]
 INFERENCE = InferenceSettings.from_config(config["inference"])
+ALIGN = AlignSettings.from_config(config["align"])
 # the preprocessed volumes that training.unlabelled draws its tiles from (none when off)
 UNLABELLED_VOLUMES = (
     expand("results/{ds}/preprocessed.h5", ds=DATASETS)

@@ -9,6 +9,7 @@ rule synthesize_demo:
         labels="results/demo/{demo}/labels.tif",
     params:
         spec=lambda wildcards: config["demo"][wildcards.demo],
+        align=asdict(ALIGN),  # the truth and labels as seen after rule align
     log:
         "logs/synthesize_demo/{demo}.log",
     wildcard_constraints:

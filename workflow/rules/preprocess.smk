@@ -1,4 +1,5 @@
-# Input checks, alignment (StackReg rigid body) and x-gradient correction (§3.1).
+# Input checks, alignment (config key align: a robust joint solve by default, the paper's
+# StackReg chain in config/paper.yaml) and x-gradient correction (§3.1).
 
 
 rule check_dataset:
@@ -26,9 +27,12 @@ rule align:
     output:
         volume="results/{ds}/aligned.h5",
         transforms="results/{ds}/alignment.csv",
+        pairs="results/{ds}/alignment_pairs.csv",
+        report="results/{ds}/alignment.json",
     params:
         volume=lookup(dpath="{ds}/volume", within=ROWS),
         voxel_size_nm=voxel_size_param,
+        align=asdict(ALIGN),
     log:
         "logs/align/{ds}.log",
     benchmark:
