@@ -4,7 +4,7 @@ slice, measured against the simulator's known drift: the paper's previous-slice 
 the default) and variants of it.
 
 Stacks:
-- the demo data sets of config/config.yaml (a random-walk drift with rotation);
+- the demo data sets of config/demo.yaml (a random-walk drift with rotation);
 - `--seeds` draws (default 3) of an HPC30-like volume for each kind of drift: none, walk,
   trend (slow drift plus jitter, with rotation), trend-still-angle (the same without
   rotation), and trend-fiducial (a trend of half the speed, without rotation, with a fiducial mark,
@@ -21,7 +21,8 @@ Per stack and registration:
 A summary per kind of stack closes: the mean of the stacks' mean residuals and the worst
 residual of any slice. For the demo data sets it also prints the ceiling (the full-volume
 mIoU of the truth as seen on the aligned volume against the sample's truth: what a perfect
-segmentation of the aligned volume scores in the sample's frame) and, with `--structure`,
+segmentation of the aligned volume scores in the sample's frame), what one pair of
+neighbouring slices can tell of a rotation (`pair_rotation_noise_deg`) and, with `--structure`,
 the pore structure of the truth as seen on the aligned volume beside the sample's own
 (fibseg.structure.analyze on a grid of 1e6 voxels, as the demo): what the alignment's
 shear and twist alone do to tortuosity, connectivity and sizes.
@@ -42,7 +43,7 @@ import pandas as pd
 import yaml
 
 from fibseg.metrics import miou
-from fibseg.registration import estimate_alignment
+from fibseg.registration import estimate_alignment, pair_shift, tracking_signal
 from fibseg.settings import AlignSettings
 from fibseg.structure import StructureSettings, analyze, scalar_metrics
 from fibseg.synth import FIDUCIAL_ROWS, SynthSpec, seen_after_alignment, synthesize
@@ -113,6 +114,39 @@ def print_structure(truths: dict[str, np.ndarray], voxel_nm: tuple[float, float,
         print(f"  structure of {label}: {values}", flush=True)
 
 
+def pair_rotation_noise_deg(volume: np.ndarray, drift: np.ndarray, tile: int = 96) -> float:
+    """What one pair of neighbouring slices can tell of a rotation: per pair, the rotation
+    (degrees) of the least-squares rigid fit to the phase-correlation shifts of a 3 x 3 grid
+    of `tile`-pixel tiles (the registration's filtered signal), minus the true rotation step
+    of the drift; the standard deviation over the pairs."""
+    height, width = volume.shape[1:]
+    starts_y, starts_x = (
+        (0, (height - tile) // 2, height - tile),
+        (0, (width - tile) // 2, width - tile),
+    )
+    centres = np.array(
+        [(x + tile / 2 - width / 2, y + tile / 2 - height / 2) for y in starts_y for x in starts_x]
+    )
+    design = np.zeros((2 * len(centres), 3))
+    design[0::2, 0], design[1::2, 1] = 1.0, 1.0
+    design[0::2, 2], design[1::2, 2] = -centres[:, 1], centres[:, 0]  # dx = tx - a y, dy = ty + a x
+    true = np.unwrap(np.arctan2(drift[:, 1, 0], drift[:, 0, 0]))
+    errors = []
+    for z in range(1, len(volume)):
+        shifts = [
+            pair_shift(
+                tracking_signal(volume[z - 1], roi=(y, x, tile, tile)),
+                tracking_signal(volume[z], roi=(y, x, tile, tile)),
+            )
+            for y in starts_y
+            for x in starts_x
+        ]
+        angle = np.linalg.lstsq(design, np.ravel(shifts), rcond=None)[0][2]
+        # the registration's shift undoes the drift: its rotation is minus the drift's step
+        errors.append(np.degrees(-angle - (true[z] - true[z - 1])))
+    return float(np.std(errors))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="draws per kind of drift")
@@ -122,7 +156,7 @@ def main() -> None:
     parser.add_argument("--structure", action="store_true", help="demo: the pore structure")
     parser.add_argument("--kinds", default=",".join(["demo", *KINDS]), help="stacks to run")
     args = parser.parse_args()
-    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())["demo"]
+    demo = yaml.safe_load((REPO / "config/demo.yaml").read_text())["demo"]
     kinds = args.kinds.split(",")
     stacks = [("demo", name, SynthSpec(**fields)) for name, fields in demo.items()]
     stacks = stacks if "demo" in kinds else []
@@ -177,6 +211,13 @@ def main() -> None:
                     f"  ceiling of {label} against the sample's truth: mIoU "
                     f"{miou(data['truth'], seen):.3f}"
                 )
+            steps = np.degrees(np.diff(np.arctan2(data["drift"][:, 1, 0], data["drift"][:, 0, 0])))
+            noise = pair_rotation_noise_deg(data["volume"], data["drift"])
+            print(
+                f"  rotation per pair of neighbouring slices: drift steps std {steps.std():.3f}°, "
+                f"error of a 3 x 3 tile fit std {noise:.3f}°",
+                flush=True,
+            )
             if args.structure:
                 print_structure(structures, spec.voxel_nm)
     table = pd.DataFrame(rows)

@@ -4,7 +4,7 @@ at the best T of a grid chosen on the truth itself: an upper bound for all three
 diagnostic, not a method (the workflow chooses T on the validation regions).
 
 Reads a finished demo run: results/{ds}/scores.h5, results/forest/{ds}/scores.h5 and
-results/demo/{ds}/truth.tif for the demo data sets of config/config.yaml.
+results/demo/{ds}/truth.tif for the demo data sets of config/demo.yaml.
 
     snakemake --cores all && python benchmarks/cnn_forest_mean.py     # the check: 10 s
 """
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", type=Path, default=Path("."), help="the run's directory")
     args = parser.parse_args()
-    config = yaml.safe_load((args.project / "config/config.yaml").read_text())
+    config = yaml.safe_load((args.project / "config/demo.yaml").read_text())
     min_size = config.get("postprocess", {}).get("min_object_voxels", 10)
     results = args.project / "results"
     for name in config["demo"]:

@@ -139,7 +139,7 @@ SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
 SPLIT_SEED = SAMPLING_SEED = 1
 SIGMAS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # the schema's postprocess defaults
 THRESHOLDS = [0.3, 0.325, 0.35, 0.375, 0.4, 0.425, 0.45, 0.475, 0.5, 0.525, 0.55, 0.575, 0.6]
-MIN_OBJECT_VOXELS = 10  # config/config.yaml: demo pores are ~10 px across
+MIN_OBJECT_VOXELS = 10  # config/demo.yaml: demo pores are ~10 px across
 FOREST = {"trees": 200, "sigma_max": 16.0, "n_z": 3, "seed": 0}  # the schema's defaults
 MARGINS = context_margins([N_XY], [N_Z, FOREST["n_z"]], SIGMAS)
 INFERENCE = InferenceSettings(engine="dense")
@@ -251,7 +251,7 @@ BUDGETS = {
     "small": Budget("small", 5, 48),
     "medium": Budget("medium", 40, 48),
     "large": Budget("large", 100, 96),
-    # the workflow demo's volumes (config/config.yaml: 32 x 256 x 256, 20 regions of 48^2)
+    # the workflow demo's volumes (config/demo.yaml: 32 x 256 x 256, 20 regions of 48^2)
     "demo": Budget("demo", 20, 48, slices=32, side=256),
     "demo_large": Budget("demo_large", 100, 96, slices=32, side=256),
 }

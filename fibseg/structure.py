@@ -35,7 +35,7 @@ about 300 bytes per analysis voxel at their peak (305 measured at 1.6e7 voxels b
 `benchmarks/structure.py`), so the volume is analysed by DOWNSAMPLING it to a grid that fits
 the job: 6e7 voxels of ~50 nm for a full paper volume in about 20 GiB (config/paper.yaml).
 The price is resolution: a feature thinner than about 2 h is lost, diameters come in steps
-of at least 2 h, and transport metrics drift when pores are a few voxels wide (README). The
+of at least 2 h, and transport metrics drift when pores are a few voxels wide (docs/methods.md). The
 grid's spacing and porosity are written beside the results.
 
 Why not PoreSpy (3.2.0): it pulls in VTK, PyVista, numba and dask, its

@@ -17,7 +17,7 @@ The windows come from whole volumes, so a tile's context is real data everywhere
 one step come from the same n_z slices of one data set: the preprocessed volumes are stored in
 whole-slice chunks, so a step reads n_z slices, not n_z per tile.
 
-Measured (README, "The label-budget study"): no gain at the small budget of the demo's
+Measured (docs/label_budget.md): no gain at the small budget of the demo's
 generator (0.824 / 0.812 full-volume mIoU against 0.831 / 0.819 without), in 1.7 times the
 time.
 
@@ -27,7 +27,7 @@ the voxels the twin's outputs stand for, under the windows' own transforms, and 
 pseudo-labels the same way; no teacher pass of the network is needed. The network distils
 the forest's labels of every voxel, which scale-space features get right from few labels,
 while keeping its own context. Measured at the small budget of the label-budget study: see
-the README.
+docs/label_budget.md.
 
 masked: before the first epoch of a fresh run (never when resuming), `pretrain_steps` steps of
 their own Adam optimiser (`pretrain_lr`) train the network to predict voxels it cannot see.
@@ -38,8 +38,8 @@ voxel within `mask_radius`. The target is the original value, the loss the squar
 the masked outputs only. The model is the training twin with the sigmoid score layer replaced
 by a linear 1 x 1 head (`blind_spot_model`): every other layer is the classifier's own, so the
 pretrained weights are the classifier's when supervised training starts; the head is dropped.
-The loss per step goes to `pretrain_history.csv` in the run directory. Measured (README, "The
-label-budget study", `cnn_dense_masked`): no gain at the small budget of either simulator
+The loss per step goes to `pretrain_history.csv` in the run directory. Measured
+(docs/label_budget.md, `cnn_dense_masked`): no gain at the small budget of either simulator
 (0.832 / 0.809 against 0.831 / 0.819 on the demo's, 0.778 / 0.798 against 0.781 / 0.802 on the
 spheres), two minutes more. It is off by default.
 """

@@ -52,6 +52,16 @@ def demo_sheet_rows(names: list[str]) -> str:
     return header + rows
 
 
+def demo_config() -> dict:
+    """The demo's config as `snakemake --cores all` builds it: config/config.yaml with
+    config/demo.yaml merged on top (the Snakefile adds it when no file names a sheet)."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "config/demo.yaml").read_text()))
+    return config
+
+
 def write_project(directory: Path, config: dict, sheet: str | None = None) -> Path:
     """A working directory with config/config.yaml (and a sheet) like a user's."""
     (directory / "config").mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, edit_config
+from helpers import REPO, demo_config, edit_config
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -26,9 +26,11 @@ SHEET = "config/datasets.tsv"
 PUBLISHED = {"datasets": {"HPC22": {"regions": "r.tif", "masks": "m.mat"}}}
 
 
-def load_like_the_workflow(project: Path, config_file: str = "config/config.yaml"):
-    """The load-time checks of common.smk, run in the project's working directory."""
-    config = yaml.safe_load((project / config_file).read_text())
+def load_like_the_workflow(project: Path, config: dict | None = None):
+    """The load-time checks of common.smk, run in the project's working directory on
+    `config` (default: the project's config/config.yaml)."""
+    if config is None:
+        config = yaml.safe_load((project / "config/config.yaml").read_text())
     validate(config, CONFIG_SCHEMA)
     check_config(config)
     sheet = read_sheet(config["datasets"])
@@ -62,9 +64,10 @@ def test_the_external_project_loads_with_defaults_filled(project):
 
 
 def test_the_shipped_demo_config_loads(monkeypatch):
-    """config/config.yaml and its sheet: the demo's files are made by the workflow itself."""
+    """config/config.yaml with config/demo.yaml and its sheet: the demo's files are made by
+    the workflow itself."""
     monkeypatch.chdir(REPO)
-    config, sheet = load_like_the_workflow(REPO)
+    config, sheet = load_like_the_workflow(REPO, demo_config())
     assert sheet["name"].tolist() == list(config["demo"])
 
 
@@ -83,13 +86,13 @@ def test_every_shipped_overlay_loads_over_the_demo(monkeypatch, overlays):
     """Each overlay in config/, merged into config/config.yaml as Snakemake merges
     --configfile, passes the schema and the cross-key checks; the demo comparisons train the
     paper's way (patches, SGD, no unlabelled voxels) on the grid of 1 x 2 cells x 2 seeds
-    their README rows were measured with."""
+    their rows in docs/results.md were measured with."""
     from snakemake.utils import update_config
 
     from fibseg.settings import SearchRanges, TrainingSettings
 
     monkeypatch.chdir(REPO)
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config = demo_config()
     for overlay in overlays:
         update_config(config, yaml.safe_load((REPO / "config" / overlay).read_text()))
     validate(config, CONFIG_SCHEMA)
@@ -99,6 +102,37 @@ def test_every_shipped_overlay_loads_over_the_demo(monkeypatch, overlays):
         assert (training.mode, training.optimizer, training.epochs) == ("patches", "sgd", 6)
         assert training.unlabelled.method == "none" and training.search == SearchRanges()
         assert (config["grid"]["n_z"], config["grid"]["seeds"]) == ([1, 3], 2)
+
+
+def test_an_overlay_naming_only_a_sheet_gets_the_real_data_defaults(monkeypatch):
+    """A user's overlay that names a sheet is merged onto config/config.yaml alone: none of
+    the demo's settings (config/demo.yaml) reach it; the Snakefile adds those only when no
+    file names a sheet (tests/test_workflow_dag.py runs both)."""
+    from snakemake.utils import update_config
+
+    monkeypatch.chdir(REPO)
+    demo = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert "datasets" not in config and "demo" not in config
+    update_config(config, {"datasets": "my_datasets.tsv"})
+    validate(config, CONFIG_SCHEMA)
+    check_config(config)
+    assert config["demo"] == {}
+    assert config["sampling"]["fraction"] == 0.01 != demo["sampling"]["fraction"]
+    assert config["postprocess"]["min_object_voxels"] == 100
+    assert demo["postprocess"]["min_object_voxels"] == 10
+    assert config["structure"]["max_voxels"] == 2_000_000 != demo["structure"]["max_voxels"]
+    assert config["grid"]["seeds"] == 3 and demo["grid"]["seeds"] == 1
+    # what the demo's results were measured with stays the same
+    merged = demo_config()
+    assert (merged["grid"]["n_xy"], merged["grid"]["n_z"], merged["grid"]["seeds"]) == (
+        [81],
+        [3],
+        1,
+    )
+    assert merged["inference"] == {"engine": "dense", "slices_per_job": 16}
+    base = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert merged["training"] == base["training"] and "training" not in demo
 
 
 def test_the_paper_overlay_restores_the_papers_training(monkeypatch):
@@ -288,7 +322,7 @@ def test_check_config_names_the_key_the_problem_and_the_fix(project, case):
 
 
 def test_check_config_names_the_config_it_was_given():
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config = demo_config()
     config["grid"]["n_z"] = [4]
     validate(config, CONFIG_SCHEMA)
     with pytest.raises(InputError, match=r"^file 'paper.yaml: grid.n_z': n_z=4 must be odd"):

@@ -27,9 +27,9 @@ def label_budget():
 
 @pytest.mark.parametrize("budget_name", ["demo", "demo_large"])
 def test_demo_budgets_synthesise_the_workflow_demo_volumes(label_budget, budget_name):
-    """Same spec (size, porosity, seed, and for `demo` the regions) as config/config.yaml's
+    """Same spec (size, porosity, seed, and for `demo` the regions) as config/demo.yaml's
     demo entries, so `--data workflow` scores HPC22 and HPC45 themselves."""
-    demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["demo"]
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["demo"]
     by_seed = {entry["seed"]: entry for entry in demo.values()}
     budget = label_budget.BUDGETS[budget_name]
     for seed, porosity in label_budget.POROSITIES.items():

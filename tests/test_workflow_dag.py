@@ -31,6 +31,21 @@ def paper_project(tmp_path):
     return write_project(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
 
 
+def test_an_overlay_naming_only_a_sheet_plans_the_real_data_defaults(paper_project):
+    """`--configfile overlay.yaml` (a sheet, nothing else) on config/config.yaml, with the
+    demo's config/demo.yaml beside it: no demo data set, 3 seeds of one cell, 16 slices per
+    prediction job (13 jobs per 200 slices). Without the overlay, the demo is planned."""
+    for name in ("demo.yaml", "datasets.tsv"):
+        (paper_project / "config" / name).write_text((REPO / "config" / name).read_text())
+    process = run_snakemake(paper_project, "-n", "--quiet", "rules", "--configfile", "overlay.yaml")
+    counts = job_counts(process.stdout + process.stderr)
+    assert "synthesize_demo" not in counts
+    assert counts["train"] == 3 and counts["predict_slices"] == 3 * 13
+    process = run_snakemake(paper_project, "-n", "--quiet", "rules")
+    demo = job_counts(process.stdout + process.stderr)
+    assert demo["synthesize_demo"] == 3 and demo["train"] == 1
+
+
 def job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1].split("total")[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}

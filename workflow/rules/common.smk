@@ -78,6 +78,8 @@ TRAINING = TrainingSettings.from_config(config["training"])
 RUNG_TRAINING = [replace(TRAINING, epochs=end) for end in GRID_PLAN.rung_epochs]
 INFERENCE = InferenceSettings.from_config(config["inference"])
 ALIGN = AlignSettings.from_config(config["align"])
+STRUCTURE_TARGETS = ["results/tables/structure.csv", "results/figures/structure.png"]
+RUN_FILES = {"model": "keras", "history": "csv", "params": "json"}  # of one training run
 # the preprocessed volumes that training.unlabelled draws its tiles from (none when off)
 UNLABELLED_VOLUMES = (
     expand("results/{ds}/preprocessed.h5", ds=DATASETS)
@@ -260,9 +262,6 @@ def all_targets():
     ]
 
 
-STRUCTURE_TARGETS = ["results/tables/structure.csv", "results/figures/structure.png"]
-
-
 def structure_truth(wildcards):
     """The truth's file where the data set has one (the analysis runs on it too)."""
     truth = dataset(wildcards.ds).truth
@@ -281,9 +280,6 @@ def run_outputs(run, keep_last_state):
     successive halving resumes from it."""
     files = {name: f"{run}/{name}.{ext}" for name, ext in RUN_FILES.items()}
     return files | ({"last": f"{run}/last.keras"} if keep_last_state else {})
-
-
-RUN_FILES = {"model": "keras", "history": "csv", "params": "json"}
 
 
 def previous_rung_runs(wildcards):
