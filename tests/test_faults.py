@@ -233,7 +233,8 @@ def test_prediction_killed_mid_run_keeps_finished_chunks(train_project):
         return finished if started - {chunk.stem for chunk in finished} else []
 
     kept = wait_for(finished_and_another_started)[0]
-    first = kept.stat().st_mtime_ns
+    kept_log = logs / f"T22_{kept.stem}.log"
+    first = kept_log.stat().st_mtime_ns
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     for chunk in chunks.iterdir():  # what is there is complete, never a partial file
@@ -243,7 +244,8 @@ def test_prediction_killed_mid_run_keeps_finished_chunks(train_project):
                 assert handle["scores"].shape[0] == 2
     run_snakemake(train_project, "--unlock")
     run_snakemake(train_project, "results/T22/scores.h5", "--rerun-incomplete")
-    assert kept.stat().st_mtime_ns == first  # the finished chunk was kept
+    assert kept_log.stat().st_mtime_ns == first  # the finished chunk was not predicted again
+    assert not kept.exists()  # and, stitched, it was deleted (outputs.keep_score_chunks)
     with h5py.File(train_project / "results/T22/scores.h5") as handle:
         assert handle["scores"].shape == (6, 96, 96)
 

@@ -26,14 +26,10 @@ CONFIG = {
     "inference": {"engine": "sliding", "slices_per_job": 3},
     "postprocess": {"sigma_grid": [0.0, 1.0], "threshold_grid": [0.4, 0.5]},
 }
-# The test node has no GPU: the partition and account are overridden on the command line,
-# and gpu=0 replaces the profile's GPU request (the dry-run test checks that request).
+# The default profile as shipped, with no partition or account: the plugin takes the
+# cluster's default partition and guesses the account. The test node has no GPU: gpu=0
+# replaces the profile's GPU request (the dry-run test checks that request).
 OVERRIDES = [
-    "--default-resources",
-    "slurm_partition=debug",
-    "slurm_account=root",
-    "mem_mb=1500",
-    "runtime=20",
     "--set-resources",
     "train:gpu=0",
     "predict_slices:gpu=0",
@@ -85,6 +81,7 @@ def test_workflow_through_slurm_matches_a_local_run(slurm, tmp_path):
         "rule_train",
         "rule_predict_regions",
         "rule_predict_slices",
+        "rule_stitch",
         "rule_postprocess",
     }
     for _ in range(60):

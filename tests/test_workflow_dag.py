@@ -148,6 +148,10 @@ def test_slurm_profile_gives_gpus_to_train_and_predict_slices_only(paper_project
             assert not any("gpu=" in line for line in lines), (rule, lines)
     # memory derived from the slice size and the model, not the profile's default
     assert any("mem_mb=" in line for line in resources["predict_slices"])
+    # as shipped, no partition or account: the plugin's own defaults apply
+    lines = [line for rule_lines in resources.values() for line in rule_lines]
+    assert not any("slurm_partition" in line or "slurm_account" in line for line in lines)
+    assert all("mem_mb=16000" in line and "runtime=480" in line for line in resources["train"])
 
 
 @pytest.mark.parametrize("teacher", ["forest", "network"])

@@ -196,16 +196,18 @@ def model_geometries():
     return max(found, key=lambda g: g[0] ** 2 * g[1]) if found and all(found) else grid
 
 
-def predict_mem_mb(wildcards):
+def predict_mem_mb(wildcards, attempt):
     """Memory of one predict_slices job, for the largest model of the grid (or the
-    pretrained one)."""
+    pretrained one); a retry (`retries` in the SLURM profile) asks for `attempt` times it."""
     _, height, width = volume_shape(wildcards.ds)
-    return predict_memory_mb(height, width, *model_geometries(), INFERENCE)
+    return predict_memory_mb(height, width, *model_geometries(), INFERENCE) * attempt
 
 
-def postprocess_mem_mb(wildcards):
-    """One slab's masks and connected-component labels (the volume is streamed)."""
-    return postprocess_memory_mb(volume_shape(wildcards.ds), config["postprocess"]["slab_depth"])
+def postprocess_mem_mb(wildcards, attempt):
+    """One slab's masks and connected-component labels (the volume is streamed); `attempt`
+    times it on a retry."""
+    slab = config["postprocess"]["slab_depth"]
+    return postprocess_memory_mb(volume_shape(wildcards.ds), slab) * attempt
 
 
 def slices_of_chunk(wildcards):
@@ -223,10 +225,17 @@ def forest_score_chunks(wildcards):
     return expand("results/forest/{ds}/scores/{chunk}.h5", ds=wildcards.ds, chunk=chunks)
 
 
-def forest_mem_mb(wildcards):
-    """Memory of one predict_forest_slices job: the features of a slice."""
+def score_chunk(path):
+    """A predict job's score file: temporary (deleted once stitched into the data set's
+    scores) unless `outputs.keep_score_chunks`."""
+    return path if config["outputs"]["keep_score_chunks"] else temp(path)
+
+
+def forest_mem_mb(wildcards, attempt):
+    """Memory of one predict_forest_slices job: the features of a slice; `attempt` times it
+    on a retry."""
     _, height, width = volume_shape(wildcards.ds)
-    return forest_memory_mb(height, width, FOREST_NZ, config["forest"]["sigma_max"])
+    return forest_memory_mb(height, width, FOREST_NZ, config["forest"]["sigma_max"]) * attempt
 
 
 def forest_files(pattern, **wildcards):
@@ -268,11 +277,11 @@ def structure_truth(wildcards):
     return volume_files(truth) if truth else []
 
 
-def structure_mem_mb(wildcards):
-    """Memory of one analyze_structure job: the native volume and the analysis grid."""
-    return structure_memory_mb(
-        volume_shape(wildcards.ds), voxel_size(wildcards.ds), config["structure"]
-    )
+def structure_mem_mb(wildcards, attempt):
+    """Memory of one analyze_structure job: the native volume and the analysis grid;
+    `attempt` times it on a retry."""
+    shape, voxel = volume_shape(wildcards.ds), voxel_size(wildcards.ds)
+    return structure_memory_mb(shape, voxel, config["structure"]) * attempt
 
 
 def run_outputs(run, keep_last_state):

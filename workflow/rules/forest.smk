@@ -56,7 +56,7 @@ if FOREST:
             models=["results/forest/forest.joblib"],
             volume="results/{ds}/preprocessed.h5",
         output:
-            "results/forest/{ds}/scores/{chunk}.h5",
+            score_chunk("results/forest/{ds}/scores/{chunk}.h5"),
         resources:
             mem_mb=forest_mem_mb,
         log:

@@ -50,7 +50,7 @@ rule predict_slices:
         checked=MODEL_CHECKED,
         volume="results/{ds}/preprocessed.h5",
     output:
-        "results/{ds}/scores/{chunk}.h5",
+        score_chunk("results/{ds}/scores/{chunk}.h5"),
     params:
         inference=asdict(INFERENCE),
         slices=slices_of_chunk,
