@@ -24,7 +24,7 @@ mIoU of the truth as seen on the aligned volume against the sample's truth: what
 segmentation of the aligned volume scores in the sample's frame), what one pair of
 neighbouring slices can tell of a rotation (`pair_rotation_noise_deg`) and, with `--structure`,
 the pore structure of the truth as seen on the aligned volume beside the sample's own
-(fibseg.structure.analyze on a grid of 1e6 voxels, as the demo): what the alignment's
+(fibseg.structure.analysis.analyze on a grid of 1e6 voxels, as the demo): what the alignment's
 shear and twist alone do to tortuosity, connectivity and sizes.
 
     python benchmarks/alignment_error.py               # about 3 minutes on 2 cores
@@ -42,11 +42,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from fibseg.metrics import miou
-from fibseg.registration import estimate_alignment, pair_shift, tracking_signal
-from fibseg.settings import AlignSettings
-from fibseg.structure import StructureSettings, analyze, scalar_metrics
-from fibseg.synth import FIDUCIAL_ROWS, SynthSpec, seen_after_alignment, synthesize
+from fibseg.demo.synth import FIDUCIAL_ROWS, SynthSpec, seen_after_alignment, synthesize
+from fibseg.evaluation.metrics import miou
+from fibseg.preprocess.registration import estimate_alignment, pair_shift, tracking_signal
+from fibseg.runtime.settings import AlignSettings, StructureSettings
+from fibseg.structure.analysis import analyze, scalar_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRATIONS = {

@@ -19,8 +19,8 @@ import numpy as np
 import tifffile
 import yaml
 
-from fibseg.metrics import miou
-from fibseg.postprocess import segment
+from fibseg.evaluation.metrics import miou
+from fibseg.evaluation.postprocess import segment
 
 THRESHOLDS = np.round(np.arange(0.15, 0.66, 0.05), 2)
 

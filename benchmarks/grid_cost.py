@@ -1,10 +1,10 @@
 """Training cost of a grid configuration: epochs, samples and floating-point operations
-(counted from the models' layers, fibseg.model.forward_flops), for the paper's grid, with
+(counted from the models' layers, fibseg.networks.model.forward_flops), for the paper's grid, with
 successive halving (config/halving.yaml), and with dense training where the grid allows it.
 
 Counted, not estimated:
 - forward FLOPs of each cell's network on one patch (patches) or one training tile (dense);
-- epochs per cell from the grid plan (fibseg.halving.GridPlan);
+- epochs per cell from the grid plan (fibseg.training.halving.GridPlan);
 - samples per epoch: the paper's 117,964 train and 39,320 validation samples (§3.3, 1 % of
   the labelled voxels); dense training sees every labelled voxel of the 180 train and 60
   validation regions of 256 x 256 px.
@@ -35,10 +35,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fibseg.dense import tile_sides, twin_geometry  # noqa: E402
-from fibseg.dense_training import DEFAULT_TILE, training_twin  # noqa: E402
-from fibseg.halving import GridPlan  # noqa: E402
-from fibseg.model import VALID_MIN_NXY, build_model, forward_flops  # noqa: E402
+from fibseg.networks.model import VALID_MIN_NXY, build_model, forward_flops  # noqa: E402
+from fibseg.networks.twin import tile_sides, twin_geometry  # noqa: E402
+from fibseg.training.dense import training_twin  # noqa: E402
+from fibseg.training.halving import GridPlan  # noqa: E402
+from fibseg.training.tiles import DEFAULT_TILE  # noqa: E402
 
 PAPER_TRAIN_SAMPLES, PAPER_VAL_SAMPLES = 117_964, 39_320  # §3.3
 PAPER_TRAIN_REGIONS, PAPER_VAL_REGIONS, REGION_SIDE = 180, 60, 256  # §3.3
@@ -113,7 +114,7 @@ def measured_patch_rate(n_xy: int, n_z: int, batches: int) -> float:
 
 def measured_dense_rate(n_xy: int, n_z: int, steps: int, tiles: int = 4) -> float:
     """Sustained FLOP/s of dense training steps (`tiles` tiles of 128 px) on this CPU."""
-    from fibseg.dense_training import compile_training_twin
+    from fibseg.training.dense import compile_training_twin
 
     field, _ = twin_geometry(n_xy, "valid")
     side = DEFAULT_TILE

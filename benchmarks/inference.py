@@ -70,7 +70,7 @@ def patch_flops(net) -> float:
 def model():
     import keras
 
-    from fibseg.model import build_model
+    from fibseg.networks.model import build_model
 
     keras.utils.set_random_seed(0)
     return build_model(N_XY, N_Z, "valid", seed=0)
@@ -87,7 +87,8 @@ def own_peak_rss_mb() -> float:
 
 def full_slice(tile: int) -> None:
     """Child process: one full slice with the dense engine; prints seconds and peak RSS."""
-    from fibseg.dense import DenseEngine, tile_sides
+    from fibseg.inference.dense_engine import DenseEngine
+    from fibseg.networks.twin import tile_sides
 
     engine = DenseEngine(model(), tile=tile)
     stack = np.random.default_rng(0).random((N_Z, *FULL_SLICE), dtype=np.float32)
@@ -116,8 +117,8 @@ def main() -> None:
 
     import keras
 
-    from fibseg.dense import DenseEngine
-    from fibseg.sliding import sliding_scores
+    from fibseg.inference.dense_engine import DenseEngine
+    from fibseg.inference.sliding import sliding_scores
 
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, "

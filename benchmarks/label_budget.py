@@ -6,9 +6,10 @@ and 0.45) in a temporary directory, runs them through the library as the workflo
 scores each method on the FULL volume against its ground truth:
 
 - otsu: one global Otsu threshold of the preprocessed volume (the floor);
-- rf: `fibseg.forest` (200 trees, balanced classes) on the train samples, sigma and T of the
-  post-processing chosen on the validation regions (`fibseg.postprocess.optimize`);
-- cnn_patches: `fibseg.train.train_run` in patches mode (81 x 3, 'valid', the demo's 6
+- rf: `fibseg.baselines.forest` (200 trees, balanced classes) on the train samples, sigma and T
+  of the post-processing chosen on the validation regions
+  (`fibseg.evaluation.postprocess.optimize`);
+- cnn_patches: `fibseg.training.train.train_run` in patches mode (81 x 3, 'valid', the demo's 6
   epochs), the epoch of lowest validation loss, the dense engine, sigma and T on val;
 - cnn_dense: the same network trained densely (`TrainingSettings(mode="dense")`: every
   labelled voxel of the train regions, 40 epochs as the default `config/config.yaml`);
@@ -16,9 +17,9 @@ scores each method on the FULL volume against its ground truth:
   epoch, 25 by default, whatever the number of tiles), cnn_dense_steps_m09 (momentum 0.9),
   cnn_dense_steps_k20 (the learning rate drops every 20 epochs), cnn_dense_steps_adam (Adam,
   10^-3, dropping every 20 epochs: `training.optimizer: adam`), cnn_dense_pseudo (steps
-  plus `training.unlabelled: pseudo`, fibseg/unlabelled.py) and cnn_dense_masked (steps plus
-  `training.unlabelled: masked`, blind-spot pretraining on the volumes before the first
-  epoch), cnn_dense_steps_adam_forest (Adam plus volume tiles labelled by the forest where
+  plus `training.unlabelled: pseudo`, fibseg/training/unlabelled.py) and cnn_dense_masked
+  (steps plus `training.unlabelled: masked`, blind-spot pretraining on the volumes before
+  the first epoch), cnn_dense_steps_adam_forest (Adam plus volume tiles labelled by the forest where
   its votes reach 0.9: `training.unlabelled: {method: pseudo, teacher: forest}`; the
   forest is trained and scores both volumes first, within the method's time),
   cnn_dense_steps_adam_forest_soft (the same from votes of 0.6), and
@@ -50,11 +51,11 @@ so each of them is scored on the same two volumes of each kind):
   on volumes of 32 x 256 x 256, the workflow demo's size (demo_large labels about 40 % of
   the volume: its `mIoU_outside_train` column scores the voxels of no train region).
 
-Data kinds: `demo` is `fibseg.synth` (a thresholded Gaussian random field, shine-through,
+Data kinds: `demo` is `fibseg.demo.synth` (a thresholded Gaussian random field, shine-through,
 rims, curtaining, an x gradient), without drift so that alignment is skipped; `spheres`
 (alias `second`) is this file's own Boolean model of particles with another contrast model
 (see `synthesize_spheres`), so that no conclusion rests on one simulator alone;
-`demo_drift` (alias `workflow`) is `fibseg.synth` with its drift, as rule synthesize_demo
+`demo_drift` (alias `workflow`) is `fibseg.demo.synth` with its drift, as rule synthesize_demo
 makes it: aligned as rule align does, truth and labels as seen on the aligned volume. With
 the demo budgets its two data sets are the workflow demo's HPC22 and HPC45 (same spec and
 seed, so the same volume, truth and regions). Its rows also score only the voxels where the
@@ -105,32 +106,29 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.transform import AffineTransform
 
-from fibseg.dag import context_margins
-from fibseg.ensemble import Member, ensemble_slices, load_member
-from fibseg.evaluate import volume_row
-from fibseg.forest import forest_scorer, forest_training_data, train_forest
-from fibseg.infer import score_regions
-from fibseg.io import Volume, read_volume, write_csv, write_h5
-from fibseg.metrics import miou
-from fibseg.postprocess import optimize, segment_as_chosen
-from fibseg.preprocess import (
-    align_labels,
-    align_volume,
-    apply_transform,
-    correct_gradient,
-)
-from fibseg.regions import RegionSet, extract_regions
-from fibseg.runtime import configure_threads
-from fibseg.sampling import labelled_voxels, regions_in, sample_split, split_regions
-from fibseg.settings import (
+from fibseg.annotation.regions import RegionSet, extract_regions
+from fibseg.annotation.sampling import labelled_voxels, regions_in, sample_split, split_regions
+from fibseg.baselines.forest import forest_scorer, forest_training_data, train_forest
+from fibseg.demo.synth import SynthSpec, random_regions, seen_after_alignment, synthesize
+from fibseg.evaluation.evaluate import volume_row
+from fibseg.evaluation.metrics import miou
+from fibseg.evaluation.postprocess import optimize, segment_as_chosen
+from fibseg.inference.ensemble import Member, ensemble_slices, load_member
+from fibseg.inference.infer import score_regions
+from fibseg.io.volume import Volume, read_volume
+from fibseg.io.writers import write_csv, write_h5
+from fibseg.pipeline.dag import context_margins
+from fibseg.preprocess.alignment import align_labels, align_volume, apply_transform
+from fibseg.preprocess.gradient import correct_gradient
+from fibseg.runtime.job import configure_threads
+from fibseg.runtime.settings import (
     AlignSettings,
     InferenceSettings,
     SearchRanges,
     TrainingSettings,
     UnlabelledSettings,
 )
-from fibseg.synth import SynthSpec, random_regions, seen_after_alignment, synthesize
-from fibseg.train import train_run
+from fibseg.training.train import train_run
 
 THREADS = 2
 VOXEL_NM = (50.0, 10.0, 10.0)  # z, y, x

@@ -1,5 +1,5 @@
 """Time and peak memory of rule postprocess: streamed slab by slab
-(fibseg.postprocess.write_segmentation) against the whole volume in memory (the former
+(fibseg.evaluation.postprocess.write_segmentation) against the whole volume in memory (the former
 script: segment_as_chosen, write_h5, write_tiff), and a plain extrapolation to 200 and 1000
 slices of 2247 x 3372.
 
@@ -62,9 +62,9 @@ def run_case(mode: str, scores_path: str, out_dir: str, slab_depth: int) -> dict
     """One case; its seconds and this process's peak RSS."""
     import h5py
 
-    from fibseg.io import write_h5, write_tiff
-    from fibseg.metrics import porosity
-    from fibseg.postprocess import segment_as_chosen, write_segmentation
+    from fibseg.evaluation.metrics import porosity
+    from fibseg.evaluation.postprocess import segment_as_chosen, write_segmentation
+    from fibseg.io.writers import write_h5, write_tiff
 
     h5_path, tif_path = Path(out_dir) / "segmentation.h5", Path(out_dir) / "segmentation.tif"
     start = time.perf_counter()
@@ -146,12 +146,12 @@ def main() -> None:
         import h5py  # noqa: F401
         import tifffile  # noqa: F401
 
-        import fibseg.postprocess  # noqa: F401
+        import fibseg.evaluation.postprocess  # noqa: F401
 
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return
 
-    from fibseg.dag import postprocess_memory_mb
+    from fibseg.pipeline.dag import postprocess_memory_mb
 
     shape = [int(n) for n in args.shape.split(",")]
     depths = [int(d) for d in args.depths.split(",")] if args.depths else [shape[0]]
@@ -204,7 +204,8 @@ def report(row: dict) -> None:
                 f"  {mode:8s} {case['seconds']:7.1f} s  {voxels / case['seconds'] / 1e6:6.2f} M "
                 f"voxels/s  peak RSS {case['peak_rss_mb']:7.0f} MB  porosity {case['porosity']:.4f}"
             )
-    print(f"  rule's memory request (fibseg.dag.postprocess_memory_mb): {row['requested_mb']} MB")
+    request = row["requested_mb"]
+    print(f"  rule's memory request (fibseg.pipeline.dag.postprocess_memory_mb): {request} MB")
     if "whole" in row:
         streamed, whole = row["streamed"], row["whole"]
         print(

@@ -1,5 +1,5 @@
-"""Time and peak memory of the pore-structure analysis (fibseg.structure.analyze), and a plain
-extrapolation to a full paper volume (200 x 2247 x 3372 voxels of 50 x 10 x 10 nm).
+"""Time and peak memory of the pore-structure analysis (fibseg.structure.analysis.analyze),
+and a plain extrapolation to a full paper volume (200 x 2247 x 3372 voxels of 50 x 10 x 10 nm).
 
 Each case is a synthetic random two-phase volume (a Gaussian random field, smoothed like the
 demo's, thresholded at porosity 0.3). A first child process makes it and saves it; a second
@@ -52,7 +52,8 @@ def make_volume(shape: tuple[int, ...], path: str, seed: int = 0) -> None:
 
 def run_case(path: str, max_voxels: int) -> dict:
     """The analysis of one saved volume; its steps' seconds and this process's peak RSS."""
-    from fibseg.structure import StructureSettings, analyze, scalar_metrics
+    from fibseg.runtime.settings import StructureSettings
+    from fibseg.structure.analysis import analyze, scalar_metrics
 
     solid = np.load(path)
     start = time.perf_counter()
@@ -104,7 +105,7 @@ def main() -> None:
         import skimage.graph
         import skimage.measure  # noqa: F401
 
-        import fibseg.structure  # noqa: F401
+        import fibseg.structure.analysis  # noqa: F401
 
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return

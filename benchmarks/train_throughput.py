@@ -24,9 +24,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fibseg.model import build_model
-from fibseg.patches import PatchSource, make_sequence
-from fibseg.regions import RegionSet
+from fibseg.annotation.regions import RegionSet
+from fibseg.networks.model import build_model
+from fibseg.training.patches import PatchSource, make_sequence
 
 BATCH = 128
 
@@ -97,7 +97,8 @@ def regions_for(n_xy: int, n_z: int, size: int, count: int) -> RegionSet:
 
 def dense_against_patches(n_xy: int, n_z: int, size: int, tiles: int, batches: int) -> dict:
     """Labelled voxels trained per second: dense tiles against sampled patches (batch 128)."""
-    from fibseg.dense_training import DenseTiles, compile_training_twin
+    from fibseg.training.dense import compile_training_twin
+    from fibseg.training.tiles import DenseTiles
 
     augment = {"a": 0.05, "b": 0.05, "probability": 0.5}
     regions = regions_for(n_xy, n_z, size, tiles * batches)

@@ -2,11 +2,13 @@
 
 import json
 
-from fibseg.io import Volume, atomic_output, write_csv
-from fibseg.preprocess import align_volume, transforms_table
-from fibseg.registration import check_roi
-from fibseg.runtime import start_log
-from fibseg.settings import AlignSettings
+from fibseg.io.atomic import atomic_output
+from fibseg.io.volume import Volume
+from fibseg.io.writers import write_csv
+from fibseg.preprocess.alignment import align_volume, transforms_table
+from fibseg.preprocess.registration import check_roi
+from fibseg.runtime.job import start_log
+from fibseg.runtime.settings import AlignSettings
 
 log = start_log(snakemake.log[0])
 settings = AlignSettings.from_config(snakemake.params.align)

@@ -3,9 +3,10 @@ neighbour), into the frame of the aligned volume."""
 
 import pandas as pd
 
-from fibseg.io import read_volume, write_h5
-from fibseg.preprocess import align_labels, transforms_from_table
-from fibseg.runtime import start_log
+from fibseg.io.volume import read_volume
+from fibseg.io.writers import write_h5
+from fibseg.preprocess.alignment import align_labels, transforms_from_table
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 painted = read_volume(snakemake.params.annotation, snakemake.wildcards.ds)

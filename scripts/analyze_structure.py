@@ -5,9 +5,12 @@ import json
 
 import h5py
 
-from fibseg.io import atomic_output, read_volume, write_h5
-from fibseg.runtime import start_log
-from fibseg.structure import StructureSettings, analyze, json_safe
+from fibseg.io.atomic import atomic_output
+from fibseg.io.volume import read_volume
+from fibseg.io.writers import write_h5
+from fibseg.runtime.job import start_log
+from fibseg.runtime.settings import StructureSettings
+from fibseg.structure.analysis import analyze, json_safe
 
 
 def solid_volume(name):

@@ -2,9 +2,9 @@
 
 import json
 
-from fibseg.io import atomic_output
-from fibseg.runtime import start_log
-from fibseg.validate import check_dataset
+from fibseg.io.atomic import atomic_output
+from fibseg.pipeline.checks import check_dataset
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 summary = check_dataset(

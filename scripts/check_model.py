@@ -3,10 +3,10 @@ it with the configured engine, before any prediction job."""
 
 import json
 
-from fibseg.infer import check_scorable, load_model
-from fibseg.io import atomic_output
-from fibseg.runtime import start_log
-from fibseg.settings import InferenceSettings
+from fibseg.inference.infer import check_scorable, load_model
+from fibseg.io.atomic import atomic_output
+from fibseg.runtime.job import start_log
+from fibseg.runtime.settings import InferenceSettings
 
 log = start_log(snakemake.log[0])
 inference = InferenceSettings.from_config(snakemake.params.inference)

@@ -1,8 +1,8 @@
 """Rule correct_gradient: scale to [0, 1] and remove the linear x intensity gradient (§3.1)."""
 
-from fibseg.io import Volume
-from fibseg.preprocess import correct_gradient
-from fibseg.runtime import start_log
+from fibseg.io.volume import Volume
+from fibseg.preprocess.gradient import correct_gradient
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 with Volume(snakemake.params.volume, snakemake.wildcards.ds) as volume:

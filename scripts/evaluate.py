@@ -4,10 +4,10 @@ import json
 
 import pandas as pd
 
-from fibseg.evaluate import read_scores, region_tables
-from fibseg.io import write_csv
-from fibseg.regions import RegionSet
-from fibseg.runtime import start_log
+from fibseg.annotation.regions import RegionSet
+from fibseg.evaluation.evaluate import read_scores, region_tables
+from fibseg.io.writers import write_csv
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 inputs = snakemake.input

@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from fibseg.evaluate import volume_rows
-from fibseg.io import write_csv
-from fibseg.runtime import start_log
+from fibseg.evaluation.evaluate import volume_rows
+from fibseg.io.writers import write_csv
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 segmentations = {"cnn": snakemake.input.segmentations}

@@ -3,8 +3,8 @@
 
 import h5py
 
-from fibseg.omezarr import write_ome_zarr
-from fibseg.runtime import start_log
+from fibseg.io.omezarr import write_ome_zarr
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 with (

@@ -1,10 +1,10 @@
 """Rule extract_regions: context crops around every annotated region into regions.h5; the
 regions of a painted annotation are derived from it first."""
 
-from fibseg.io import Volume, read_volume
-from fibseg.regions import extract_regions, regions_from_annotation
-from fibseg.runtime import start_log
-from fibseg.validate import check_painted_regions, read_regions
+from fibseg.annotation.regions import extract_regions, regions_from_annotation
+from fibseg.io.volume import Volume, read_volume
+from fibseg.pipeline.checks import check_painted_regions, read_regions
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 name = snakemake.wildcards.ds

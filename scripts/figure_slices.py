@@ -1,8 +1,8 @@
 """Rule figure_slices: Figure 9, a full slice of every data set (predict-only ones too), its
 segmentation and its uncertainty."""
 
-from fibseg import figures
-from fibseg.runtime import start_log
+from fibseg.evaluation import figures
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 inputs = snakemake.input

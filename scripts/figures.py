@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from fibseg import figures
-from fibseg.runtime import start_log
+from fibseg.evaluation import figures
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 inputs = snakemake.input

@@ -1,7 +1,7 @@
 """Rule import_published: the paper's released crops and masks as a regions.h5."""
 
-from fibseg.published import import_published
-from fibseg.runtime import start_log
+from fibseg.annotation.published import import_published
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 margins = snakemake.params.margins

@@ -4,11 +4,12 @@ import json
 
 import pandas as pd
 
-from fibseg.evaluate import read_scores, split_windows
-from fibseg.io import atomic_output, write_csv
-from fibseg.postprocess import optimize
-from fibseg.regions import RegionSet
-from fibseg.runtime import start_log
+from fibseg.annotation.regions import RegionSet
+from fibseg.evaluation.evaluate import read_scores, split_windows
+from fibseg.evaluation.postprocess import optimize
+from fibseg.io.atomic import atomic_output
+from fibseg.io.writers import write_csv
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 grid = snakemake.params.postprocess

@@ -5,8 +5,8 @@ import json
 
 import h5py
 
-from fibseg.postprocess import write_segmentation
-from fibseg.runtime import start_log
+from fibseg.evaluation.postprocess import write_segmentation
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 settings = json.loads(open(snakemake.input.postprocess).read())

@@ -2,12 +2,12 @@
 
 import pandas as pd
 
-from fibseg.ensemble import load_member, region_window, score_dataset_regions
-from fibseg.io import write_h5
-from fibseg.regions import RegionSet
-from fibseg.runtime import configure_threads, start_log
-from fibseg.sampling import regions_in
-from fibseg.settings import InferenceSettings
+from fibseg.annotation.regions import RegionSet
+from fibseg.annotation.sampling import regions_in
+from fibseg.inference.ensemble import load_member, region_window, score_dataset_regions
+from fibseg.io.writers import write_h5
+from fibseg.runtime.job import configure_threads, start_log
+from fibseg.runtime.settings import InferenceSettings
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)

@@ -1,9 +1,10 @@
 """Rule predict_slices: scores of `slices_per_job` consecutive slices (one GPU job)."""
 
-from fibseg.ensemble import ensemble_slices, load_member
-from fibseg.io import Volume, write_h5
-from fibseg.runtime import configure_threads, start_log
-from fibseg.settings import InferenceSettings
+from fibseg.inference.ensemble import ensemble_slices, load_member
+from fibseg.io.volume import Volume
+from fibseg.io.writers import write_h5
+from fibseg.runtime.job import configure_threads, start_log
+from fibseg.runtime.settings import InferenceSettings
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)

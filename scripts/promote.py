@@ -2,9 +2,9 @@
 
 import json
 
-from fibseg.halving import promote
-from fibseg.io import atomic_output
-from fibseg.runtime import start_log
+from fibseg.io.atomic import atomic_output
+from fibseg.runtime.job import start_log
+from fibseg.training.halving import promote
 
 log = start_log(snakemake.log[0])
 promotion = promote(snakemake.params.runs, snakemake.params.slots, int(snakemake.wildcards.rung))

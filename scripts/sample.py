@@ -2,10 +2,10 @@
 
 import pandas as pd
 
-from fibseg.io import write_csv
-from fibseg.regions import RegionSet
-from fibseg.runtime import start_log
-from fibseg.sampling import sample_splits
+from fibseg.annotation.regions import RegionSet
+from fibseg.annotation.sampling import sample_splits
+from fibseg.io.writers import write_csv
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 region_sets = {r.dataset: r for r in (RegionSet.read(p, False) for p in snakemake.input.regions)}

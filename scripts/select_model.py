@@ -5,10 +5,11 @@ import shutil
 
 import pandas as pd
 
-from fibseg import figures
-from fibseg.io import atomic_output, write_csv
-from fibseg.runtime import start_log
-from fibseg.selection import collect_histories, select_from_histories
+from fibseg.evaluation import figures
+from fibseg.io.atomic import atomic_output
+from fibseg.io.writers import write_csv
+from fibseg.runtime.job import start_log
+from fibseg.training.selection import collect_histories, select_from_histories
 
 log = start_log(snakemake.log[0])
 out = snakemake.output

@@ -1,9 +1,9 @@
 """Rule split: train/val/test per data set, seeded, or from a split column (§3.3)."""
 
-from fibseg.io import write_csv
-from fibseg.regions import RegionSet
-from fibseg.runtime import start_log
-from fibseg.sampling import split_regions
+from fibseg.annotation.regions import RegionSet
+from fibseg.annotation.sampling import split_regions
+from fibseg.io.writers import write_csv
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 tables = {r.dataset: r.table for r in (RegionSet.read(p, crops=False) for p in snakemake.input)}

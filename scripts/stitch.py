@@ -1,7 +1,7 @@
 """Rule stitch: gather the chunk scores into one (z, y, x) volume, every slice in its place."""
 
-from fibseg.io import stitch_chunks
-from fibseg.runtime import start_log
+from fibseg.io.writers import stitch_chunks
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 shape = stitch_chunks(

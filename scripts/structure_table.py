@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fibseg.figures import structure_panels
-from fibseg.io import write_csv
-from fibseg.runtime import start_log
-from fibseg.structure import structure_table
+from fibseg.evaluation.figures import structure_panels
+from fibseg.io.writers import write_csv
+from fibseg.runtime.job import start_log
+from fibseg.structure.analysis import structure_table
 
 log = start_log(snakemake.log[0])
 inputs = snakemake.input

@@ -1,10 +1,10 @@
 """Rule synthesize_demo: one synthetic FIB-SEM data set with shine-through, its truth and
 labels as a user sees them in the volume aligned as rule align aligns it."""
 
-from fibseg.io import write_csv, write_tiff
-from fibseg.runtime import start_log
-from fibseg.settings import AlignSettings
-from fibseg.synth import SynthSpec, seen_after_alignment, synthesize
+from fibseg.demo.synth import SynthSpec, seen_after_alignment, synthesize
+from fibseg.io.writers import write_csv, write_tiff
+from fibseg.runtime.job import start_log
+from fibseg.runtime.settings import AlignSettings
 
 log = start_log(snakemake.log[0])
 spec = SynthSpec(**snakemake.params.spec)

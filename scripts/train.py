@@ -3,10 +3,10 @@ checkpoint; a later rung of successive halving resumes the run that its slot was
 
 from pathlib import Path
 
-from fibseg.halving import continue_promoted
-from fibseg.runtime import configure_threads, start_log
-from fibseg.settings import TrainingSettings
-from fibseg.train import train_run
+from fibseg.runtime.job import configure_threads, start_log
+from fibseg.runtime.settings import TrainingSettings
+from fibseg.training.halving import continue_promoted
+from fibseg.training.train import train_run
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)

@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from fibseg.forest import forest_training_data, save_forest, train_forest
-from fibseg.regions import RegionSet
-from fibseg.runtime import start_log
+from fibseg.annotation.regions import RegionSet
+from fibseg.baselines.forest import forest_training_data, save_forest, train_forest
+from fibseg.runtime.job import start_log
 
 log = start_log(snakemake.log[0])
 settings, n_z = snakemake.params.forest, snakemake.params.n_z

@@ -7,15 +7,17 @@ import pandas as pd
 import pytest
 import tifffile
 
-from fibseg.dense_training import class_weights, region_tiles, voxel_weights
-from fibseg.evaluate import RegionResult, metrics_table, otsu_results
-from fibseg.io import InputError, Volume
-from fibseg.metrics import IGNORE, confusion, porosity
-from fibseg.postprocess import optimize
-from fibseg.preprocess import align_labels, transforms_from_table, transforms_table
-from fibseg.regions import RegionSet, extract_regions, regions_from_annotation
-from fibseg.sampling import labelled_voxels
-from fibseg.validate import check_annotation, check_dataset, check_labels, read_sheet
+from fibseg.annotation.regions import IGNORE, RegionSet, extract_regions, regions_from_annotation
+from fibseg.annotation.sampling import labelled_voxels
+from fibseg.evaluation.evaluate import RegionResult, metrics_table, otsu_results
+from fibseg.evaluation.metrics import confusion, porosity
+from fibseg.evaluation.postprocess import optimize
+from fibseg.io.errors import InputError
+from fibseg.io.volume import Volume
+from fibseg.pipeline.checks import check_annotation, check_dataset, check_labels
+from fibseg.pipeline.sheet import read_sheet
+from fibseg.preprocess.alignment import align_labels, transforms_from_table, transforms_table
+from fibseg.training.tiles import class_weights, region_tiles, voxel_weights
 
 I = IGNORE  # noqa: E741
 
@@ -138,7 +140,7 @@ def test_ignored_voxels_weigh_nothing_in_dense_training():
     )
     per_voxel = voxel_weights(tile_labels, mask, weights)
     assert per_voxel[mask == 0].max() == 0 and per_voxel[mask == 1].min() > 0
-    from fibseg.dense_training import DenseTiles
+    from fibseg.training.tiles import DenseTiles
 
     tiles = DenseTiles({"D": regions}, {"D": list(range(len(table)))}, 17, 1, 8, seed=0)
     assert tiles.labelled == np.count_nonzero(annotation)

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fibseg.augment import dihedral, rescale_intensity
-from fibseg.patches import PatchSource
-from fibseg.regions import RegionSet
+from fibseg.annotation.regions import RegionSet
+from fibseg.training.augment import dihedral, rescale_intensity
+from fibseg.training.patches import PatchSource
 
 
 def dihedral_image(image, code):

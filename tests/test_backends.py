@@ -11,9 +11,9 @@ import pytest
 CHECK = textwrap.dedent("""
     import keras, numpy as np
     from scipy import ndimage as ndi
-    from fibseg.dense import DenseEngine
-    from fibseg.sliding import sliding_scores
-    from fibseg.model import build_model
+    from fibseg.inference.dense_engine import DenseEngine
+    from fibseg.inference.sliding import sliding_scores
+    from fibseg.networks.model import build_model
     assert keras.backend.backend() == "torch", keras.backend.backend()
     keras.utils.set_random_seed(0)
     model = build_model(81, 3, "valid", seed=0)

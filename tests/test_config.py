@@ -16,9 +16,10 @@ from helpers import REPO, demo_config, edit_config
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from fibseg.io import InputError
-from fibseg.settings import InferenceSettings, TrainingSettings
-from fibseg.validate import check_config, check_external_inputs, read_sheet
+from fibseg.io.errors import InputError
+from fibseg.pipeline.checks import check_config
+from fibseg.pipeline.sheet import check_external_inputs, read_sheet
+from fibseg.runtime.settings import InferenceSettings, TrainingSettings
 
 CONFIG_SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 SHEET_SCHEMA = str(REPO / "workflow/schemas/datasets.schema.yaml")
@@ -89,7 +90,7 @@ def test_every_shipped_overlay_loads_over_the_demo(monkeypatch, overlays):
     their rows in docs/results.md were measured with."""
     from snakemake.utils import update_config
 
-    from fibseg.settings import SearchRanges, TrainingSettings
+    from fibseg.runtime.settings import SearchRanges, TrainingSettings
 
     monkeypatch.chdir(REPO)
     config = demo_config()
@@ -140,7 +141,7 @@ def test_the_paper_overlay_restores_the_papers_training(monkeypatch):
     Snakemake does): whatever the demo's defaults, the result trains as §3.5-3.7 say."""
     from snakemake.utils import update_config
 
-    from fibseg.settings import SearchRanges, TrainingSettings, UnlabelledSettings
+    from fibseg.runtime.settings import SearchRanges, TrainingSettings, UnlabelledSettings
 
     monkeypatch.chdir(REPO)
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())

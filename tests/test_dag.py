@@ -20,6 +20,6 @@ def test_dry_run_imports_no_heavy_module():
     )
     assert run.returncode == 0, run.stderr[-3000:]
     imported = set(re.findall(r"^import time:.*\|\s+(\S+)$", run.stderr, re.M))
-    assert "fibseg.dag" in imported  # the Snakefile's helpers were loaded
+    assert "fibseg.pipeline.dag" in imported  # the Snakefile's helpers were loaded
     heavy = sorted(m for m in imported if any(m == h or m.startswith(h + ".") for h in HEAVY))
     assert not heavy, f"building the DAG imported {heavy}"

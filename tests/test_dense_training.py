@@ -7,26 +7,32 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fibseg.augment import dihedral
-from fibseg.dense import DenseEngine, _space_to_batch_layer, interleave_fragments
-from fibseg.dense_training import (
-    class_weights,
-    compile_training_twin,
-    dense_loss,
-    dihedral_2d,
-    evaluate_dense,
-    fit_dense_epoch,
+from fibseg.annotation.regions import RegionSet
+from fibseg.inference.dense_engine import DenseEngine
+from fibseg.networks.model import build_model
+from fibseg.networks.twin import (
     fragment_layout,
     from_fragment_layout,
+    interleave_fragments,
+    space_to_batch_class,
+)
+from fibseg.training.augment import dihedral
+from fibseg.training.dense import (
+    compile_training_twin,
+    dense_loss,
+    evaluate_dense,
+    fit_dense_epoch,
+    training_twin,
+)
+from fibseg.training.patches import PatchSource
+from fibseg.training.tiles import (
+    class_weights,
+    dihedral_2d,
     joint_dihedral,
     region_selection,
     region_tiles,
-    training_twin,
     voxel_weights,
 )
-from fibseg.model import build_model
-from fibseg.patches import PatchSource
-from fibseg.regions import RegionSet
 
 MARGIN_XY, MARGIN_Z, SIDE = 40, 1, 20  # a 20 x 20 labelled area: not a multiple of 16
 
@@ -165,7 +171,7 @@ def test_dense_step_equals_patch_path(n_xy, n_z, tile):
 
 def test_augmented_tile_equals_patch_path_after_dihedral():
     """For each of the 8 transforms, the twin on a jointly transformed tile scores every
-    labelled voxel exactly as the patch model scores fibseg.augment.dihedral of its patch,
+    labelled voxel exactly as the patch model scores fibseg.training.augment.dihedral of its patch,
     though 81 > field 76 puts the voxel off the field's centre."""
     regions = make_regions(count=1, side=8)
     model = build_model(81, 1, "valid", seed=5)
@@ -231,7 +237,7 @@ def test_fit_dense_epoch_covers_every_voxel_and_validates_exactly():
     BCE over every val voxel (class weights of the val labels); lr 0 so train = evaluation."""
     import keras
 
-    from fibseg.dense_training import DenseTiles
+    from fibseg.training.tiles import DenseTiles
 
     regions = make_regions(count=3, side=24)
     model = build_model(76, 1, "valid", seed=4)
@@ -271,7 +277,7 @@ def test_fit_dense_epoch_covers_every_voxel_and_validates_exactly():
 
 
 def test_dense_tiles_shuffle_and_augment_per_epoch():
-    from fibseg.dense_training import DenseTiles
+    from fibseg.training.tiles import DenseTiles
 
     regions = make_regions(count=2, side=24)
     augment = {"a": 0.05, "b": 0.05, "probability": 0.5}
@@ -302,7 +308,7 @@ def test_fragment_layout_inverts_interleave_and_matches_space_to_batch():
     batch = rng.random((3, 32, 16)).astype(np.float32)
     np.testing.assert_array_equal(from_fragment_layout(fragment_layout(batch), 3), batch)
     # The order of the twin: four SpaceToBatch splits of a batch of maps.
-    split = _space_to_batch_layer()()
+    split = space_to_batch_class()()
     x = keras.ops.convert_to_tensor(batch[..., None])
     for _ in range(4):
         x = split(x)

@@ -8,12 +8,19 @@ import pandas as pd
 import pytest
 from test_infer import image_like, spread_model
 
-from fibseg.ensemble import MARGIN, SPREAD, Member, combine, ensemble_regions, ensemble_slices
-from fibseg.infer import make_scorer
-from fibseg.regions import RegionSet
-from fibseg.selection import collect_histories, select_model, top_runs
-from fibseg.settings import InferenceSettings
-from fibseg.windows import neighbour_slices
+from fibseg.annotation.regions import RegionSet
+from fibseg.inference.ensemble import (
+    MARGIN,
+    SPREAD,
+    Member,
+    combine,
+    ensemble_regions,
+    ensemble_slices,
+)
+from fibseg.inference.infer import make_scorer
+from fibseg.networks.windows import neighbour_slices
+from fibseg.runtime.settings import InferenceSettings
+from fibseg.training.selection import collect_histories, select_model, top_runs
 
 DENSE = InferenceSettings(engine="dense", tile=32)
 

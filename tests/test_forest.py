@@ -6,7 +6,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.feature import multiscale_basic_features
 
-from fibseg.forest import (
+from fibseg.annotation.regions import RegionSet
+from fibseg.baselines.forest import (
     forest_features,
     forest_scorer,
     forest_training_data,
@@ -14,7 +15,6 @@ from fibseg.forest import (
     save_forest,
     train_forest,
 )
-from fibseg.regions import RegionSet
 
 SIGMA_MAX = 4.0
 

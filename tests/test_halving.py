@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fibseg.halving import (
+from fibseg.io.errors import LimitError
+from fibseg.training.halving import (
     GridPlan,
     all_run_dirs,
     check_search,
@@ -16,8 +17,7 @@ from fibseg.halving import (
     run_dir,
     simulate,
 )
-from fibseg.io import LimitError
-from fibseg.selection import collect_histories, select_cells
+from fibseg.training.selection import collect_histories, select_cells
 
 
 def test_slots_and_epochs_of_the_paper_grid_with_quartering():

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from fibseg.dense import DenseEngine, tile_sides
-from fibseg.infer import make_scorer
-from fibseg.io import stitch_chunks
-from fibseg.model import build_model
-from fibseg.settings import InferenceSettings
-from fibseg.sliding import sliding_scores
+from fibseg.inference.dense_engine import DenseEngine
+from fibseg.inference.infer import make_scorer
+from fibseg.inference.sliding import sliding_scores
+from fibseg.io.writers import stitch_chunks
+from fibseg.networks.model import build_model
+from fibseg.networks.twin import tile_sides
+from fibseg.runtime.settings import InferenceSettings
 
 
 def image_like(rng, shape):

@@ -6,8 +6,12 @@ import pandas as pd
 import pytest
 import tifffile
 
-from fibseg.io import InputError, Volume, atomic_output, split_spec
-from fibseg.validate import check_dataset, read_sheet
+from fibseg.io.atomic import atomic_output
+from fibseg.io.errors import InputError
+from fibseg.io.formats import split_spec
+from fibseg.io.volume import Volume
+from fibseg.pipeline.checks import check_dataset
+from fibseg.pipeline.sheet import read_sheet
 
 imwrite = partial(tifffile.imwrite, photometric="minisblack")
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from scipy import ndimage as ndi
 
-from fibseg.synth import SynthSpec
+from fibseg.demo.synth import SynthSpec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fibseg.metrics import accuracy, confusion, miou, porosity, porosity_ttest
+from fibseg.evaluation.metrics import accuracy, confusion, miou, porosity, porosity_ttest
 
 
 def test_hand_computed_case():

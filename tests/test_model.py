@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from fibseg.model import (
+from fibseg.networks.model import (
     ModelConfigError,
     build_model,
     draw_hyperparameters,
     forward_flops,
     learning_rate,
 )
-from fibseg.settings import SearchRanges
+from fibseg.runtime.settings import SearchRanges
 
 TABLE_1 = {  # Skärberg et al. 2021, Table 1: number of weights, rows n_xy, columns n_z
     33: [225041, 225329, 225617, 225905, 226193, 226481],
@@ -122,7 +122,7 @@ def test_forward_flops_of_the_dense_training_twin_by_hand():
     """A 128 px tile of an 81 x 3 'valid' model: input 128 + 76 - 1 = 203 px. Each level runs
     two valid convolutions, a stride-1 pool and splits into 4 fragments of half the side;
     the dense layers run on the 256 fragments of 8 x 8 (= 128 x 128 outputs)."""
-    from fibseg.dense_training import training_twin
+    from fibseg.training.dense import training_twin
 
     levels = [  # (fragments, side after conv 1, side after conv 2, in, out channels)
         (1, 201, 199, 3, 16),

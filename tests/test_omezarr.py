@@ -1,4 +1,4 @@
-"""OME-Zarr output (`outputs.ome_zarr`, fibseg.omezarr): read back by ome-zarr-py, the reader
+"""OME-Zarr output (`outputs.ome_zarr`, fibseg.io.omezarr): read back by ome-zarr-py, the reader
 napari-ome-zarr uses, and by fibseg's own reader, with the voxel size."""
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Label, Multiscales, Reader
 
-from fibseg.io import metadata_voxel_size_nm, read_volume
-from fibseg.omezarr import pyramid_factors, write_ome_zarr
+from fibseg.io.omezarr import pyramid_factors, write_ome_zarr
+from fibseg.io.volume import metadata_voxel_size_nm, read_volume
 
 VOXEL_NM = (50.0, 10.0, 8.0)
 

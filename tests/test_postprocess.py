@@ -15,18 +15,19 @@ import pytest
 import tifffile
 from skimage.filters import threshold_otsu
 
-from fibseg.dag import postprocess_memory_mb
-from fibseg.evaluate import otsu_volume, region_results, split_windows
-from fibseg.io import voxel_size_nm, write_h5, write_tiff
-from fibseg.metrics import porosity
-from fibseg.postprocess import (
+from fibseg.annotation.regions import RegionSet
+from fibseg.evaluation.evaluate import otsu_volume, region_results, split_windows
+from fibseg.evaluation.metrics import porosity
+from fibseg.evaluation.postprocess import (
     optimize,
     segment,
     segment_as_chosen,
     segment_streamed,
     write_segmentation,
 )
-from fibseg.regions import RegionSet
+from fibseg.io.volume import voxel_size_nm
+from fibseg.io.writers import write_h5, write_tiff
+from fibseg.pipeline.dag import postprocess_memory_mb
 
 REPO = Path(__file__).resolve().parents[1]
 

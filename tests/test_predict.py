@@ -13,22 +13,16 @@ import yaml
 from helpers import REPO, imwrite
 from snakemake.utils import validate
 
-from fibseg.dag import keras_input_geometry
-from fibseg.ensemble import ensemble_slices, load_member
-from fibseg.infer import check_scorable, load_model
-from fibseg.io import InputError
-from fibseg.model import build_model
-from fibseg.pretrained import Pretrained, check_annotations_needed, check_pretrained
-from fibseg.progress import Progress, format_duration, report_tile
-from fibseg.settings import InferenceSettings
-from fibseg.validate import (
-    check_config,
-    check_dataset,
-    check_external_inputs,
-    is_annotated,
-    missing_as_none,
-    read_sheet,
-)
+from fibseg.inference.ensemble import ensemble_slices, load_member
+from fibseg.inference.infer import check_scorable, load_model
+from fibseg.inference.pretrained import Pretrained, check_annotations_needed, check_pretrained
+from fibseg.io.errors import InputError
+from fibseg.networks.model import build_model
+from fibseg.pipeline.checks import check_config, check_dataset
+from fibseg.pipeline.dag import keras_input_geometry
+from fibseg.pipeline.sheet import check_external_inputs, is_annotated, missing_as_none, read_sheet
+from fibseg.runtime.progress import Progress, format_duration, report_tile
+from fibseg.runtime.settings import InferenceSettings
 
 CONFIG_SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 SHEET_SCHEMA = str(REPO / "workflow/schemas/datasets.schema.yaml")

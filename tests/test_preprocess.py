@@ -5,17 +5,12 @@ from pystackreg import StackReg
 from scipy import ndimage as ndi
 from skimage.transform import AffineTransform, warp
 
-from fibseg.io import Volume
-from fibseg.preprocess import (
-    align_volume,
-    column_means,
-    correct_gradient,
-    fit_gradient,
-    transforms_table,
-)
-from fibseg.registration import register_to_previous
-from fibseg.settings import AlignSettings
-from fibseg.synth import SynthSpec, synthesize
+from fibseg.demo.synth import SynthSpec, synthesize
+from fibseg.io.volume import Volume
+from fibseg.preprocess.alignment import align_volume, transforms_table
+from fibseg.preprocess.gradient import column_means, correct_gradient, fit_gradient
+from fibseg.preprocess.registration import register_to_previous
+from fibseg.runtime.settings import AlignSettings
 
 
 def moved_stack(rng, slices=8, size=160, max_degrees=1.0):

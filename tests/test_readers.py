@@ -11,15 +11,11 @@ import pytest
 import tifffile
 import zarr
 
-from fibseg.io import (
-    InputError,
-    Volume,
-    metadata_voxel_size_nm,
-    split_spec,
-    volume_files,
-    voxel_size_nm,
-)
-from fibseg.validate import check_dataset, check_external_inputs, read_sheet
+from fibseg.io.errors import InputError
+from fibseg.io.formats import split_spec
+from fibseg.io.volume import Volume, metadata_voxel_size_nm, volume_files, voxel_size_nm
+from fibseg.pipeline.checks import check_dataset
+from fibseg.pipeline.sheet import check_external_inputs, read_sheet
 
 imwrite = partial(tifffile.imwrite, photometric="minisblack")
 DATA = np.random.default_rng(3).integers(0, 60000, (12, 9, 11)).astype(np.uint16)

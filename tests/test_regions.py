@@ -5,11 +5,12 @@ import pytest
 import tifffile
 from scipy.io import savemat
 
-from fibseg.io import InputError, Volume
-from fibseg.published import import_published, read_mat_split
-from fibseg.regions import extract_regions
-from fibseg.sampling import labelled_voxels, sample_split, split_regions
-from fibseg.windows import mirror_index
+from fibseg.annotation.published import import_published, read_mat_split
+from fibseg.annotation.regions import extract_regions
+from fibseg.annotation.sampling import labelled_voxels, sample_split, split_regions
+from fibseg.io.errors import InputError
+from fibseg.io.volume import Volume
+from fibseg.networks.windows import mirror_index
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -72,7 +73,7 @@ def test_split_column_overrides_and_gaps_are_errors():
 @pytest.fixture
 def voxels():
     rng = np.random.default_rng(0)
-    from fibseg.regions import RegionSet
+    from fibseg.annotation.regions import RegionSet
 
     labels = (rng.random((10, 16, 16)) < 0.7).astype(np.uint8)  # 70 % solid
     table = pd.DataFrame({"z": np.arange(10), "y": 3, "x": 5, "height": 16, "width": 16})

@@ -1,13 +1,13 @@
-"""Rule align's default registration (fibseg.registration): the joint solve, its outlier
+"""Rule align's default registration (fibseg.preprocess.registration): the joint solve, its outlier
 handling, the drift test, the alignment region, and the simulator's kinds of drift."""
 
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from fibseg.registration import check_roi, estimate_alignment, solve_positions
-from fibseg.settings import AlignSettings
-from fibseg.synth import FIDUCIAL_ROWS, SynthSpec, drift_path, synthesize
+from fibseg.demo.synth import FIDUCIAL_ROWS, SynthSpec, drift_path, synthesize
+from fibseg.preprocess.registration import check_roi, estimate_alignment, solve_positions
+from fibseg.runtime.settings import AlignSettings
 
 
 def textured_stack(shifts: np.ndarray, size: int = 128, seed: int = 0) -> np.ndarray:

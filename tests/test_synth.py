@@ -3,11 +3,11 @@ import pytest
 from skimage.filters import threshold_otsu
 from skimage.registration import phase_cross_correlation
 
-from fibseg.metrics import miou, porosity
-from fibseg.preprocess import apply_transform
-from fibseg.registration import estimate_alignment
-from fibseg.settings import AlignSettings
-from fibseg.synth import SynthSpec, cut_regions, seen_after_alignment, synthesize
+from fibseg.demo.synth import SynthSpec, cut_regions, seen_after_alignment, synthesize
+from fibseg.evaluation.metrics import miou, porosity
+from fibseg.preprocess.alignment import apply_transform
+from fibseg.preprocess.registration import estimate_alignment
+from fibseg.runtime.settings import AlignSettings
 
 
 @pytest.fixture(scope="module")

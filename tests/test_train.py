@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fibseg.train as training_module
-from fibseg.halving import continue_from
-from fibseg.regions import RegionSet
-from fibseg.sampling import labelled_voxels, sample_split, split_regions
-from fibseg.selection import collect_histories, select_cells
-from fibseg.settings import TrainingSettings
-from fibseg.train import train_run
+import fibseg.training.train as training_module
+from fibseg.annotation.regions import RegionSet
+from fibseg.annotation.sampling import labelled_voxels, sample_split, split_regions
+from fibseg.runtime.settings import TrainingSettings
+from fibseg.training.halving import continue_from
+from fibseg.training.selection import collect_histories, select_cells
+from fibseg.training.train import train_run
 
 TRAINING = TrainingSettings.from_config(
     {

@@ -1,4 +1,4 @@
-"""Learning from unlabelled voxels (fibseg.unlabelled) and dense training in steps, on tiny
+"""Learning from unlabelled voxels (fibseg.training.unlabelled) and dense training in steps, on tiny
 data: pseudo-labels by hand, the volume windows, a falling loss, determinism, and that
 `training.unlabelled` off is today's training exactly; the blind-spot masking and its
 pretraining (method masked): the voxel an output stands for, a falling loss, determinism,
@@ -12,16 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fibseg.unlabelled
-from fibseg.dense import twin_geometry
-from fibseg.dense_training import DenseTiles, from_fragment_layout, training_twin
-from fibseg.halving import continue_from
-from fibseg.model import build_model
-from fibseg.regions import RegionSet
-from fibseg.sampling import split_regions
-from fibseg.settings import TrainingSettings, UnlabelledSettings
-from fibseg.train import train_run
-from fibseg.unlabelled import (
+import fibseg.training.unlabelled
+from fibseg.annotation.regions import RegionSet
+from fibseg.annotation.sampling import split_regions
+from fibseg.networks.model import build_model
+from fibseg.networks.twin import from_fragment_layout, twin_geometry
+from fibseg.runtime.settings import TrainingSettings, UnlabelledSettings
+from fibseg.training.dense import training_twin
+from fibseg.training.halving import continue_from
+from fibseg.training.tiles import DenseTiles
+from fibseg.training.train import train_run
+from fibseg.training.unlabelled import (
     VolumeWindows,
     blind_spot_batch,
     blind_spot_offset,
@@ -372,7 +373,7 @@ def test_masked_pretrains_a_fresh_run_only(data, tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a resumed run must not pretrain")
 
-    monkeypatch.setattr(fibseg.unlabelled, "pretrain_blind_spot", forbidden)
+    monkeypatch.setattr(fibseg.training.unlabelled, "pretrain_blind_spot", forbidden)
     resumed = train(directory, tmp_path / "b", replace(settings, epochs=2))
     assert resumed["epoch"].tolist() == [0, 1]
     assert not (tmp_path / "b/pretrain_history.csv").exists()

@@ -24,8 +24,8 @@ import tifffile
 from helpers import planned_jobs, run_snakemake, write_project
 from skimage.draw import disk, line
 
-from fibseg.io import metadata_voxel_size_nm, read_volume
-from fibseg.synth import SynthSpec, synthesize
+from fibseg.demo.synth import SynthSpec, synthesize
+from fibseg.io.volume import metadata_voxel_size_nm, read_volume
 
 pytestmark = pytest.mark.workflow
 

@@ -5,10 +5,11 @@ from dataclasses import asdict, replace
 
 from snakemake.utils import validate
 
-from fibseg import halving
-from fibseg.io import Volume, split_spec, volume_files, voxel_size_nm
-from fibseg.settings import AlignSettings, InferenceSettings, TrainingSettings
-from fibseg.dag import (
+from fibseg.io.formats import split_spec
+from fibseg.io.volume import Volume, volume_files, voxel_size_nm
+from fibseg.runtime.settings import AlignSettings, InferenceSettings, TrainingSettings
+from fibseg.training import halving
+from fibseg.pipeline.dag import (
     chunk_names,
     chunk_slices,
     context_margins,
@@ -18,9 +19,9 @@ from fibseg.dag import (
     structure_memory_mb,
     postprocess_memory_mb,
 )
-from fibseg.pretrained import Pretrained, check_annotations_needed, check_pretrained
-from fibseg.validate import (
-    check_config,
+from fibseg.inference.pretrained import Pretrained, check_annotations_needed, check_pretrained
+from fibseg.pipeline.checks import check_config
+from fibseg.pipeline.sheet import (
     check_external_inputs,
     is_annotated,
     is_painted,
@@ -53,7 +54,7 @@ DEMO = list(config["demo"])
 THREADS = config["resources"]["threads"]
 GRID_CELLS = [(n_xy, n_z) for n_z in config["grid"]["n_z"] for n_xy in config["grid"]["n_xy"]]
 SEEDS = list(range(config["grid"]["seeds"]))
-# grid.search: the full grid, or successive halving in rungs (fibseg/halving.py)
+# grid.search: the full grid, or successive halving in rungs (fibseg/training/halving.py)
 GRID_PLAN = halving.GridPlan.from_config(config["grid"], config["training"]["epochs"])
 RUN_DIRS = halving.all_run_dirs(GRID_PLAN, GRID_CELLS)  # every run of every rung
 FOREST = config["forest"]["enabled"] and TRAINS  # the baseline trains on the CNN's samples

@@ -1,5 +1,5 @@
 # Pore-structure analysis of every segmentation, and of its ground truth where there is one
-# (fibseg/structure.py; docs/methods.md, "Pore structure").
+# (fibseg/structure/; docs/methods.md, "Pore structure").
 
 
 rule analyze_structure:

@@ -1,6 +1,6 @@
 # The training grid (§3.4-3.7): one job per (n_xy, n_z, seed), then model selection. With
 # successive halving (grid.search), `train` is rung 0 and each later rung resumes the runs
-# that `promote` kept (fibseg/halving.py).
+# that `promote` kept (fibseg/training/halving.py).
 
 # With `pretrained` nothing is trained or selected: no rule here is defined, so that no
 # file of an earlier run that the config names can be rebuilt.

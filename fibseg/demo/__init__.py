@@ -1,0 +1,1 @@
+"""The demo's synthetic FIB-SEM volumes with known truth (synth)."""

@@ -1,0 +1,139 @@
+"""Scoring with one or several members: CNN runs (`.keras`) or the random forest
+(`.joblib`). Each member reads its own n_z slices; the ensemble's score is the members'
+mean, and its uncertainty is their spread.
+
+The uncertainty map is the standard deviation of the members' scores. With a single member
+there is no spread, so it is the closeness to the decision boundary, 0.5 - |p - 0.5|
+(0 = certain, 0.5 = a coin toss); the `uncertainty` attribute of the output says which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..annotation.regions import RegionSet
+from ..networks.model import model_geometry
+from ..networks.windows import neighbour_slices
+from ..runtime.progress import Progress
+from ..runtime.settings import InferenceSettings
+from .infer import Scorer, check_scorable, label_agreement, load_model, make_scorer, score_regions
+
+SPREAD, MARGIN = "std across members", "0.5 - |p - 0.5| (one member)"
+
+
+@dataclass
+class Member:
+    """One scoring method: its file, the slices it reads and its scorer (stack, roi)."""
+
+    path: str
+    n_z: int
+    scorer: Scorer
+    model: object = None  # the Keras model of a CNN member
+
+
+def load_member(
+    path: str, inference: InferenceSettings, tile: int | None = None, threads: int = 1
+) -> Member:
+    """A CNN run (`.keras`, scored with the configured engine) or a forest (`.joblib`,
+    predicting on `threads` threads)."""
+    if Path(path).suffix == ".joblib":
+        from ..baselines.forest import forest_scorer, load_forest
+
+        forest, metadata = load_forest(path)
+        forest.n_jobs = threads
+        return Member(path, int(metadata["n_z"]), forest_scorer(forest, metadata["sigma_max"]))
+    model = load_model(path)
+    _, n_z, _ = check_scorable(model, path, inference)
+    return Member(path, n_z, make_scorer(model, inference.engine, inference, tile), model)
+
+
+def combine(scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, str]:
+    """The members' mean score, the uncertainty map and what the map is."""
+    stacked = np.stack(scores).astype(np.float32)
+    if len(scores) > 1:
+        return stacked.mean(axis=0), stacked.std(axis=0), SPREAD
+    return stacked[0], 0.5 - np.abs(stacked[0] - 0.5), MARGIN
+
+
+def ensemble_slices(
+    read_slices: Callable[[np.ndarray], np.ndarray],
+    depth: int,
+    z_range: range,
+    members: list[Member],
+    log: logging.Logger | None = None,
+    tile_every_s: float = 15.0,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Scores and uncertainty (len(z_range), y, x) of slices of a volume of `depth` slices.
+    With `log`, every slice of every member (and the tiles of big slices, at most one line
+    per `tile_every_s`) is logged with its rate and the time left."""
+    progress = None
+    per_member = []
+    for rank, member in enumerate(members, start=1):
+        scores = []
+        for z in z_range:
+            stack = read_slices(neighbour_slices(z, member.n_z, depth))
+            if log is not None and progress is None:
+                voxels = stack.shape[1] * stack.shape[2]
+                progress = Progress(log, len(z_range) * len(members), voxels, tile_every_s)
+            label = f"z={z}" + (f", member {rank}/{len(members)}" if len(members) > 1 else "")
+            with progress.tiles(label) if progress else contextlib.nullcontext():
+                scores.append(member.scorer(stack))
+            if progress:
+                progress.slice_done(label)
+        per_member.append(np.stack(scores))
+    return combine(per_member)
+
+
+def ensemble_regions(
+    regions: RegionSet, members: list[Member], margin: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Scores and uncertainty of every region of a data set plus `margin` pixels."""
+    return combine([score_regions(regions, m.scorer, m.n_z, margin) for m in members])
+
+
+def region_window(regions: RegionSet, margin: int) -> int:
+    """Side of the largest region plus its margins: one dense tile per region."""
+    return int(max(regions.table.height.max(), regions.table.width.max())) + 2 * margin
+
+
+def approximation_agreement(
+    member: Member,
+    regions: RegionSet,
+    scores: np.ndarray,
+    inference: InferenceSettings,
+    margin: int,
+    check_regions: list[int],
+) -> float | None:
+    """For a 'same' CNN scored by the (approximate) dense engine, the label agreement with
+    the exact sliding window over `check_regions` (the validation regions); else None."""
+    if member.model is None or inference.engine != "dense":
+        return None
+    if model_geometry(member.model)[2] != "same":
+        return None
+    sliding = make_scorer(member.model, "sliding", inference)
+    exact = score_regions(regions, sliding, member.n_z, margin, check_regions)
+    return label_agreement(scores[check_regions], exact)
+
+
+def score_dataset_regions(
+    members: list[Member],
+    regions: RegionSet,
+    inference: InferenceSettings,
+    margin: int,
+    check_regions: list[int],
+) -> tuple[np.ndarray, np.ndarray, str, float | None]:
+    """Scores, uncertainty (and what it is) of a data set's regions, and for a single 'same'
+    CNN on the dense engine its label agreement with the sliding window."""
+    scores, uncertainty, kind = ensemble_regions(regions, members, margin)
+    agreement = None
+    if len(members) == 1:
+        agreement = approximation_agreement(
+            members[0], regions, scores, inference, margin, check_regions
+        )
+    return scores, uncertainty, kind, agreement

@@ -1,0 +1,104 @@
+"""A model trained elsewhere (config key `pretrained`): what it replaces and the checks that
+run when the workflow loads. Imports no TensorFlow: the model itself is checked when it is
+loaded (`fibseg.inference.infer.load_model`, rule check_model)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..io.errors import InputError
+
+POSTPROCESS_KEYS = ("sigma", "threshold", "min_object_voxels")
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """The model file(s), best first (their scores are averaged), and the post-processing
+    (`postprocess.json` of an earlier run; None: optimise it here on validation regions)."""
+
+    models: tuple[str, ...]
+    postprocess: str | None = None
+
+    @classmethod
+    def from_config(cls, config: dict) -> Pretrained | None:
+        """None when the config key `pretrained` is unset (train and select as usual)."""
+        section = config.get("pretrained") or {}
+        model = section.get("model")
+        if not model:
+            if section.get("postprocess"):
+                raise InputError(
+                    "sets 'postprocess' but no 'model'.",
+                    file="config: pretrained",
+                    fix="add pretrained.model: the .keras file of the model to use, or "
+                    "remove the pretrained key to train one.",
+                )
+            return None
+        models = (model,) if isinstance(model, str) else tuple(model)
+        return cls(models, section.get("postprocess") or None)
+
+
+def check_pretrained(pretrained: Pretrained) -> None:
+    """The files exist; the post-processing names sigma, threshold and min_object_voxels."""
+    for path in pretrained.models:
+        if not Path(path).is_file():
+            raise InputError(
+                "the model file does not exist (config key pretrained.model).",
+                file=path,
+                fix="point pretrained.model at the .keras file of an earlier run (e.g. its "
+                "results/model/best.keras; paths are relative to the working directory), "
+                "or remove the pretrained key to train a model.",
+            )
+    if pretrained.postprocess is None:
+        return
+    path = pretrained.postprocess
+    if not Path(path).is_file():
+        raise InputError(
+            "the post-processing file does not exist (config key pretrained.postprocess).",
+            file=path,
+            fix="point pretrained.postprocess at the results/postprocess.json of the run that "
+            "trained the model, or remove it to choose sigma and T on the validation regions "
+            "of the annotated data sets.",
+        )
+    try:
+        settings = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        settings, problem = None, f"is not JSON ({error})."
+    else:
+        missing = [
+            key for key in POSTPROCESS_KEYS if not isinstance(settings, dict) or key not in settings
+        ]
+        problem = f"lacks {', '.join(missing)}." if missing else None
+    if problem:
+        raise InputError(
+            f"the post-processing (config key pretrained.postprocess) {problem}",
+            file=path,
+            fix="use the results/postprocess.json that fibseg wrote, with sigma, threshold "
+            "and min_object_voxels.",
+        )
+
+
+def check_annotations_needed(
+    annotated: list[str], pretrained: Pretrained | None, sheet_path: str
+) -> None:
+    """Training, and choosing the post-processing, need annotated regions."""
+    if annotated:
+        return
+    if pretrained is None:
+        raise InputError(
+            "no data set has regions and labels, and no model is given: there is nothing to "
+            "train on.",
+            file=sheet_path,
+            fix="annotate at least one data set (its 'regions' and 'labels' columns), or "
+            "set pretrained.model (and pretrained.postprocess) to segment with a model "
+            "trained before.",
+        )
+    if pretrained.postprocess is None:
+        raise InputError(
+            "pretrained.postprocess is not set and no data set has regions and labels to "
+            "choose sigma and T on.",
+            file=sheet_path,
+            fix="set pretrained.postprocess to the results/postprocess.json of the run that "
+            "trained the model, or annotate a data set.",
+        )

@@ -1,0 +1,195 @@
+"""The CNN of §3.4 (Keras 3 API only, so it runs on TensorFlow, JAX or PyTorch) and the
+random search of §3.7."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..io.errors import LimitError
+from ..runtime.settings import SearchRanges
+
+FILTERS = (16, 32, 64, 80)
+DENSE = (128, 64)
+MIN_NXY = 2 ** len(FILTERS)  # four 2x2 poolings
+VALID_MIN_NXY = 76  # four blocks of two valid 3x3 convolutions and a 2x2 pool need this
+GRID_NXY_EXAMPLES = "33, 49, 65, 81, 97, 113"
+VALID_NXY_EXAMPLES = "81, 97 or 113"
+
+
+class ModelConfigError(LimitError):
+    """A neighbourhood size the architecture (or the grid) cannot take."""
+
+
+def feature_size(n_xy: int, padding: str) -> int:
+    """Side of the last block's output for an n_xy input."""
+    size = n_xy
+    for _ in FILTERS:
+        if padding == "valid":
+            size -= 4
+        size //= 2
+    return size
+
+
+def model_geometry(model) -> tuple[int, int, str]:
+    """(n_xy, n_z, padding) of a trained model of the grid; padding 'unknown' for a model
+    of another architecture (which only the sliding engine scores)."""
+    _, n_xy, _, n_z = model.input_shape
+    names = {layer.name for layer in model.layers}
+    padding = model.get_layer("block1_conv1").padding if "block1_conv1" in names else "unknown"
+    return int(n_xy), int(n_z), padding
+
+
+def check_slices(n_z: int, key: str = "grid.n_z") -> None:
+    """The slice to classify is the centre of its n_z slices: n_z is odd (CNN and forest)."""
+    if n_z % 2 == 0:
+        raise ModelConfigError(
+            f"n_z={n_z} must be odd: the slice to classify is the centre of its n_z slices.",
+            "use odd sizes such as 1, 3, 5, 7, 9, 11.",
+            key,
+        )
+
+
+def check_architecture(n_xy: int, n_z: int, padding: str) -> None:
+    """Reject sizes that give no network, with a message that says what to use."""
+    if n_xy < 1 or n_z < 1:
+        raise ModelConfigError(
+            f"n_xy={n_xy}, n_z={n_z}: both must be at least 1.", "use positive sizes.", "grid"
+        )
+    check_slices(n_z)
+    if padding == "valid" and n_xy < VALID_MIN_NXY:
+        raise ModelConfigError(
+            f"n_xy={n_xy} is too small for padding 'valid': four blocks need "
+            f"n_xy >= {VALID_MIN_NXY}.",
+            f"use {VALID_NXY_EXAMPLES}, or set model.padding: same.",
+            "grid.n_xy",
+        )
+    if n_xy < MIN_NXY:
+        raise ModelConfigError(
+            f"n_xy={n_xy} is too small: four 2x2 poolings need n_xy >= {MIN_NXY}.",
+            f"use {MIN_NXY + 1} or more.",
+            "grid.n_xy",
+        )
+
+
+def check_grid_sizes(n_xys: list[int], n_zs: list[int], padding: str) -> None:
+    """Every cell of the grid gives a network, and its voxel is the centre of its patch
+    (odd n_xy, so flips and rotations keep the label in place)."""
+    even = [n for n in n_xys if n % 2 == 0]
+    if even:
+        raise ModelConfigError(
+            f"holds even sizes {even}; the voxel to classify must be the centre of its "
+            "neighbourhood.",
+            f"use odd sizes such as {GRID_NXY_EXAMPLES}.",
+            "grid.n_xy",
+        )
+    for n_z in n_zs:
+        for n_xy in n_xys:
+            check_architecture(n_xy, n_z, padding)
+
+
+def build_model(
+    n_xy: int,
+    n_z: int,
+    padding: str = "same",
+    p_d: float = 0.0,
+    p_sd: float = 0.0,
+    weight_decay: float = 0.0,
+    seed: int | None = None,
+):
+    """4 x [Conv 3x3 ELU, Conv 3x3 ELU, MaxPool 2x2] (16/32/64/80), spatial dropout, Flatten,
+    Dense 128 ELU, dropout, Dense 64 ELU, dropout, Dense 1 sigmoid; input (n_xy, n_xy, n_z)."""
+    import keras
+    from keras import layers
+
+    check_architecture(n_xy, n_z, padding)
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+
+    def init(offset: int):
+        return keras.initializers.GlorotUniform(seed=None if seed is None else seed + offset)
+
+    inputs = keras.Input((n_xy, n_xy, n_z), name="neighbourhood")
+    x = inputs
+    layer_index = 0
+    for block, filters in enumerate(FILTERS, start=1):
+        for conv in (1, 2):
+            x = layers.Conv2D(
+                filters,
+                3,
+                padding=padding,
+                activation="elu",
+                kernel_initializer=init(layer_index),
+                kernel_regularizer=regularizer,
+                name=f"block{block}_conv{conv}",
+            )(x)
+            layer_index += 1
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    x = layers.SpatialDropout2D(p_sd, seed=seed, name="spatial_dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for index, units in enumerate(DENSE, start=1):
+        x = layers.Dense(
+            units,
+            activation="elu",
+            kernel_initializer=init(layer_index),
+            kernel_regularizer=regularizer,
+            name=f"dense{index}",
+        )(x)
+        layer_index += 1
+        x = layers.Dropout(p_d, seed=seed, name=f"dropout{index}")(x)
+    outputs = layers.Dense(
+        1,
+        activation="sigmoid",
+        kernel_initializer=init(layer_index),
+        kernel_regularizer=regularizer,
+        name="score",
+    )(x)
+    return keras.Model(inputs, outputs, name=f"fibseg_nxy{n_xy}_nz{n_z}_{padding}")
+
+
+def draw_hyperparameters(seed: int, n_xy: int, n_z: int, search: SearchRanges) -> dict[str, float]:
+    """One draw of the random search (§3.7); the same seed and cell give the same draw."""
+    rng = np.random.default_rng([seed, n_xy, n_z])
+    return {
+        "a": float(rng.uniform(*search.a)),
+        "b": float(rng.uniform(*search.b)),
+        "log10_lr0": float(rng.choice(search.log10_lr0)),
+        "k": int(rng.choice(search.k)),
+        "c": float(10 ** rng.uniform(*search.log10_c)),
+        "p_d": float(rng.uniform(*search.p_d)),
+        "p_sd": float(rng.uniform(*search.p_sd)),
+    }
+
+
+def learning_rate(epoch: int, log10_lr0: float, k: int, step: float = 0.25) -> float:
+    """Step schedule: log10(LR) starts at log10_lr0 and drops by `step` every k epochs."""
+    return 10 ** (log10_lr0 - step * math.floor(epoch / k))
+
+
+def forward_flops(model, input_shape: tuple[int, ...]) -> int:
+    """Floating-point operations of one forward pass of `model` on a batch of `input_shape`
+    (batch first), counted from its layers: 2 x the multiply-adds of every layer with a
+    kernel (convolutions and dense layers, also the dense layers that a training twin applies
+    as convolutions). Pooling, activations and biases are left out (a few per cent).
+
+    The shapes are traced through the model's graph, so fully convolutional models with
+    free spatial sizes (fibseg.training.dense.training_twin) are counted at `input_shape`."""
+    import keras
+
+    shapes = {id(model.inputs[0]): tuple(input_shape)}
+    total = 0
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            operation = node.operation
+            (tensor,) = node.input_tensors
+            spec = operation.compute_output_spec(keras.KerasTensor(shapes[id(tensor)]))
+            shapes[id(node.output_tensors[0])] = tuple(spec.shape)
+            # the twin's DenseAsConv and ValidConv wrap a Dense or a convolution
+            layer = getattr(operation, "dense", getattr(operation, "conv", operation))
+            kernel = getattr(layer, "kernel", None)
+            if kernel is not None:
+                positions = math.prod(spec.shape[:-1])  # batch x output positions
+                total += 2 * positions * math.prod(kernel.shape)
+    return int(total)

@@ -1,0 +1,129 @@
+"""What the DAG needs when it is built: context margins, prediction chunks and memory
+estimates. Light on purpose (numpy and the model's constants only): building the DAG must
+not import TensorFlow, scipy.stats or scikit-image."""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+
+from ..networks.model import DENSE, FILTERS
+from ..networks.twin import twin_geometry
+from ..runtime.settings import InferenceSettings
+
+MB = 1024**2
+BASE_MB = 1500  # Python, TensorFlow and the model
+WIDEST = max(*FILTERS, *DENSE)  # channels of the dense twin's widest feature map
+
+
+def predict_memory_mb(
+    height: int, width: int, n_xy: int, n_z: int, padding: str, inference: InferenceSettings
+) -> int:
+    """Peak memory of one predict_slices job, with 50 % headroom."""
+    slice_bytes = height * width * 4
+    source = (n_z + 1) * slice_bytes * 3  # neighbour slices, their mirrored copy, scores
+    if inference.engine == "sliding":
+        batch = inference.extract_batch * n_xy * n_xy * n_z * 4 * 2  # view copy + transpose
+        work = batch
+    else:
+        field, _ = twin_geometry(n_xy, padding)
+        side = min(inference.tile, max(height, width)) + field - 1
+        work = side * side * WIDEST * 4 * 3  # a few feature maps of the widest layer
+    return BASE_MB + math.ceil(1.5 * (source + work) / MB)
+
+
+def keras_input_geometry(path: str) -> tuple[int, int, str] | None:
+    """(n_xy, n_z, padding) read from a `.keras` file's config.json without loading the
+    model (for a pretrained model's memory estimate); None where it cannot be read. Not a
+    check: rule check_model loads and checks the model."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            layers = json.loads(archive.read("config.json"))["config"]["layers"]
+        shape = next(
+            layer["config"]["batch_shape"]
+            for layer in layers
+            if layer["class_name"] == "InputLayer"
+        )
+        paddings = [
+            layer["config"].get("padding") for layer in layers if layer["name"] == "block1_conv1"
+        ]
+        return int(shape[1]), int(shape[3]), paddings[0] if paddings else "same"
+    except (
+        OSError,
+        KeyError,
+        ValueError,
+        TypeError,
+        IndexError,
+        StopIteration,
+        zipfile.BadZipFile,
+    ):
+        return None
+
+
+def forest_memory_mb(height: int, width: int, n_z: int, sigma_max: float) -> int:
+    """Peak memory of one predict_forest_slices job: a slice's scale-space features (four per
+    sigma and slice, sigmas doubling from 0.5 to sigma_max, as multiscale_basic_features)
+    and a copy, with 50 % headroom."""
+    features = 4 * n_z * (int(math.log2(sigma_max / 0.5)) + 1)
+    slice_bytes = height * width * 4
+    return BASE_MB + math.ceil(1.5 * slice_bytes * (2 * features + 3 * n_z) / MB)
+
+
+# Bytes per voxel of one slab at the peak of fibseg.evaluation.postprocess.write_segmentation: the
+# slab's mask, its labels (uint32), the kept mask and its inverse or uint8 copy
+# (benchmarks/postprocess.py measured 8.6 on 1024 x 2048 slices)
+STREAMED_BYTES_PER_VOXEL = 10
+SMOOTHING_SLICE_COPIES = 8  # float32 slices alive while one slice is smoothed twice
+
+
+def postprocess_memory_mb(shape: tuple[int, int, int], slab_depth: int) -> int:
+    """Memory of one postprocess job, which streams the volume in slabs of `slab_depth`
+    slices: a slab's masks and labels and a few float32 slices of the smoothing, with 50 %
+    headroom. The depth does not enter (the face components' sizes, kept for the whole
+    volume, are a few bytes per component that touches a slab face)."""
+    _, height, width = shape
+    slab = min(slab_depth, shape[0]) * height * width
+    smoothing = SMOOTHING_SLICE_COPIES * height * width * 4
+    return BASE_MB // 3 + math.ceil(1.5 * (slab * STREAMED_BYTES_PER_VOXEL + smoothing) / MB)
+
+
+def smoothing_margin(sigmas: list[float]) -> int:
+    """Pixels of context around a region that the widest smoothing needs (4 sigma)."""
+    return math.ceil(4 * max(sigmas))
+
+
+def context_margins(n_xys: list[int], n_zs: list[int], sigmas: list[float]) -> dict[str, int]:
+    """Context kept around every region: the largest neighbourhood (x-y, z) of the grid and
+    the widest smoothing of the post-processing. (The forest's widest feature, 4 x 16 px,
+    reaches a little beyond the demo's 56 px; its weight out there is below 0.3 %.)"""
+    return {"xy": max(n_xys) // 2, "z": max(n_zs) // 2, "smooth": smoothing_margin(sigmas)}
+
+
+def chunk_names(depth: int, slices_per_job: int) -> list[str]:
+    """One chunk name per predict_slices job of `slices_per_job` slices."""
+    return [f"{chunk:04d}" for chunk in range(-(-depth // slices_per_job))]
+
+
+def chunk_slices(chunk: str, depth: int, slices_per_job: int) -> list[int]:
+    """[first, stop) slice of one chunk."""
+    first = int(chunk) * slices_per_job
+    return [first, min(first + slices_per_job, depth)]
+
+
+STRUCTURE_BYTES_PER_VOXEL = 320  # the analysis grid's peak (benchmarks/structure.py: 305 B)
+
+
+def structure_memory_mb(shape: tuple[int, int, int], voxel_nm: list[float], structure: dict) -> int:
+    """Memory of one analyze_structure job: the native volume and its pore mask (1 byte each)
+    and the analysis grid (fibseg.structure.grid.analysis_shape: at most `max_voxels`, never
+    finer than the finest native voxel, or of side `voxel_nm`), with 20 % headroom: a full
+    paper volume with max_voxels 6e7 then asks for 26 GB."""
+    native = shape[0] * shape[1] * shape[2]
+    extent = math.prod(n * v for n, v in zip(shape, voxel_nm, strict=True))
+    side = structure.get("voxel_nm") or min(voxel_nm)
+    grid = extent / side**3
+    if not structure.get("voxel_nm"):
+        grid = min(grid, structure.get("max_voxels", 2_000_000))
+    work = 2 * native + STRUCTURE_BYTES_PER_VOXEL * grid
+    return BASE_MB // 3 + math.ceil(1.2 * work / MB)
