@@ -55,7 +55,6 @@ REGISTRATIONS = {
     "joint, never still": AlignSettings(still=False),
     "joint, lag 1 only": AlignSettings(lags=1, still=False),
     "joint, rigid": AlignSettings(model="rigid", still=False),
-    "joint, smoothness 1": AlignSettings(smoothness=1.0, still=False),
     "joint, band 0.7-4": AlignSettings(band_px=(0.7, 4.0), still=False),
     "joint, band 2-16": AlignSettings(band_px=(2.0, 16.0), still=False),
 }

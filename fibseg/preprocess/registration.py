@@ -9,8 +9,8 @@ keeps only the centre, doubles the pairs' noise on the demo). The pairs' displac
 one robust least-squares solve for the slices' positions (scipy's `least_squares`, Cauchy
 loss): a pair that disagrees with the others is down-weighted instead of carried to every
 later slice, and a step larger than `max_step_px` per slice is dropped before the solve as
-implausible for one slice. An optional penalty on the positions' second differences says
-that drift is slow (`smoothness`; it gained nothing measurable on the simulator).
+implausible for one slice. (A penalty on the positions' second differences, saying that
+drift is slow, gained nothing measurable on the simulator and is no option; docs/alignment.md.)
 
 With `model: rigid`, each pair's rotation is estimated as well (pystackreg's rigid body on the
 same filtered slices) and solved for in the same way; translation is the default.
@@ -53,6 +53,7 @@ MAX_STEP_DEG = 1.0  # a larger rotation between neighbouring slices is an outlie
 # bridge a neighbour pair that disagrees with them by far, too little to bend the chain.
 LONGER_LAG_PENALTY = 4.0
 EDGE_TAPER = 0.1  # Tukey window: the fraction of each axis tapered (half at each end)
+CURVATURE_WEIGHT = 1e-3  # on the positions' second differences: only bridges dropped pairs
 
 
 def check_roi(
@@ -184,7 +185,6 @@ def solve_positions(
     ref: np.ndarray,
     measured: np.ndarray,
     max_step: float,
-    smoothness: float = 0.0,
     floor: float = 0.05,
     reference_pairs: bool = False,
 ) -> Solution:
@@ -195,9 +195,9 @@ def solve_positions(
     neighbours, longer lags, whose noise is taken LONGER_LAG_PENALTY times larger, and, with
     `reference_pairs`, the pairs to slice 0) and goes through a Cauchy loss, so a pair that
     disagrees with the others by far weighs almost nothing: the longer lags then bridge it.
-    Pairs whose step exceeds `max_step` per slice of lag are left out. `smoothness` weighs
-    p's second differences (drift is slow); a tiny weight always remains, so that a slice
-    whose pairs were all left out is interpolated from its neighbours."""
+    Pairs whose step exceeds `max_step` per slice of lag are left out. A tiny weight on p's
+    second differences (CURVATURE_WEIGHT) interpolates a slice whose pairs were all left out
+    from its neighbours."""
     z, ref = np.asarray(z, dtype=int), np.asarray(ref, dtype=int)
     measured = np.asarray(measured, dtype=np.float64)
     lag = z - ref
@@ -217,7 +217,7 @@ def solve_positions(
     curvature = np.zeros((max(n - 2, 0), n))
     for k in range(n - 2):
         curvature[k, k : k + 3] = (1.0, -2.0, 1.0)
-    curvature = max(smoothness, 1e-3) * curvature[:, 1:]
+    curvature = CURVATURE_WEIGHT * curvature[:, 1:]
     estimate = np.linalg.lstsq(
         np.vstack([pairs, curvature]),
         np.concatenate([target, np.zeros(len(curvature))]),
@@ -346,7 +346,6 @@ def estimate_alignment(
             pairs.ref.to_numpy(),
             pairs[column].to_numpy(),
             max_step,
-            settings.smoothness,
             floor=0.05 if axis != "angle" else np.deg2rad(0.005),
             reference_pairs=settings.roi is not None,
         )

@@ -105,7 +105,7 @@ class AlignSettings:
     """Rule align's registration (config key `align`; fibseg.preprocess.registration): `method`
     joint (robust joint solve of pairwise phase correlations) or previous (the paper's chain),
     `model` translation or rigid, pairs up to `lags` slices apart, steps over `max_step_px`
-    per slice dropped, `smoothness` on the positions' second differences, the band
+    per slice dropped, the band
     (`band_px`, Gaussian sigmas) registered on, an optional region `roi` (y, x, height,
     width) on a mark that does not change, and `still`: keep a stack as acquired when its
     drift test (fibseg.preprocess.registration.drift_test) stays within `still_sigmas`."""
@@ -114,7 +114,6 @@ class AlignSettings:
     model: str = "translation"
     lags: int = 2
     max_step_px: float = 5.0
-    smoothness: float = 0.0
     band_px: tuple[float, float] = (1.0, 8.0)
     roi: tuple[int, int, int, int] | None = None  # y, x, height, width
     still: bool = True
