@@ -291,6 +291,9 @@ def assert_same_outputs(reference, streamed_dir):
         np.testing.assert_allclose(
             got["segmentation"].attrs["element_size_um"], [0.05, 0.01, 0.0125]
         )
+        axes = json.loads(got["segmentation"].attrs["axistags"])["axes"]  # as ilastik reads it
+        assert [axis["key"] for axis in axes] == ["z", "y", "x"]
+        assert {axis["typeFlags"] for axis in axes} == {2}  # vigra's space axes
         assert got["segmentation"].compression == "gzip"
 
 

@@ -179,6 +179,7 @@ def test_a_model_with_a_lambda_layer_is_refused(tmp_path):
         load_model(path)
     message = str(error.value)
     assert f"file '{path}'" in message and "safe mode refuses" in message and "Fix:" in message
+    assert "pretrained.model" in message  # the config key, as config/README.md promises
 
 
 def test_a_file_that_is_no_model_is_named(tmp_path):

@@ -136,6 +136,7 @@ def test_slice_folder_glob_and_ome_zarr_datasets(tmp_path):
             np.testing.assert_allclose(
                 handle["volume"].attrs["element_size_um"], [0.03, 0.012, 0.012]
             )
+            assert '"key": "z"' in handle["volume"].attrs["axistags"]  # ilastik's axes
     again = run_snakemake(
         tmp_path, "results/FOLDER/preprocessed.h5", "--configfile", "mine.yaml", "-n"
     )

@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from skimage.morphology import remove_small_objects
 
 from ..io.atomic import atomic_output
-from ..io.voxel_size import element_size_um, imagej_calibration
+from ..io.voxel_size import hdf5_axes, imagej_calibration
 from ..io.writers import compression
 from ..networks.windows import region_in_window
 from .metrics import confusion, miou_from_confusion
@@ -316,7 +316,7 @@ def write_segmentation(
         dataset = out.create_dataset(
             "segmentation", shape, np.uint8, chunks=(1, *shape[1:]), **compression(shape)
         )
-        dataset.attrs.update(element_size_um(voxel_nm))
+        dataset.attrs.update(hdf5_axes(voxel_nm))
 
         def slices() -> Iterator[np.ndarray]:
             nonlocal pore_voxels

@@ -88,10 +88,11 @@ def load_model(path: str):
             if unsafe
             else f"is not a Keras model that can be read ({error}).",
             file=path,
-            fix="use a model saved by fibseg (results/model/best.keras), or rebuild the "
-            "model without Lambda layers and custom objects."
+            fix="set pretrained.model to a model saved by fibseg (results/model/best.keras), "
+            "or rebuild the model without Lambda layers and custom objects."
             if unsafe
-            else "point the config at the .keras file that fibseg wrote (Keras 3 format).",
+            else "point pretrained.model at the .keras file that fibseg wrote (Keras 3 "
+            "format).",
         ) from None
 
 
@@ -118,7 +119,8 @@ def check_scorable(model, path: str, inference: InferenceSettings) -> tuple[int,
             "fibseg scores one (n_xy, n_xy, n_z) neighbourhood per voxel, n_xy and n_z odd "
             "so that the voxel is its centre.",
             file=path,
-            fix="use a model trained by fibseg (results/model/best.keras of a run).",
+            fix="set pretrained.model to a model trained by fibseg (results/model/best.keras "
+            "of a run).",
         )
     last = model.layers[-1]
     if tuple(model.output_shape) != (None, 1) or getattr(last, "activation", None) is not (
@@ -128,7 +130,8 @@ def check_scorable(model, path: str, inference: InferenceSettings) -> tuple[int,
             f"the model's output is {tuple(model.output_shape)} from layer '{last.name}'; "
             "fibseg needs one sigmoid output, P(solid), per neighbourhood.",
             file=path,
-            fix="use a model trained by fibseg (results/model/best.keras of a run).",
+            fix="set pretrained.model to a model trained by fibseg (results/model/best.keras "
+            "of a run).",
         )
     names = {layer.name for layer in model.layers}
     grid_model = set(DENSE_LAYERS) <= names
@@ -139,7 +142,8 @@ def check_scorable(model, path: str, inference: InferenceSettings) -> tuple[int,
                 "the dense engine rebuilds the layers of fibseg's CNN, and this model lacks "
                 f"{', '.join(n for n in DENSE_LAYERS if n not in names)}.",
                 file=path,
-                fix="set inference.engine: sliding, which scores any such model.",
+                fix="set inference.engine: sliding, which scores any such model, or "
+                "pretrained.model to a model trained by fibseg.",
             )
         try:
             check_dense_padding(padding, inference.allow_approximate_dense)
@@ -148,7 +152,7 @@ def check_scorable(model, path: str, inference: InferenceSettings) -> tuple[int,
                 f"the model has padding '{padding}': {error.problem}",
                 file=path,
                 fix="set inference.engine: sliding (exact for any model), or accept the "
-                "approximation with inference.allow_approximate_dense: true, or use a model "
-                "trained with model.padding: valid.",
+                "approximation with inference.allow_approximate_dense: true, or set "
+                "pretrained.model to a model trained with model.padding: valid.",
             ) from None
     return int(sizes[0]), int(sizes[2]), padding

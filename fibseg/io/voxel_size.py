@@ -4,6 +4,8 @@ spellings), the sheet's `voxel_size_nm` cell, and the calibration fibseg writes 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .errors import InputError
@@ -70,6 +72,20 @@ def element_size_um(voxel_nm: tuple[float, float, float] | None) -> dict[str, np
     if voxel_nm is None:
         return {}
     return {"element_size_um": np.asarray(voxel_nm, dtype=np.float64) / 1e3}
+
+
+def axistags_json(axes: str = "zyx") -> str:
+    """vigra's `axistags` (JSON) for spatial axes in this order: ilastik reads an HDF5
+    dataset's axes from it (without it, it guesses from the shape)."""
+    spatial = 2  # vigra.AxisType.Space
+    tags = [{"key": key, "typeFlags": spatial, "resolution": 0, "description": ""} for key in axes]
+    return json.dumps({"axes": tags})
+
+
+def hdf5_axes(voxel_nm: tuple[float, float, float] | None) -> dict[str, object]:
+    """The attributes of a (z, y, x) HDF5 volume that name its axes and size: `axistags`
+    (ilastik) and, with `voxel_nm`, `element_size_um` (Fiji and ilastik)."""
+    return {"axistags": axistags_json("zyx"), **element_size_um(voxel_nm)}
 
 
 def imagej_calibration(voxel_nm: tuple[float, float, float] | None) -> dict[str, object]:

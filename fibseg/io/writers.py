@@ -11,7 +11,7 @@ import numpy as np
 import tifffile
 
 from .atomic import atomic_output
-from .voxel_size import element_size_um, imagej_calibration
+from .voxel_size import hdf5_axes, imagej_calibration
 
 H5_COMPRESSION = {"compression": "gzip", "compression_opts": 1}  # every HDF5 output fibseg writes
 
@@ -59,7 +59,7 @@ def write_h5(
                 name, data=array, chunks=chunks, **compression(array.shape)
             )
             if array.ndim == 3:
-                data.attrs.update(element_size_um(voxel_nm))
+                data.attrs.update(hdf5_axes(voxel_nm))
         handle.attrs.update(attrs or {})
 
 
@@ -111,7 +111,7 @@ def stitch_chunks(
             data = out.create_dataset(
                 name, shape=shape, dtype=dtype, chunks=(1, *shape[1:]), **compression(shape)
             )
-            data.attrs.update(element_size_um(voxel_nm))
+            data.attrs.update(hdf5_axes(voxel_nm))
             for first, stop, path, _ in pieces:
                 with h5py.File(path, "r") as handle:
                     data[first:stop] = np.clip(handle[name][:], 0, 1).astype(dtype)

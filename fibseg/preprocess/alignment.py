@@ -12,7 +12,7 @@ from skimage.transform import AffineTransform, warp
 
 from ..io.atomic import atomic_output
 from ..io.volume import Volume
-from ..io.voxel_size import element_size_um
+from ..io.voxel_size import hdf5_axes
 from ..io.writers import compression
 from ..runtime.settings import AlignSettings
 from .registration import Alignment, estimate_alignment
@@ -92,7 +92,7 @@ def align_volume(
             chunks=(1, *volume.shape[1:]),
             **compression(volume.shape),
         )
-        data.attrs.update(element_size_um(voxel_nm))
+        data.attrs.update(hdf5_axes(voxel_nm))
         for z in range(len(volume)):
             plane = volume.read(z, z + 1)[0]
             identity = np.allclose(transforms[z], np.eye(3), rtol=0, atol=1e-9)

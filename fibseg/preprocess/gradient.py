@@ -10,7 +10,7 @@ import numpy as np
 
 from ..io.atomic import atomic_output
 from ..io.volume import Volume
-from ..io.voxel_size import element_size_um
+from ..io.voxel_size import hdf5_axes
 from ..io.writers import compression
 
 
@@ -57,7 +57,7 @@ def correct_gradient(
             chunks=(1, *volume.shape[1:]),
             **compression(volume.shape),
         )
-        data.attrs.update(element_size_um(voxel_size_nm))
+        data.attrs.update(hdf5_axes(voxel_size_nm))
         for z in range(len(volume)):
             image = volume.read(z, z + 1)[0].astype(np.float32) / np.float32(scale)
             image -= correction[None, :]
