@@ -91,8 +91,7 @@ def load_model(path: str):
             fix="set pretrained.model to a model saved by fibseg (results/model/best.keras), "
             "or rebuild the model without Lambda layers and custom objects."
             if unsafe
-            else "point pretrained.model at the .keras file that fibseg wrote (Keras 3 "
-            "format).",
+            else "point pretrained.model at the .keras file that fibseg wrote (Keras 3 format).",
         ) from None
 
 
