@@ -32,5 +32,6 @@ history = train_run(
     rung=rung,
     keep_last_state="last" in snakemake.output.keys(),
     teacher_files=snakemake.input.teachers,
+    architecture=snakemake.params.architecture,
 )
 log.info("best val_loss %.5f", history["val_loss"].min())

@@ -19,6 +19,7 @@ from ..networks.windows import neighbour_slices
 from ..runtime.settings import InferenceSettings
 from .dense_engine import DenseEngine, check_dense_padding
 from .sliding import sliding_scores
+from .unet_engine import UnetEngine
 
 Scorer = Callable[..., np.ndarray]
 
@@ -26,8 +27,11 @@ Scorer = Callable[..., np.ndarray]
 def make_scorer(
     model, engine: str, inference: InferenceSettings, tile: int | None = None
 ) -> Scorer:
-    """A function (stack, roi) -> scores for the configured engine."""
+    """A function (stack, roi) -> scores for the configured engine; fibseg's U-Net has an
+    engine of its own (fibseg.inference.unet_engine), whatever `engine` says."""
     _, _, padding = model_geometry(model)
+    if padding == "unet":
+        return UnetEngine(model, tile or inference.tile).scores
     if engine == "sliding":
         return lambda stack, roi=None: sliding_scores(
             model, stack, inference.extract_batch, inference.predict_batch, roi
@@ -110,6 +114,8 @@ def check_scorable(model, path: str, inference: InferenceSettings) -> tuple[int,
     and 'valid' padding (or the approximation allowed). Returns (n_xy, n_z, padding)."""
     import keras
 
+    if model_geometry(model)[2] == "unet":
+        return check_unet_scorable(model, path)
     shape = tuple(model.input_shape) if len(model.inputs) == 1 else ()
     sizes = shape[1:]
     if len(sizes) != 3 or None in sizes or sizes[0] != sizes[1] or not all(n % 2 for n in sizes):
@@ -155,3 +161,20 @@ def check_scorable(model, path: str, inference: InferenceSettings) -> tuple[int,
                 "pretrained.model to a model trained with model.padding: valid.",
             ) from None
     return int(sizes[0]), int(sizes[2]), padding
+
+
+def check_unet_scorable(model, path: str) -> tuple[int, int, str]:
+    """fibseg's U-Net: slices in, one sigmoid score per voxel out. Returns (0, n_z, 'unet')."""
+    import keras
+
+    last = model.layers[-1]
+    shape = tuple(model.output_shape)
+    if len(shape) != 4 or shape[-1] != 1 or last.activation is not keras.activations.sigmoid:
+        raise InputError(
+            f"the U-Net's output is {shape} from layer '{last.name}'; fibseg needs one sigmoid "
+            "score, P(solid), per voxel.",
+            file=path,
+            fix="set pretrained.model to a U-Net trained by fibseg (results/model/best.keras "
+            "of a run with model.architecture: unet).",
+        )
+    return 0, int(model.input_shape[-1]), "unet"

@@ -34,7 +34,12 @@ def feature_size(n_xy: int, padding: str) -> int:
 
 def model_geometry(model) -> tuple[int, int, str]:
     """(n_xy, n_z, padding) of a trained model of the grid; padding 'unknown' for a model
-    of another architecture (which only the sliding engine scores)."""
+    of another architecture (which only the sliding engine scores), and (0, n_z, 'unet') for
+    fibseg's U-Net (fibseg.networks.unet), which takes slices of any size."""
+    from .unet import is_unet
+
+    if is_unet(model):
+        return 0, int(model.input_shape[-1]), "unet"
     _, n_xy, _, n_z = model.input_shape
     names = {layer.name for layer in model.layers}
     padding = model.get_layer("block1_conv1").padding if "block1_conv1" in names else "unknown"

@@ -289,14 +289,19 @@ def check_config(config: dict, config_name: str = "config") -> None:
     from ..annotation.sampling import check_split_fractions
     from ..inference.dense_engine import check_dense_padding
     from ..networks.model import check_grid_sizes, check_slices
+    from ..networks.unet import check_unet_grid
     from ..training.dense import check_dense_training
     from ..training.halving import check_search
     from ..training.selection import check_ensemble_size
+    from ..training.unet_tiles import check_unet_training
     from ..training.unlabelled import check_unlabelled
 
     grid, inference = config["grid"], config["inference"]
+    unet = config["model"]["architecture"] == "unet"
     checks = [
-        lambda: check_grid_sizes(grid["n_xy"], grid["n_z"], config["model"]["padding"]),
+        (lambda: check_unet_grid(grid["n_xy"], grid["n_z"]))
+        if unet
+        else (lambda: check_grid_sizes(grid["n_xy"], grid["n_z"], config["model"]["padding"])),
         lambda: check_split_fractions(config["split"]),
     ]
     runs = len(grid["n_xy"]) * len(grid["n_z"]) * grid["seeds"]
@@ -305,9 +310,11 @@ def check_config(config: dict, config_name: str = "config") -> None:
     if config["forest"]["enabled"]:
         checks.append(lambda: check_slices(config["forest"]["n_z"], "forest.n_z"))
     training = config["training"]
-    if training["mode"] == "dense":
+    if training["mode"] == "dense" and not unet:
         checks.append(lambda: check_dense_training(config["model"]["padding"]))
     unlabelled = training["unlabelled"]
+    if unet:
+        checks.append(lambda: check_unet_training(unlabelled["method"]))
     checks.append(
         lambda: check_unlabelled(
             training["mode"],
@@ -316,7 +323,8 @@ def check_config(config: dict, config_name: str = "config") -> None:
             config["forest"]["enabled"],
         )
     )
-    if inference["engine"] == "dense" and not (config.get("pretrained") or {}).get("model"):
+    pretrained = (config.get("pretrained") or {}).get("model")
+    if inference["engine"] == "dense" and not pretrained and not unet:
         # a pretrained model's own padding is checked when it is loaded (rule check_model)
         checks.append(
             lambda: check_dense_padding(

@@ -23,7 +23,12 @@ def predict_memory_mb(
     """Peak memory of one predict_slices job, with 50 % headroom."""
     slice_bytes = height * width * 4
     source = (n_z + 1) * slice_bytes * 3  # neighbour slices, their mirrored copy, scores
-    if inference.engine == "sliding":
+    if padding == "unet":  # fibseg.inference.unet_engine: a tile with its halo
+        from ..networks.unet import FILTERS, halo
+
+        side = min(inference.tile, max(height, width)) + 2 * halo()
+        work = side * side * 3 * FILTERS[0] * 4 * 4  # the full-resolution maps of the way up
+    elif inference.engine == "sliding":
         batch = inference.extract_batch * n_xy * n_xy * n_z * 4 * 2  # view copy + transpose
         work = batch
     else:
@@ -39,7 +44,10 @@ def keras_input_geometry(path: str) -> tuple[int, int, str] | None:
     check: rule check_model loads and checks the model."""
     try:
         with zipfile.ZipFile(path) as archive:
-            layers = json.loads(archive.read("config.json"))["config"]["layers"]
+            description = json.loads(archive.read("config.json"))["config"]
+        layers = description["layers"]
+        if str(description["name"]).startswith("fibseg_unet"):
+            return 0, int(layers[0]["config"]["batch_shape"][-1]), "unet"
         shape = next(
             layer["config"]["batch_shape"]
             for layer in layers

@@ -18,6 +18,8 @@ Keras 3 ops only, so the twin also runs under JAX or PyTorch. Keras is imported 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..io.errors import LimitError
@@ -49,18 +51,25 @@ def training_twin(model):
     return build_twin(model, "dense", "training_twin")
 
 
-def labelled_mean_loss(elementwise, name: str):
-    """A keras Loss: sum(w * elementwise(y_true, y_pred)) / (outputs with w > 0), the mean
-    over the outputs that carry a weight (the mean over all without weights)."""
+@functools.cache
+def labelled_mean_class():
+    """The keras Loss class behind `labelled_mean_loss`, registered so that a model compiled
+    with it (the U-Net) loads again with its optimiser (`custom_objects`)."""
     import keras
     from keras import ops
 
     class LabelledMean(keras.losses.Loss):
-        def __init__(self) -> None:
+        def __init__(
+            self, name="labelled_mean_bce", reduction=None, elementwise="binary_crossentropy"
+        ):
             super().__init__(name=name, reduction=None)
+            self.elementwise = elementwise
+
+        def get_config(self) -> dict:
+            return {"name": self.name, "elementwise": self.elementwise}
 
         def call(self, y_true, y_pred):
-            return elementwise(y_true, y_pred)
+            return getattr(keras.losses, self.elementwise)(y_true, y_pred)
 
         def __call__(self, y_true, y_pred, sample_weight=None):
             values = self.call(ops.cast(y_true, self.dtype), y_pred)
@@ -70,7 +79,19 @@ def labelled_mean_loss(elementwise, name: str):
             labelled = ops.sum(ops.cast(weight > 0, values.dtype))
             return ops.sum(values * weight) / ops.maximum(labelled, 1.0)
 
-    return LabelledMean()
+    return LabelledMean
+
+
+def custom_objects() -> dict:
+    """What `keras.saving.load_model` needs to read a model compiled with a fibseg loss."""
+    return {"LabelledMean": labelled_mean_class()}
+
+
+def labelled_mean_loss(elementwise, name: str):
+    """A keras Loss: sum(w * elementwise(y_true, y_pred)) / (outputs with w > 0), the mean
+    over the outputs that carry a weight (the mean over all without weights); `elementwise`
+    a function of keras.losses."""
+    return labelled_mean_class()(name=name, elementwise=elementwise.__name__)
 
 
 def dense_loss():

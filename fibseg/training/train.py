@@ -174,6 +174,67 @@ class DenseEpochs:
         return fit_dense_epoch(self.twin, self.train_tiles, self.val_tiles, epoch)
 
 
+class UnetEpochs:
+    """U-Net training (`model.architecture: unet`): tiles of n_xy x n_xy around the labels of
+    the train regions (fibseg.training.unet_tiles), the loss on every labelled voxel, pore and
+    solid weighted equally; `training.steps_per_epoch` steps of `training.tiles_per_batch`
+    tiles per epoch (one pass over the tiles without it). Validation on centred tiles of the
+    val regions."""
+
+    def __init__(self, region_sets, split_csv, side, n_z, seed, augment, training):
+        from .tiles import region_selection
+        from .unet_tiles import UnetTiles
+
+        table = pd.read_csv(split_csv)
+        common = {"side": side, "n_z": n_z, "tiles_per_batch": training.tiles_per_batch}
+        self.train_tiles = UnetTiles(
+            region_sets,
+            region_selection(table, "train"),
+            seed=seed,
+            augment=augment,
+            max_batches=training.steps_per_epoch,
+            **common,
+        )
+        self.val_tiles = UnetTiles(region_sets, region_selection(table, "val"), seed=seed, **common)
+        self.counts = {
+            "train_samples": self.train_tiles.labelled,
+            "val_samples": self.val_tiles.labelled,
+        }
+
+    def fit(self, model, epoch: int) -> dict[str, list[float]]:
+        from .dense import fit_dense_epoch
+
+        return fit_dense_epoch(model, self.train_tiles, self.val_tiles, epoch)
+
+
+def new_model(architecture: str, n_xy: int, n_z: int, padding: str, hyper: dict, seed: int):
+    """A fresh, uncompiled network of the grid cell: the paper's patch CNN or the U-Net."""
+    if architecture == "unet":
+        from ..networks.unet import build_unet
+
+        return build_unet(n_z, seed)
+    return build_model(n_xy, n_z, padding, hyper["p_d"], hyper["p_sd"], hyper["c"], seed)
+
+
+def compile_model(model, architecture: str, optimizer) -> None:
+    """The patch CNN's loss and metrics per patch; the U-Net's over its labelled voxels."""
+    import keras
+
+    if architecture == "unet":
+        from .dense import dense_loss, dense_metrics
+
+        model.compile(optimizer=optimizer, loss=dense_loss(), weighted_metrics=dense_metrics())
+        return
+    model.compile(
+        optimizer=optimizer,
+        loss="binary_crossentropy",
+        metrics=[
+            "accuracy",
+            keras.metrics.BinaryIoU(target_class_ids=[0, 1], threshold=0.5, name="mIoU"),
+        ],
+    )
+
+
 def make_optimizer(training: TrainingSettings, lr: float):
     """The optimiser of a fresh run: SGD with `training.momentum` (the paper's, §3.7) or Adam
     (`training.optimizer: adam`); either follows the step schedule of `learning_rate`."""
@@ -200,6 +261,7 @@ def train_run(
     rung: int = 0,
     keep_last_state: bool = False,
     teacher_files: list[str] | tuple = (),
+    architecture: str = "patch",
 ) -> pd.DataFrame:
     """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch: on the
     sampled patches of `train_csv`/`val_csv`, or (`training.mode` dense) on every labelled
@@ -213,7 +275,8 @@ def train_run(
     Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into `run_dir`,
     and with `keep_last_state` also `last.keras` (the last epoch's weights and optimiser
     state, from which the next rung of successive halving resumes; fibseg.training.halving). A run
-    trains up to `training.epochs`; `rung` is recorded in params.json.
+    trains up to `training.epochs`; `rung` is recorded in params.json. With `architecture`
+    unet the network is the U-Net (n_xy the side of its training tiles; `UnetEpochs`).
     """
     import keras
 
@@ -230,7 +293,9 @@ def train_run(
         from .unlabelled import check_unlabelled
 
         check_unlabelled(training.mode, "masked")
-    if training.mode == "dense":
+    if architecture == "unet":
+        epochs = UnetEpochs(region_sets, split_csv, n_xy, n_z, seed, augment, training)
+    elif training.mode == "dense":
         epochs = DenseEpochs(
             region_sets, split_csv, n_xy, n_z, seed, augment, training, volume_files, teacher_files
         )
@@ -239,7 +304,11 @@ def train_run(
 
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
-        model = keras.saving.load_model(resume / "last.keras", safe_mode=True)
+        from .dense import custom_objects
+
+        model = keras.saving.load_model(
+            resume / "last.keras", safe_mode=True, custom_objects=custom_objects()
+        )
         if (resume / RANDOM_STATE).is_file():
             restore_random_state(model, json.loads((resume / RANDOM_STATE).read_text()))
         history = pd.read_csv(resume / "history.csv")
@@ -247,15 +316,9 @@ def train_run(
         if log:
             log.info("resuming after epoch %d from %s", first_epoch - 1, resume)
     else:
-        model = build_model(n_xy, n_z, padding, hyper["p_d"], hyper["p_sd"], hyper["c"], seed)
-        model.compile(
-            optimizer=make_optimizer(training, learning_rate(0, hyper["log10_lr0"], hyper["k"])),
-            loss="binary_crossentropy",
-            metrics=[
-                "accuracy",
-                keras.metrics.BinaryIoU(target_class_ids=[0, 1], threshold=0.5, name="mIoU"),
-            ],
-        )
+        model = new_model(architecture, n_xy, n_z, padding, hyper, seed)
+        optimizer = make_optimizer(training, learning_rate(0, hyper["log10_lr0"], hyper["k"]))
+        compile_model(model, architecture, optimizer)
         history = pd.DataFrame(columns=HISTORY_COLUMNS)
         first_epoch = 0
         if training.unlabelled.method == "masked":
@@ -309,6 +372,7 @@ def train_run(
         "seed": seed,
         "rung": rung,
         "padding": padding,
+        "architecture": architecture,
         **hyper,
         "epochs": training.epochs,
         "mode": training.mode,

@@ -192,7 +192,9 @@ def volume_depth(ds):
 def model_geometries():
     """(n_xy, n_z, padding) of the largest model: of the pretrained files where they can be
     read, else of the grid."""
-    grid = (max(config["grid"]["n_xy"]), max(config["grid"]["n_z"]), config["model"]["padding"])
+    unet = config["model"]["architecture"] == "unet"
+    padding = "unet" if unet else config["model"]["padding"]
+    grid = (max(config["grid"]["n_xy"]), max(config["grid"]["n_z"]), padding)
     found = [keras_input_geometry(path) for path in PRETRAINED.models] if PRETRAINED else []
     return max(found, key=lambda g: g[0] ** 2 * g[1]) if found and all(found) else grid
 

@@ -19,6 +19,7 @@ if TRAINS:
         params:
             training=asdict(RUNG_TRAINING[0]),
             padding=config["model"]["padding"],
+            architecture=config["model"]["architecture"],
         threads: THREADS
         log:
             "logs/train/nxy{nxy}_nz{nz}_seed{seed}.log",
@@ -69,6 +70,7 @@ if TRAINS:
         params:
             training=lambda wildcards: asdict(RUNG_TRAINING[int(wildcards.rung)]),
             padding=config["model"]["padding"],
+            architecture=config["model"]["architecture"],
         threads: THREADS
         log:
             "logs/train/nxy{nxy}_nz{nz}_rung{rung}_slot{slot}.log",
