@@ -310,10 +310,7 @@ def check_config(config: dict, config_name: str = "config") -> None:
     unlabelled = training["unlabelled"]
     checks.append(
         lambda: check_unlabelled(
-            training["mode"],
-            unlabelled["method"],
-            unlabelled.get("teacher", "network"),
-            config["forest"]["enabled"],
+            training["mode"], unlabelled["method"], config["forest"]["enabled"]
         )
     )
     if inference["engine"] == "dense" and not (config.get("pretrained") or {}).get("model"):
