@@ -1,5 +1,5 @@
 """Training cost of a grid configuration: epochs, samples and floating-point operations
-(counted from the models' layers, fibseg.networks.model.forward_flops), for the paper's grid, with
+(counted from the models' layers, `forward_flops`), for the paper's grid, with
 successive halving (config/halving.yaml), and with dense training where the grid allows it.
 
 Counted, not estimated:
@@ -20,6 +20,7 @@ ESTIMATE at an assumed sustained throughput (--gpu-tflops), not a measurement.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fibseg.networks.model import VALID_MIN_NXY, build_model, forward_flops  # noqa: E402
+from fibseg.networks.model import VALID_MIN_NXY, build_model  # noqa: E402
 from fibseg.networks.twin import tile_sides, twin_geometry  # noqa: E402
 from fibseg.training.dense import training_twin  # noqa: E402
 from fibseg.training.halving import GridPlan  # noqa: E402
@@ -54,6 +55,33 @@ class Configuration:
     padding: str
     mode: str
     plan: GridPlan
+
+
+def forward_flops(model, input_shape: tuple[int, ...]) -> int:
+    """Floating-point operations of one forward pass of `model` on a batch of `input_shape`
+    (batch first), counted from its layers: 2 x the multiply-adds of every layer with a
+    kernel (convolutions and dense layers, also the dense layers that a training twin applies
+    as convolutions). Pooling, activations and biases are left out (a few per cent).
+
+    The shapes are traced through the model's graph, so fully convolutional models with
+    free spatial sizes (fibseg.training.dense.training_twin) are counted at `input_shape`."""
+    shapes = {id(model.inputs[0]): tuple(input_shape)}
+    total = 0
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            operation = node.operation
+            (tensor,) = node.input_tensors
+            spec = operation.compute_output_spec(keras.KerasTensor(shapes[id(tensor)]))
+            shapes[id(node.output_tensors[0])] = tuple(spec.shape)
+            # the twin's DenseAsConv and ValidConv wrap a Dense or a convolution
+            layer = getattr(operation, "dense", getattr(operation, "conv", operation))
+            kernel = getattr(layer, "kernel", None)
+            if kernel is not None:
+                positions = math.prod(spec.shape[:-1])  # batch x output positions
+                total += 2 * positions * math.prod(kernel.shape)
+    return int(total)
 
 
 def patch_flops(n_xy: int, n_z: int, padding: str) -> int:

@@ -4,10 +4,10 @@ Reads the runs of one (n_xy, n_z) cell of the full grid (results/train/nxy{n}_nz
 each trained for every epoch, and reports:
 - the Spearman rank correlation between each seed's lowest validation loss up to epoch e
   (what `promote` ranks by) and its lowest over the whole run (what `select_model` ranks by);
-- for halving plans, replayed on these curves (fibseg.training.halving.simulate): the seeds
-  each rung keeps, whether the final best seed survives, the best seed it does keep (its rank
-  among all seeds, its lowest validation loss against the winner's), and the epochs trained as
-  a share of the full grid's.
+- for halving plans, replayed on these curves (`simulate`): the seeds each rung keeps,
+  whether the final best seed survives, the best seed it does keep (its rank among all
+  seeds, its lowest validation loss against the winner's), and the epochs trained as a share
+  of the full grid's.
 
     python benchmarks/halving_evidence.py results/train/nxy81_nz1
     python benchmarks/halving_evidence.py results/train/nxy81_nz1 --plans 4,12,40:0.25 2,40:0.5
@@ -25,7 +25,24 @@ from scipy.stats import spearmanr
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fibseg.training.halving import GridPlan, simulate  # noqa: E402
+from fibseg.training.halving import GridPlan, ranked  # noqa: E402
+
+
+def simulate(histories: dict[int, pd.DataFrame], plan: GridPlan) -> list[list[int]]:
+    """The seeds that each rung of `plan` would train, replayed on learning curves of runs
+    trained to the end (one cell; seed -> history with epoch and val_loss)."""
+    alive = sorted(histories)
+    rungs = [alive]
+    for rung in range(1, len(plan.rung_epochs)):
+        end = plan.rung_epochs[rung - 1]
+        so_far = [
+            {"seed": seed, "best_val_loss": float(h.loc[h["epoch"] < end, "val_loss"].min())}
+            for seed, h in histories.items()
+            if seed in alive
+        ]
+        alive = [run["seed"] for run in ranked(so_far)[: plan.slots[rung]]]
+        rungs.append(alive)
+    return rungs
 
 
 def read_cell(cell: Path) -> dict[int, pd.DataFrame]:

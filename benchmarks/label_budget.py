@@ -16,23 +16,21 @@ scores each method on the FULL volume against its ground truth:
 - variants of dense training (`VARIANTS`): cnn_dense_steps (`--steps-per-epoch` steps every
   epoch, 25 by default, whatever the number of tiles), cnn_dense_steps_m09 (momentum 0.9),
   cnn_dense_steps_k20 (the learning rate drops every 20 epochs), cnn_dense_steps_adam (Adam,
-  10^-3, dropping every 20 epochs: `training.optimizer: adam`), cnn_dense_pseudo (steps
-  plus `training.unlabelled: pseudo`, fibseg/training/unlabelled.py) and cnn_dense_masked
-  (steps plus `training.unlabelled: masked`, blind-spot pretraining on the volumes before
-  the first epoch), cnn_dense_steps_adam_forest (Adam plus volume tiles labelled by the forest where
-  its votes reach 0.9: `training.unlabelled: {method: pseudo, teacher: forest}`; the
-  forest is trained and scores both volumes first, within the method's time),
-  cnn_dense_steps_adam_forest_soft (the same from votes of 0.6), and
+  10^-3, dropping every 20 epochs: `training.optimizer: adam`), cnn_dense_steps_adam_forest
+  (Adam plus volume tiles labelled by the forest where its votes reach 0.9:
+  `training.unlabelled: {method: pseudo, confidence: 0.9}`, fibseg/training/unlabelled.py;
+  the forest is trained and scores both volumes first, within the method's time),
+  cnn_dense_steps_adam_forest_soft (the same from votes of 0.6, the workflow's default), and
   cnn_dense_steps_adam_unregularised / _regularised (Adam with dropout and L2 pinned at the
-  bottom / top of the random search's ranges instead of drawn), and
-  cnn_dense_steps_adam_forest_soft_twice (a second network taught by the score volumes of
-  the forest-taught one: self-training that starts from the forest). Not run by default: m09,
-  k20, masked, the Adam ones.
+  bottom / top of the random search's ranges instead of drawn). Not run by default: m09,
+  k20, the Adam ones. The variants of options since removed from the library (the network's
+  own pseudo-labels, blind-spot pretraining, a second network taught by the forest-taught
+  one) are gone from the script; their measured rows stay in docs/label_budget.md.
 
 `--n-xy` and `--n-z` change the input context (81 x 81 x 3): the CNN's neighbourhood, and the
 slices the forest's features are computed on (`--forest-n-z` sets those apart).
 `--first-seed` and `--seeds` pick the CNN seeds (each seed also draws the search's
-hyperparameters); `--forest-seed` the forest's (also the teacher's).
+hyperparameters); `--forest-seed` the forest's (also the one whose scores label the tiles).
 
 Each CNN run's learning curve (history.csv, per epoch) goes to `<out>_histories.csv`.
 `--threads` sets the CPU threads (2); under `KERAS_BACKEND=torch` the CNNs run on a GPU.
@@ -83,9 +81,8 @@ search's hyperparameters, as in the workflow); the table shows their mean and sp
     python benchmarks/label_budget.py --budgets large --data spheres --methods rf,cnn_dense
     python benchmarks/label_budget.py --quick                          # a tiny smoke run
 
-The script prints its own run-time estimate first (`--dry-run` prints only that): on 2 CPU
-cores, one seed, about 10 min (small), 18 min (medium) and 32 min (large) per data kind, two
-hours for everything; at the large budget 40 dense epochs over 1.1 M train voxels take 19.
+The script prints its own run-time estimate first (`--dry-run` prints only that), on 2 CPU
+cores and one seed, per data kind and budget.
 """
 
 from __future__ import annotations
@@ -152,9 +149,7 @@ ADAM = {
 }
 ADAM_FOREST_SOFT = {
     **ADAM,
-    "unlabelled": UnlabelledSettings(
-        method="pseudo", teacher="forest", start_epoch=0, confidence=0.6
-    ),
+    "unlabelled": UnlabelledSettings(method="pseudo", start_epoch=0, confidence=0.6),
 }
 VARIANTS = {
     "cnn_patches": {"mode": "patches"},
@@ -175,28 +170,16 @@ VARIANTS = {
         **ADAM,
         "search": replace(ADAM["search"], p_d=(0.6, 0.6), p_sd=(0.6, 0.6), log10_c=(-5.0, -5.0)),
     },
-    "cnn_dense_pseudo": {
-        "mode": "dense",
-        "steps": True,
-        "unlabelled": UnlabelledSettings(method="pseudo"),
-    },
     # Adam as above, plus volume tiles labelled by the forest where its votes are confident
     # (the forest trained and scored first, its time included): distilling the forest
     "cnn_dense_steps_adam_forest": {
         **ADAM,
-        "unlabelled": UnlabelledSettings(method="pseudo", teacher="forest", start_epoch=0),
+        "unlabelled": UnlabelledSettings(method="pseudo", start_epoch=0, confidence=0.9),
     },
     "cnn_dense_steps_adam_forest_soft": ADAM_FOREST_SOFT,
-    # the same, twice: a second network taught by the first one's score volumes
-    "cnn_dense_steps_adam_forest_soft_twice": {**ADAM_FOREST_SOFT, "rounds": 2},
-    "cnn_dense_masked": {
-        "mode": "dense",
-        "steps": True,
-        "unlabelled": UnlabelledSettings(method="masked"),
-    },
 }
 METHODS = ("otsu", "rf", *VARIANTS)
-DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps", "cnn_dense_pseudo")
+DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps")
 KINDS = (
     "demo",
     "spheres",
@@ -601,19 +584,14 @@ def forest_member(study: Study) -> Member:
     return Member("rf", FOREST["n_z"], forest_scorer(forest, FOREST["sigma_max"]))
 
 
-def score_volume_files(study: Study, member: Member, tag: str) -> list[str]:
-    """A member's score volumes (HDF5 /scores, as rule stitch_forest writes them), one per
-    data set in the order of the preprocessed volumes: a teacher for `teacher: forest`."""
+def forest_score_files(study: Study) -> list[str]:
+    """The forest's score volumes (HDF5 /scores, as rule stitch_forest writes them), one per
+    data set in the order of the preprocessed volumes: what labels the tiles of `pseudo`."""
     paths = []
-    for name, scores in score_volumes(study, member).items():
-        paths.append(str(study.workdir / f"{name}_{tag}_scores.h5"))
+    for name, scores in score_volumes(study, forest_member(study)).items():
+        paths.append(str(study.workdir / f"{name}_forest_scores.h5"))
         write_h5(paths[-1], {"scores": scores.astype(np.float32)})
     return paths
-
-
-def forest_teacher_files(study: Study) -> list[str]:
-    """The forest's score volumes: the teacher of `teacher: forest`."""
-    return score_volume_files(study, forest_member(study), "forest")
 
 
 def run_forest(study: Study) -> tuple[dict[str, np.ndarray], dict]:
@@ -625,36 +603,26 @@ def run_cnn(
     study: Study, method: str, training: TrainingSettings, seed: int, log: logging.Logger | None
 ) -> tuple[dict[str, np.ndarray], dict]:
     """One train_run (rule train, the epoch of lowest val loss), scored by the dense
-    engine. A variant with `rounds` > 1 trains that many networks in turn, each taught by
-    the score volumes of the one before (the first by the forest)."""
+    engine; with pseudo-labels the forest is trained and scores the volumes first."""
     import keras
 
-    def train(run_dir: Path, teachers: list[str] | tuple) -> pd.DataFrame:
-        return train_run(
-            run_dir,
-            [d.region_file for d in study.datasets],
-            study.train_csv,
-            study.val_csv,
-            study.split_csv,
-            N_XY,
-            N_Z,
-            seed,
-            PADDING,
-            training,
-            log,
-            [str(study.workdir / f"{d.name}_preprocessed.h5") for d in study.datasets],
-            teacher_files=teachers,
-        )
-
     run_dir = study.workdir / f"{method}_seed{seed}"
-    teachers = forest_teacher_files(study) if training.unlabelled.forest_teaches else ()
-    for round_number in range(1, VARIANTS[method].get("rounds", 1)):
-        round_dir = run_dir / f"round{round_number}"
-        train(round_dir, teachers)
-        teacher = load_member(str(round_dir / "model.keras"), INFERENCE, threads=THREADS)
-        teachers = score_volume_files(study, teacher, f"{method}_seed{seed}_round{round_number}")
-        keras.backend.clear_session()
-    history = train(run_dir, teachers)
+    pseudo = training.unlabelled.method == "pseudo"
+    history = train_run(
+        run_dir,
+        [d.region_file for d in study.datasets],
+        study.train_csv,
+        study.val_csv,
+        study.split_csv,
+        N_XY,
+        N_Z,
+        seed,
+        PADDING,
+        training,
+        log,
+        [str(study.workdir / f"{d.name}_preprocessed.h5") for d in study.datasets],
+        teacher_files=forest_score_files(study) if pseudo else (),
+    )
     member = load_member(str(run_dir / "model.keras"), INFERENCE, threads=THREADS)
     segmentations, chosen = scored_method(study, member)
     keras.backend.clear_session()  # free the graphs before the next run
@@ -679,7 +647,6 @@ def trained_on(study: Study, method: str) -> int:
 def cnn_settings(method: str, args: argparse.Namespace) -> TrainingSettings:
     """The training settings of a CNN variant."""
     variant = dict(VARIANTS[method])
-    variant.pop("rounds", None)
     steps = args.steps_per_epoch if variant.pop("steps", False) else None
     epochs = args.epochs_patches if variant["mode"] == "patches" else args.epochs_dense
     return TrainingSettings(epochs=epochs, steps_per_epoch=steps, **variant)
@@ -799,7 +766,7 @@ def estimate_seconds(
         )
         + cnn_score,
     }
-    # fixed steps of 4 tiles; the pseudo-labels double the tiles and add a teacher pass
+    # fixed steps of 4 tiles
     stepped = epochs["dense"] * (
         steps * 4 * tile**2 / RATES["dense_train_px"]
         + counts["val"] * tile**2 / RATES["dense_val_px"]
@@ -814,15 +781,11 @@ def estimate_seconds(
         "cnn_dense_steps_adam_regularised",
     ):
         seconds[name] = stepped + cnn_score
-    seconds["cnn_dense_pseudo"] = 2.5 * stepped + cnn_score
-    # the forest's tiles need no teacher pass, but the forest's scores of every volume first
-    forest_teacher = 2 * stepped + cnn_score + seconds["rf"]
-    seconds["cnn_dense_steps_adam_forest"] = forest_teacher
-    seconds["cnn_dense_steps_adam_forest_soft"] = forest_teacher
-    seconds["cnn_dense_steps_adam_forest_soft_twice"] = 2 * forest_teacher - seconds["rf"]
-    # the blind-spot pretraining: steps of 4 volume tiles of the same size, before epoch 0
-    pretrain = UnlabelledSettings().pretrain_steps * 4 * tile**2 / RATES["dense_train_px"]
-    seconds["cnn_dense_masked"] = stepped + pretrain + cnn_score
+    # the forest's tiles double the tiles of a step, and the forest's scores of every
+    # volume come first
+    forest_taught = 2 * stepped + cnn_score + seconds["rf"]
+    seconds["cnn_dense_steps_adam_forest"] = forest_taught
+    seconds["cnn_dense_steps_adam_forest_soft"] = forest_taught
     return {k: v for k, v in seconds.items() if k == "build" or k in methods}
 
 
@@ -913,7 +876,7 @@ def parse_args() -> argparse.Namespace:
     args.porosities = POROSITIES
     if args.quick:  # one tiny budget, one data set per kind, short training
         args.budgets, args.porosities = [QUICK], {45: 0.45}
-        args.epochs_patches, args.epochs_dense = 1, 6  # 6: the pseudo-labels start at 5
+        args.epochs_patches, args.epochs_dense = 1, 6
         args.max_train_samples = min(args.max_train_samples, 2000)
     return args
 

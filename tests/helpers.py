@@ -4,6 +4,7 @@ Fixtures and hooks stay in conftest.py; everything a test imports by name lives 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -116,6 +117,51 @@ def edit_config(project: Path, **changes) -> None:
         else:
             config[section] = value
     path.write_text(yaml.safe_dump(config))
+
+
+def load_benchmark(name: str):
+    """The module of `benchmarks/<name>.py`, for the tests of its study-only helpers."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def region_tiles(
+    regions,
+    indices,
+    n_xy: int,
+    n_z: int,
+    padding: str = "valid",
+    tile: int | None = None,
+    side: int | None = None,
+    codes=None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tiles of the regions at `indices`, as DenseTiles cuts them: inputs (B, side + field -
+    1, same, n_z), labels and a 0/1 mask (B, side, side), mask 0 where there is no label (the
+    padding up to a multiple of 16, and IGNORE voxels: unpainted or padding to the common
+    region box). Regions larger than `tile` are cut into several tiles (`tile_origins`
+    order); `codes` gives each tile's dihedral transform (identity by default)."""
+    from fibseg.training.dense import check_dense_training
+    from fibseg.training.tiles import (
+        DEFAULT_TILE,
+        check_margins,
+        cut_tile,
+        tile_origins,
+        tile_side,
+    )
+
+    check_dense_training(padding)
+    check_margins(regions, n_xy, n_z)
+    side = side or tile_side(regions.labels.shape[1:], tile or DEFAULT_TILE)
+    origins = tile_origins(regions, indices, side)
+    codes = np.zeros(len(origins), np.int64) if codes is None else np.asarray(codes)
+    cut = [
+        cut_tile(regions, r, y0, x0, side, n_xy, n_z, int(c))
+        for (r, y0, x0), c in zip(origins, codes, strict=True)
+    ]
+    return tuple(np.stack(parts) for parts in zip(*cut, strict=True))
 
 
 def run_snakemake(

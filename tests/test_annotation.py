@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from helpers import region_tiles
 
 from fibseg.annotation.regions import IGNORE, RegionSet, extract_regions, regions_from_annotation
 from fibseg.annotation.sampling import labelled_voxels
@@ -17,7 +18,7 @@ from fibseg.io.volume import Volume
 from fibseg.pipeline.checks import check_annotation, check_dataset, check_labels
 from fibseg.pipeline.sheet import read_sheet
 from fibseg.preprocess.alignment import align_labels, transforms_from_table, transforms_table
-from fibseg.training.tiles import class_weights, region_tiles, voxel_weights
+from fibseg.training.tiles import class_weights, voxel_weights
 
 I = IGNORE  # noqa: E741
 

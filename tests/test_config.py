@@ -19,7 +19,7 @@ from snakemake.utils import validate
 from fibseg.io.errors import InputError
 from fibseg.pipeline.checks import check_config
 from fibseg.pipeline.sheet import check_external_inputs, read_sheet
-from fibseg.runtime.settings import InferenceSettings, TrainingSettings
+from fibseg.runtime.settings import InferenceSettings, TrainingSettings, UnlabelledSettings
 
 CONFIG_SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 SHEET_SCHEMA = str(REPO / "workflow/schemas/datasets.schema.yaml")
@@ -141,7 +141,7 @@ def test_the_paper_overlay_restores_the_papers_training(monkeypatch):
     Snakemake does): whatever the demo's defaults, the result trains as §3.5-3.7 say."""
     from snakemake.utils import update_config
 
-    from fibseg.runtime.settings import SearchRanges, TrainingSettings, UnlabelledSettings
+    from fibseg.runtime.settings import SearchRanges
 
     monkeypatch.chdir(REPO)
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -165,26 +165,19 @@ def test_the_paper_overlay_restores_the_papers_training(monkeypatch):
         {"grid.n_xy": [129], "grid.n_z": [7], "published": PUBLISHED},  # the release's limit
         {"inference.engine": "dense", "inference.allow_approximate_dense": True},
         {"inference.engine": "dense", "model.padding": "valid", "grid.n_xy": [81]},
-        {
-            "training.mode": "dense",
-            "model.padding": "valid",
-            "grid.n_xy": [81],
-            "training.unlabelled": {"method": "masked", "pretrain_steps": 50, "mask_radius": 3},
-        },
         {"training.optimizer": "adam", "training.search": {"log10_lr0": [-3.0], "k": [20]}},
         {"outputs": {"ome_zarr": True}},
         {
             "training.mode": "dense",
             "model.padding": "valid",
             "grid.n_xy": [81],
-            "training.unlabelled": {"method": "pseudo", "teacher": "forest"},
+            "training.unlabelled": {"method": "pseudo", "confidence": 0.9, "start_epoch": 2},
         },
     ],
     ids=[
         "published at its limit",
         "approximate dense opted in",
         "dense on a valid model",
-        "masked pretraining in dense mode",
         "Adam at its own learning rate",
         "OME-Zarr output",
         "pseudo-labels from the forest",
@@ -236,6 +229,62 @@ def test_schema_names_the_key_and_the_allowed_values(project, case):
         assert fragment in message, message
 
 
+# Options measured as no gain and removed (docs/label_budget.md keeps their numbers): a config
+# that still names one is refused by the schema, which names the key and what is allowed.
+REMOVED_UNLABELLED = {
+    "blind-spot pretraining (method masked)": (
+        {"method": "masked"},
+        ["'masked' is not one of ['none', 'pseudo']", "On instance['training']['unlabelled']"],
+    ),
+    "the network as its own teacher": (
+        {"method": "pseudo", "teacher": "network"},
+        ["'teacher' was unexpected", "On instance['training']['unlabelled']"],
+    ),
+    "the teacher key, even naming the forest": (
+        {"method": "pseudo", "teacher": "forest"},
+        ["'teacher' was unexpected", "On instance['training']['unlabelled']"],
+    ),
+    **{
+        f"the pretraining's {key}": (
+            {"method": "none", key: value},
+            [f"'{key}' was unexpected", "On instance['training']['unlabelled']"],
+        )
+        for key, value in {
+            "pretrain_steps": 300,
+            "pretrain_lr": 0.001,
+            "mask_fraction": 0.02,
+            "mask_radius": 2,
+        }.items()
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(REMOVED_UNLABELLED))
+def test_removed_unlabelled_options_are_refused_by_the_schema(project, case):
+    unlabelled, fragments = REMOVED_UNLABELLED[case]
+    edit_config(
+        project,
+        **{"training.mode": "dense", "model.padding": "valid", "grid.n_xy": [81]},
+        **{"training.unlabelled": unlabelled},
+    )
+    with pytest.raises(WorkflowError) as error:
+        load_like_the_workflow(project)
+    message = str(error.value)
+    assert message.startswith("Error validating config file.")
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_no_schema_key_remains_for_a_removed_option():
+    schema = yaml.safe_load(Path(CONFIG_SCHEMA).read_text())
+    keys = schema["properties"]["training"]["properties"]["unlabelled"]["properties"]
+    assert keys["method"]["enum"] == ["none", "pseudo"]
+    removed = {"teacher", "pretrain_steps", "pretrain_lr", "mask_fraction", "mask_radius"}
+    assert not removed & set(keys)
+    # the schema's defaults are the settings' own
+    assert {key: value["default"] for key, value in keys.items()} == asdict(UnlabelledSettings())
+
+
 # --- check_config: rules across keys, each defined beside its code -------------------------------
 
 CONFIG_ERRORS = {
@@ -276,23 +325,17 @@ CONFIG_ERRORS = {
         "needs dense training, not 'patches'. Fix: set training.mode: dense (with "
         "model.padding: valid) or training.unlabelled.method: none.",
     ),
-    "masked pretraining with patch training": (
-        {"training.unlabelled": {"method": "masked", "pretrain_steps": 10}},
-        "file 'config: training.unlabelled.method': learning from unlabelled voxels ('masked') "
-        "needs dense training, not 'patches'.",
-    ),
-    "the forest as teacher without the forest": (
+    "pseudo-labels without the forest": (
         {
             "training.mode": "dense",
             "model.padding": "valid",
             "grid.n_xy": [81],
-            "training.unlabelled": {"method": "pseudo", "teacher": "forest"},
+            "training.unlabelled": {"method": "pseudo"},
             "forest.enabled": False,
         },
-        "file 'config: training.unlabelled.teacher': pseudo-labels from the forest "
-        "(training.unlabelled.teacher: forest) need the random-forest baseline, and "
-        "forest.enabled is false. Fix: set forest.enabled: true, or "
-        "training.unlabelled.teacher: network.",
+        "file 'config: training.unlabelled.method': pseudo-labels (training.unlabelled.method: "
+        "pseudo) come from the random-forest baseline's score volumes, and forest.enabled is "
+        "false. Fix: set forest.enabled: true, or training.unlabelled.method: none.",
     ),
     "halving rungs that stop short of training.epochs": (
         {"grid.search": {"strategy": "halving", "rungs": [4, 12], "keep": 0.5}},
@@ -429,7 +472,7 @@ def test_settings_travel_as_plain_dicts_and_come_back_equal():
             "mode": "dense",
             "steps_per_epoch": 25,
             "search": {"log10_lr0": [-3.0], "k": [20], "p_d": [0.1, 0.2]},
-            "unlabelled": {"method": "pseudo", "teacher": "forest", "confidence": 0.6},
+            "unlabelled": {"method": "pseudo", "confidence": 0.8},
         }
     )
     assert TrainingSettings.from_config(asdict(training)) == training

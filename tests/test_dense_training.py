@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import region_tiles
 
 from fibseg.annotation.regions import RegionSet
 from fibseg.inference.dense_engine import DenseEngine
@@ -30,7 +31,6 @@ from fibseg.training.tiles import (
     dihedral_2d,
     joint_dihedral,
     region_selection,
-    region_tiles,
     voxel_weights,
 )
 

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
+from helpers import load_benchmark
 
 from fibseg.networks.model import (
     ModelConfigError,
     build_model,
     draw_hyperparameters,
-    forward_flops,
     learning_rate,
 )
 from fibseg.runtime.settings import SearchRanges
@@ -86,7 +86,13 @@ def test_step_learning_rate():
     assert learning_rate(39, -2.5, 4) == pytest.approx(10 ** (-2.5 - 0.25 * 9))
 
 
-def test_forward_flops_of_patch_models_by_hand():
+@pytest.fixture(scope="module")
+def forward_flops():
+    """The FLOP count of the grid-cost study (benchmarks/grid_cost.py)."""
+    return load_benchmark("grid_cost").forward_flops
+
+
+def test_forward_flops_of_patch_models_by_hand(forward_flops):
     """2 x multiply-adds of each convolution (3 x 3) and dense layer, pooling halving down."""
     same_33x1 = 2 * (
         33**2 * 9 * 1 * 16
@@ -118,7 +124,7 @@ def test_forward_flops_of_patch_models_by_hand():
     assert forward_flops(build_model(81, 3, "valid"), (5, 81, 81, 3)) == 5 * valid_81x3
 
 
-def test_forward_flops_of_the_dense_training_twin_by_hand():
+def test_forward_flops_of_the_dense_training_twin_by_hand(forward_flops):
     """A 128 px tile of an 81 x 3 'valid' model: input 128 + 76 - 1 = 203 px. Each level runs
     two valid convolutions, a stride-1 pool and splits into 4 fragments of half the side;
     the dense layers run on the 256 fragments of 8 x 8 (= 128 x 128 outputs)."""

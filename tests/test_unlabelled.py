@@ -1,8 +1,7 @@
 """Learning from unlabelled voxels (fibseg.training.unlabelled) and dense training in steps, on tiny
-data: pseudo-labels by hand, the volume windows, a falling loss, determinism, and that
-`training.unlabelled` off is today's training exactly; the blind-spot masking and its
-pretraining (method masked): the voxel an output stands for, a falling loss, determinism,
-the pretrained weights in the classifier, and no pretraining when a run resumes."""
+data: pseudo-labels by hand, the volume windows and the forest's scores of the voxels the
+twin's outputs stand for, the forest steering the network, a falling loss, determinism, and
+that `training.unlabelled` off is today's training exactly."""
 
 import json
 from dataclasses import replace
@@ -12,22 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fibseg.training.unlabelled
 from fibseg.annotation.regions import RegionSet
 from fibseg.annotation.sampling import split_regions
 from fibseg.networks.model import build_model
 from fibseg.networks.twin import from_fragment_layout, twin_geometry
 from fibseg.runtime.settings import TrainingSettings, UnlabelledSettings
 from fibseg.training.dense import training_twin
-from fibseg.training.halving import continue_from
 from fibseg.training.tiles import DenseTiles
 from fibseg.training.train import train_run
 from fibseg.training.unlabelled import (
     VolumeWindows,
-    blind_spot_batch,
-    blind_spot_offset,
     check_unlabelled,
-    pretrain_blind_spot,
+    output_voxel_offset,
     pseudo_labels,
 )
 
@@ -42,15 +37,13 @@ SETTINGS = replace(
 PSEUDO = UnlabelledSettings(
     method="pseudo", weight=1.0, confidence=0.6, tiles_per_batch=2, start_epoch=0
 )
-MASKED = UnlabelledSettings(
-    method="masked", tiles_per_batch=2, pretrain_steps=60, mask_fraction=0.05
-)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A 6 x 96 x 96 volume whose bright squares are solid, ten labelled 16 x 16 regions cut
-    from it with the 40 px of context an 81 x 81 'valid' model needs, and the volume itself."""
+    from it with the 40 px of context an 81 x 81 'valid' model needs, the forest's scores of
+    the volume (forest.h5: 0.9 on solid, 0.1 on pore), and the volume itself."""
     directory = tmp_path_factory.mktemp("unlabelled")
     rng = np.random.default_rng(3)
     solid = np.kron(rng.random((6, 12, 12)) < 0.5, np.ones((1, 8, 8))).astype(np.uint8)
@@ -68,10 +61,13 @@ def data(tmp_path_factory):
     RegionSet("V", np.stack(crops), np.stack(labels), table, 40, 1).write(directory / "V.h5")
     split = split_regions({"V": table}, {"train": 0.6, "val": 0.2, "test": 0.2}, 1)
     split.to_csv(directory / "split.csv", index=False)
+    # a forest that is right where the truth is and unsure nowhere
+    write_scores(directory / "forest.h5", np.where(solid, 0.9, 0.1))
     return directory, volume
 
 
 def train(directory, run_dir, settings, seed=0, **options):
+    options.setdefault("teacher_files", [str(directory / "forest.h5")])
     return train_run(
         run_dir,
         [str(directory / "V.h5")],
@@ -100,70 +96,73 @@ def test_pseudo_labels_by_hand():
     assert not weights.any()
 
 
-def test_volume_windows_are_seeded_crops_of_the_volume(data):
-    directory, volume = data
-    windows = VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, seed=5)
-    first = windows.draw(3, epoch=2, index=4)
-    assert first.shape == (3, 16 + 76 - 1, 16 + 76 - 1, 3) and first.dtype == np.float32
-    np.testing.assert_array_equal(first, windows.draw(3, epoch=2, index=4))
-    assert not np.array_equal(first, windows.draw(3, epoch=2, index=5))
-    assert np.isin(first, volume).all()  # mirrored and turned, but the volume's own values
-
-
 def write_scores(path, scores):
     with h5py.File(path, "w") as handle:
         handle["scores"] = np.asarray(scores, np.float32)
     return str(path)
 
 
-def test_forest_teacher_scores_are_the_voxels_the_outputs_stand_for(data, tmp_path):
-    """A teacher whose score is the volume's own value: each teacher block must be the
-    centre slice of its window at the voxels the twin's outputs stand for
-    (`blind_spot_offset`), under every transform; the windows are those of `draw`."""
+def windows_of(directory, scores, seed=5):
+    return VolumeWindows([str(directory / "pre.h5")], [scores], 81, 3, 16, seed)
+
+
+def test_volume_windows_are_seeded_crops_of_the_volume(data):
     directory, volume = data
-    teacher = write_scores(tmp_path / "teacher.h5", volume)
-    windows = VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 5, [teacher])
-    start = blind_spot_offset(81)
+    windows = windows_of(directory, str(directory / "forest.h5"))
+    first, scores = windows.draw(3, epoch=2, index=4)
+    assert first.shape == (3, 16 + 76 - 1, 16 + 76 - 1, 3) and first.dtype == np.float32
+    assert scores.shape == (3, 16, 16) and np.isin(scores, np.float32([0.1, 0.9])).all()
+    again, scores_again = windows.draw(3, epoch=2, index=4)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(scores, scores_again)
+    assert not np.array_equal(first, windows.draw(3, epoch=2, index=5)[0])
+    assert np.isin(first, volume).all()  # mirrored and turned, but the volume's own values
+
+
+def test_forest_scores_are_the_voxels_the_outputs_stand_for(data, tmp_path):
+    """Forest scores that are the volume's own values: each block of scores must be the
+    centre slice of its window at the voxels the twin's outputs stand for
+    (`output_voxel_offset`), under every transform."""
+    directory, volume = data
+    windows = windows_of(directory, write_scores(tmp_path / "teacher.h5", volume))
+    start = output_voxel_offset(81)
     for index in range(6):
-        inputs, blocks = windows.draw_with_teacher(3, epoch=1, index=index)
-        np.testing.assert_array_equal(inputs, windows.draw(3, epoch=1, index=index))
+        inputs, blocks = windows.draw(3, epoch=1, index=index)
         assert blocks.shape == (3, 16, 16)
         np.testing.assert_array_equal(blocks, inputs[:, start : start + 16, start : start + 16, 1])
-    plain = VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 5)
-    np.testing.assert_array_equal(plain.draw(3, 1, 2), windows.draw(3, 1, 2))
-    with pytest.raises(ValueError, match="no teacher score volumes"):
-        plain.draw_with_teacher(3, 1, 2)
 
 
-def test_forest_teacher_of_the_wrong_shape_is_refused(data, tmp_path):
+def test_forest_scores_of_the_wrong_shape_are_refused(data, tmp_path):
     directory, volume = data
     wrong = write_scores(tmp_path / "wrong.h5", volume[:, :50])
     with pytest.raises(ValueError, match=r"wrong.h5 have shape \(6, 50, 96\).*rebuild"):
-        VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 5, [wrong])
-    with pytest.raises(ValueError, match="one score volume per preprocessed volume, got 2 for 1"):
-        VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 5, [wrong, wrong])
+        VolumeWindows([str(directory / "pre.h5")], [wrong], 81, 3, 16, 5)
+    with pytest.raises(ValueError, match="one forest score volume per preprocessed volume, got 2"):
+        VolumeWindows([str(directory / "pre.h5")], [wrong, wrong], 81, 3, 16, 5)
+    with pytest.raises(ValueError, match="got 0 for 1"):
+        VolumeWindows([str(directory / "pre.h5")], [], 81, 3, 16, 5)
 
 
-def test_the_forest_teacher_steers_the_network(data, tmp_path):
+def test_the_forest_steers_the_network(data, tmp_path):
     """The same run taught by a forest that calls every voxel solid, and by one that calls
     every voxel pore (pseudo-labels weighing 5 x the labels): the first must score the
-    volume as more solid than the second. Without a teacher file the run is refused."""
+    volume as more solid than the second. Without the forest's score volumes the run is
+    refused."""
     directory, volume = data
-    taught = replace(PSEUDO, teacher="forest", weight=5.0, confidence=0.9)
+    taught = replace(PSEUDO, weight=5.0, confidence=0.9)
     settings = replace(SETTINGS, epochs=2, unlabelled=taught)
+    probe = windows_of(directory, str(directory / "forest.h5"), seed=9).draw(4, 0, 0)[0]
     means = {}
     for name, value in (("solid", 1.0), ("pore", 0.0)):
         teacher = write_scores(tmp_path / f"{name}.h5", np.full(volume.shape, value))
         run = train(directory, tmp_path / name, settings, teacher_files=[teacher])
         assert len(run) == 2
-        model = keras_load(tmp_path / name / "model.keras")
-        twin = training_twin(model)
-        windows = VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, 9).draw(4, 0, 0)
-        scores = from_fragment_layout(np.asarray(twin.predict_on_batch(windows))[..., 0], 4)
+        twin = training_twin(keras_load(tmp_path / name / "model.keras"))
+        scores = from_fragment_layout(np.asarray(twin.predict_on_batch(probe))[..., 0], 4)
         means[name] = float(scores.mean())
     assert means["solid"] > means["pore"] + 0.1, means
-    with pytest.raises(Exception, match="teacher: forest needs the forest's score volumes"):
-        train(directory, tmp_path / "none", settings)
+    with pytest.raises(Exception, match="method: pseudo.*need the forest's score volumes"):
+        train(directory, tmp_path / "none", settings, teacher_files=[])
 
 
 def keras_load(path):
@@ -172,20 +171,24 @@ def keras_load(path):
     return keras.saving.load_model(path, safe_mode=True)
 
 
-def test_forest_teacher_needs_the_forest():
-    check_unlabelled("dense", "pseudo", "forest", forest_enabled=True)
-    check_unlabelled("dense", "masked", "forest", forest_enabled=False)  # teacher unused
-    with pytest.raises(Exception, match=r"forest.enabled is false.*teacher: network"):
-        check_unlabelled("dense", "pseudo", "forest", forest_enabled=False)
+def test_pseudo_labels_need_the_forest():
+    check_unlabelled("dense", "pseudo", forest_enabled=True)
+    check_unlabelled("dense", "none", forest_enabled=False)
+    with pytest.raises(Exception, match=r"forest.enabled is false.*method: none"):
+        check_unlabelled("dense", "pseudo", forest_enabled=False)
 
 
-def test_unlabelled_needs_dense_training():
+def test_unlabelled_needs_dense_training(data, tmp_path):
     check_unlabelled("dense", "pseudo")
-    check_unlabelled("dense", "masked")
     check_unlabelled("patches", "none")
-    for method in ("pseudo", "masked"):
-        with pytest.raises(Exception, match="needs dense training"):
-            check_unlabelled("patches", method)
+    with pytest.raises(Exception, match="needs dense training"):
+        check_unlabelled("patches", "pseudo")
+    # train_run refuses it too, before it trains anything
+    directory, _ = data
+    patches = replace(SETTINGS, mode="patches", unlabelled=PSEUDO)
+    with pytest.raises(Exception, match=r"\('pseudo'\) needs dense training, not 'patches'"):
+        train(directory, tmp_path / "patches", patches)
+    assert not (tmp_path / "patches/model.keras").exists()
 
 
 def test_dense_steps_go_round_the_tiles_again(data):
@@ -240,22 +243,19 @@ def test_unlabelled_off_is_todays_training(data, tmp_path):
     )
 
 
-# --- masked: blind-spot pretraining ---------------------------------------------------------
-
-
-def test_twin_output_stands_for_the_blind_spot_voxel():
-    """Twin output p scores the patch centred at input p + blind_spot_offset (the patch
+def test_twin_output_stands_for_the_voxel_of_its_patch():
+    """Twin output p scores the patch centred at input p + output_voxel_offset (the patch
     model's voxel), which lies inside the twin's receptive field [p, p + field) but is not
     its middle: for n_xy 81 the field is 76 and the voxel 40, not 38."""
     for n_xy in (81, 97, 113):
         field, offset = twin_geometry(n_xy, "valid")
-        assert offset == 0 and blind_spot_offset(n_xy) == n_xy // 2 < field
+        assert offset == 0 and output_voxel_offset(n_xy) == n_xy // 2 < field
     field, _ = twin_geometry(81, "valid")
-    assert blind_spot_offset(81) == 40 and field == 76
+    assert output_voxel_offset(81) == 40 and field == 76
     model = build_model(81, 3, "valid", seed=2)
     twin = training_twin(model)
     rng = np.random.default_rng(0)
-    side, start = 16, blind_spot_offset(81)
+    side, start = 16, output_voxel_offset(81)
     window = rng.random((1, side + 75, side + 75, 3)).astype(np.float32)
     dense = from_fragment_layout(np.asarray(twin.predict_on_batch(window))[..., 0], 1)[0]
     for i, j in ((0, 0), (3, 7), (10, 2)):
@@ -270,110 +270,3 @@ def test_twin_output_stands_for_the_blind_spot_voxel():
                 0, i, j
             ]
             assert (abs(score - dense[i, j]) > 1e-7) == moves
-
-
-def test_blind_spot_batch_masks_centre_voxels_with_neighbours():
-    rng = np.random.default_rng(1)
-    windows = rng.random((3, 16 + 75, 16 + 75, 3)).astype(np.float32)
-    inputs, targets, weights = blind_spot_batch(windows, 81, 0.05, 2, np.random.default_rng(4))
-    assert inputs.shape == windows.shape and targets.shape == weights.shape == (3, 16, 16)
-    np.testing.assert_array_equal(weights.sum(axis=(1, 2)), [13, 13, 13])  # round(0.05 * 256)
-    assert set(np.unique(weights)) == {0.0, 1.0}
-    start = blind_spot_offset(81)
-    changed = inputs != windows
-    assert not changed[..., [0, 2]].any()  # only the centre slice
-    for b in range(3):
-        i, j = np.nonzero(weights[b])
-        y, x = i + start, j + start
-        # exactly the masked voxels changed, the targets are their original values ...
-        expected = np.zeros(windows.shape[1:3], bool)
-        expected[y, x] = True
-        np.testing.assert_array_equal(changed[b, ..., 1], expected)
-        np.testing.assert_array_equal(targets[b, i, j], windows[b, y, x, 1])
-        assert not targets[b][weights[b] == 0].any()
-        # ... and each now holds the value of another voxel within 2 of it (same slice)
-        for yy, xx in zip(y, x, strict=True):
-            near = windows[b, yy - 2 : yy + 3, xx - 2 : xx + 3, 1].copy()
-            near[2, 2] = np.nan
-            assert inputs[b, yy, xx, 1] in near
-    again = blind_spot_batch(windows, 81, 0.05, 2, np.random.default_rng(4))
-    np.testing.assert_array_equal(again[0], inputs)
-
-
-def pretrained(data, seed=0, steps=MASKED.pretrain_steps, build_seed=0, out=None):
-    directory, _ = data
-    model = build_model(81, 3, "valid", p_d=0.1, seed=build_seed)
-    windows = VolumeWindows([str(directory / "pre.h5")], 81, 3, 16, seed=seed)
-    settings = replace(MASKED, pretrain_steps=steps)
-    history = pretrain_blind_spot(model, windows, settings, seed, out=out)
-    return model, history
-
-
-def test_blind_spot_pretraining_loss_falls(data, tmp_path):
-    """The loss falls, and below the volume's variance (the error of the best constant
-    guess): the network predicts a hidden voxel from its neighbours (about 0.69 of it after
-    200 steps, from about 3 times it at the start)."""
-    _, volume = data
-    history = pretrained(data, steps=200, out=tmp_path / "pretrain_history.csv")[1]
-    assert len(history) == 200
-    first, last = history["loss"].iloc[:10].mean(), history["loss"].iloc[-20:].mean()
-    assert last < 0.5 * first, (first, last)
-    assert last < 0.85 * volume.var(), (last, volume.var())
-    written = pd.read_csv(tmp_path / "pretrain_history.csv")
-    assert written.columns.tolist() == ["step", "loss", "seconds"]
-    np.testing.assert_allclose(written["loss"], history["loss"])
-
-
-def test_blind_spot_pretraining_is_seeded_and_stays_in_the_classifier(data):
-    initial = build_model(81, 3, "valid", p_d=0.1, seed=0)
-    one, _ = pretrained(data, steps=4)
-    two, _ = pretrained(data, steps=4)
-    other, _ = pretrained(data, seed=1, steps=4)
-    for a, b in zip(one.get_weights(), two.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    trunk = ("block1_conv1", "block4_conv2", "dense1", "dense2")
-    for name in trunk:
-        before = initial.get_layer(name).get_weights()[0]
-        assert not np.array_equal(one.get_layer(name).get_weights()[0], before)
-        assert not np.array_equal(
-            one.get_layer(name).get_weights()[0], other.get_layer(name).get_weights()[0]
-        )
-    # the head is not the classifier's: its score layer is untouched
-    for a, b in zip(
-        one.get_layer("score").get_weights(), initial.get_layer("score").get_weights(), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
-    patches = np.random.default_rng(0).random((2, 81, 81, 3)).astype(np.float32)
-    assert not np.allclose(one.predict_on_batch(patches), initial.predict_on_batch(patches))
-
-
-def test_masked_pretrains_a_fresh_run_only(data, tmp_path, monkeypatch):
-    """train_run pretrains before epoch 0 (pretrain_history.csv), then trains as usual; a run
-    that resumes from a checkpoint (here a rung of successive halving) does not pretrain."""
-    directory, _ = data
-    settings = replace(SETTINGS, epochs=1, unlabelled=replace(MASKED, pretrain_steps=3))
-    first = train_run(
-        tmp_path / "a",
-        [str(directory / "V.h5")],
-        "unused",
-        "unused",
-        str(directory / "split.csv"),
-        81,
-        3,
-        0,
-        "valid",
-        settings,
-        volume_files=[str(directory / "pre.h5")],
-        keep_last_state=True,
-    )
-    assert len(first) == 1
-    assert pd.read_csv(tmp_path / "a/pretrain_history.csv")["step"].tolist() == [0, 1, 2]
-    continue_from(tmp_path / "a", tmp_path / "b")
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a resumed run must not pretrain")
-
-    monkeypatch.setattr(fibseg.training.unlabelled, "pretrain_blind_spot", forbidden)
-    resumed = train(directory, tmp_path / "b", replace(settings, epochs=2))
-    assert resumed["epoch"].tolist() == [0, 1]
-    assert not (tmp_path / "b/pretrain_history.csv").exists()

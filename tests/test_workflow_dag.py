@@ -154,21 +154,21 @@ def test_slurm_profile_gives_gpus_to_train_and_predict_slices_only(paper_project
     assert all("mem_mb=16000" in line and "runtime=480" in line for line in resources["train"])
 
 
-@pytest.mark.parametrize("teacher", ["forest", "network"])
-def test_a_forest_teacher_makes_training_wait_for_the_forests_volume_scores(paper_project, teacher):
-    """training.unlabelled.teacher: forest feeds every data set's forest score volume to each
+@pytest.mark.parametrize("method", ["pseudo", "none"])
+def test_pseudo_labels_make_training_wait_for_the_forests_volume_scores(paper_project, method):
+    """training.unlabelled.method: pseudo feeds every data set's forest score volume to each
     train job: the job then needs the forest's slices, which it never does otherwise."""
     overlay = {
         "model": {"padding": "valid"},
         "grid": {"n_xy": [81], "n_z": [1], "seeds": 1},
-        "training": {"mode": "dense", "unlabelled": {"method": "pseudo", "teacher": teacher}},
+        "training": {"mode": "dense", "unlabelled": {"method": method}},
     }
-    (paper_project / "teacher.yaml").write_text(yaml.safe_dump(overlay))
+    (paper_project / "unlabelled.yaml").write_text(yaml.safe_dump(overlay))
     counts = dry_run(
-        paper_project, "teacher.yaml", targets=["results/train/nxy81_nz1/seed0/model.keras"]
+        paper_project, "unlabelled.yaml", targets=["results/train/nxy81_nz1/seed0/model.keras"]
     )
     assert counts["train"] == 1
-    if teacher == "forest":
+    if method == "pseudo":
         assert counts["train_forest"] == 1 and counts["stitch_forest"] == 3
         assert counts["predict_forest_slices"] == 600
     else:

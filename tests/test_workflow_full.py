@@ -19,7 +19,7 @@ pytestmark = pytest.mark.workflow
 )
 def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine, forest, top_k):
     """The 'valid' case also runs the random forest, trains densely on the labels and on
-    volume tiles the forest labels (training.unlabelled.teacher: forest), and ensembles the
+    volume tiles the forest labels (training.unlabelled.method: pseudo), and ensembles the
     two seeds."""
     config = {
         "datasets": "config/datasets.tsv",
@@ -48,7 +48,7 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine, fo
         config["training"].update(
             mode="dense",
             steps_per_epoch=2,
-            unlabelled={"method": "pseudo", "teacher": "forest", "start_epoch": 0},
+            unlabelled={"method": "pseudo", "start_epoch": 0},
         )
     project = write_project(tmp_path, config, demo_sheet_rows(list(TINY_DEMO)))
     run_snakemake(project)
@@ -122,7 +122,7 @@ def test_everything_from_synthesis_to_report(tmp_path, padding, n_xy, engine, fo
         assert (results / "forest/T22/segmentation.tif").exists()
         for seed in range(top_k):
             params = json.loads((results / f"train/nxy77_nz3/seed{seed}/params.json").read_text())
-            assert params["mode"] == "dense" and params["unlabelled"]["teacher"] == "forest"
+            assert params["mode"] == "dense" and params["unlabelled"]["method"] == "pseudo"
         best = json.loads((results / "selection/best.json").read_text())
         assert len(best["ensemble"]) == 2 and best["ensemble"][0] == best["run_dir"]
     for figure in ("fig8_regions", "fig9_slices"):

@@ -169,32 +169,3 @@ def draw_hyperparameters(seed: int, n_xy: int, n_z: int, search: SearchRanges) -
 def learning_rate(epoch: int, log10_lr0: float, k: int, step: float = 0.25) -> float:
     """Step schedule: log10(LR) starts at log10_lr0 and drops by `step` every k epochs."""
     return 10 ** (log10_lr0 - step * math.floor(epoch / k))
-
-
-def forward_flops(model, input_shape: tuple[int, ...]) -> int:
-    """Floating-point operations of one forward pass of `model` on a batch of `input_shape`
-    (batch first), counted from its layers: 2 x the multiply-adds of every layer with a
-    kernel (convolutions and dense layers, also the dense layers that a training twin applies
-    as convolutions). Pooling, activations and biases are left out (a few per cent).
-
-    The shapes are traced through the model's graph, so fully convolutional models with
-    free spatial sizes (fibseg.training.dense.training_twin) are counted at `input_shape`."""
-    import keras
-
-    shapes = {id(model.inputs[0]): tuple(input_shape)}
-    total = 0
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            operation = node.operation
-            (tensor,) = node.input_tensors
-            spec = operation.compute_output_spec(keras.KerasTensor(shapes[id(tensor)]))
-            shapes[id(node.output_tensors[0])] = tuple(spec.shape)
-            # the twin's DenseAsConv and ValidConv wrap a Dense or a convolution
-            layer = getattr(operation, "dense", getattr(operation, "conv", operation))
-            kernel = getattr(layer, "kernel", None)
-            if kernel is not None:
-                positions = math.prod(spec.shape[:-1])  # batch x output positions
-                total += 2 * positions * math.prod(kernel.shape)
-    return int(total)

@@ -317,10 +317,7 @@ def check_config(config: dict, config_name: str = "config") -> None:
         checks.append(lambda: check_unet_training(unlabelled["method"]))
     checks.append(
         lambda: check_unlabelled(
-            training["mode"],
-            unlabelled["method"],
-            unlabelled.get("teacher", "network"),
-            config["forest"]["enabled"],
+            training["mode"], unlabelled["method"], config["forest"]["enabled"]
         )
     )
     pretrained = (config.get("pretrained") or {}).get("model")

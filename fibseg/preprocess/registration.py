@@ -4,8 +4,8 @@ Each slice is compared with the `lags` slices before it (and, with an alignment 
 mark that does not change, with slice 0) by sub-pixel phase correlation of the signal that
 tracks the sample: each column's mean is removed (curtaining stripes along y and the x
 gradient), a difference of Gaussians keeps the structure's band (not the noise, not the
-charging), and a Tukey window tapers the slice's outer 5 % (a Hann window, which
-keeps only the centre, doubles the pairs' noise on the demo). The pairs' displacements then go to
+charging), and a Tukey window tapers the slice's outer 5 % (not a Hann window, which keeps
+only the centre; docs/alignment.md). The pairs' displacements then go to
 one robust least-squares solve for the slices' positions (scipy's `least_squares`, Cauchy
 loss): a pair that disagrees with the others is down-weighted instead of carried to every
 later slice, and a step larger than `max_step_px` per slice is dropped before the solve as
@@ -23,10 +23,8 @@ energies is F-distributed under no drift (its log, times sqrt(dof) / 2, a z-scor
 mean step against its standard error catches a slow trend that adds little energy per step.
 When neither z-score exceeds `still_sigmas`, the stack shows no drift above the noise and,
 with `still: true`, every slice keeps its pixels (identity): resampling a stack that never
-moved only blurs it. (A test on the solved positions instead, the largest displacement
-against the halves' noise walk, called 3 of 10 undrifted 256² stacks drifting: a random
-walk's extent from one stack is too uncertain. The step test separates the simulator's
-no-drift, walk and trend stacks without overlap; docs/alignment.md.)
+moved only blurs it. (Why a test on the steps, not on the solved positions:
+docs/alignment.md.)
 
 The paper's registration (each slice to the previous one with StackReg, the transforms chained)
 is `method: previous` (`register_to_previous`).

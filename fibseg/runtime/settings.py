@@ -25,31 +25,17 @@ class SearchRanges:
 class UnlabelledSettings:
     """Learning from unlabelled voxels (dense training only; fibseg.training.unlabelled).
 
-    method none: today's training. pseudo: training on confident pseudo-labels of volume
-    tiles, `weight` x the labelled loss, from `start_epoch` on, given by the network itself
-    (`teacher` network: self-training) or by the forest's score volumes (forest). masked: blind-spot
-    (Noise2Void) pretraining of a fresh run before its first epoch, `pretrain_steps` Adam steps
-    (`pretrain_lr`) of `tiles_per_batch` volume tiles each, in which a share `mask_fraction`
-    of the outputs' centre voxels is replaced by a neighbour within `mask_radius` and predicted
-    back; then the usual dense training. `weight`, `confidence`, `start_epoch` and `noise`
-    are pseudo's; `tiles_per_batch` serves both."""
+    method none: today's training. pseudo: each step adds `tiles_per_batch` tiles of the
+    preprocessed volumes, labelled by the random forest's score volumes where its votes reach
+    `confidence`, weighing `weight` x the labelled voxels, from `start_epoch` on; the network
+    sees them under intensity perturbation and Gaussian noise (`noise`)."""
 
     method: str = "none"
-    teacher: str = "network"
     weight: float = 1.0
-    confidence: float = 0.9
+    confidence: float = 0.6
     tiles_per_batch: int = 4
-    start_epoch: int = 5
+    start_epoch: int = 0
     noise: float = 0.03
-    pretrain_steps: int = 300
-    pretrain_lr: float = 1e-3
-    mask_fraction: float = 0.02
-    mask_radius: int = 2
-
-    @property
-    def forest_teaches(self) -> bool:
-        """Pseudo-labels come from the forest's score volumes."""
-        return self.method == "pseudo" and self.teacher == "forest"
 
 
 @dataclass(frozen=True)

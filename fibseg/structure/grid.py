@@ -10,20 +10,18 @@ The grid is made by shape-based interpolation (Raya & Udupa 1990): each native s
 signed distance to the interface (a 2-D EDT in nm, clipped at ± the native z step so that a
 slice with no interface nearby cannot drag the next one's) is resampled bilinearly in x-y,
 linearly between slices, and its sign is the phase. A pore that narrows from slice to slice
-thus becomes a slope, not a 50 nm staircase: a ball of radius 25 voxels sampled at 5:1 came
-back with its volume within 0.3 % and its area within 0.7 % (measured while writing this);
-tests/test_structure.py checks a 45° tube and a cavity sampled at 4:1 against 1:1 (3 %).
-Why not anisotropic distance transforms on the native grid alone: a 5:1 voxel turns local
-thickness into 50 nm steps in z and the marching-cubes area of binary slices into
-staircases (+18 % on a ball), and the native paper volume does not fit (next point).
+thus becomes a slope, not a 50 nm staircase; tests/test_structure.py checks a 45° tube and a
+cavity sampled at 4:1 against 1:1. Why not anisotropic distance transforms on the native grid
+alone: a 5:1 voxel turns local thickness into 50 nm steps in z and the marching-cubes area
+of binary slices into staircases, and the native paper volume does not fit (next point;
+docs/methods.md, "Pore structure").
 
 Memory, and the full paper volume (200 × 2247 × 3372 voxels, 1.5e9): h is the finest side,
 not finer than the finest native voxel, for which the analysis grid has at most
 `max_voxels` voxels (or `voxel_nm` if set). Only the segmentation (1 byte per native voxel),
-its pore mask and one slice at a time are held at native size; the analysis steps cost
-about 300 bytes per analysis voxel at their peak (305 measured at 1.6e7 voxels by
-`benchmarks/structure.py`), so the volume is analysed by DOWNSAMPLING it to a grid that fits
-the job: 6e7 voxels of ~50 nm for a full paper volume in about 20 GiB (config/paper.yaml).
+its pore mask and one slice at a time are held at native size; the analysis steps cost a
+few hundred bytes per analysis voxel at their peak (docs/benchmarks.md), so the volume is
+analysed by DOWNSAMPLING it to a grid that fits the job (config/paper.yaml).
 The price is resolution: a feature thinner than about 2 h is lost, diameters come in steps
 of at least 2 h, and transport metrics drift when pores are a few voxels wide (docs/methods.md). The
 grid's spacing and porosity are written beside the results.

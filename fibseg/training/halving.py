@@ -205,20 +205,3 @@ def final_runs(run_dirs: list[str]) -> pd.DataFrame:
     furthest = runs.loc[runs.groupby(["n_xy", "n_z", "seed"])["rung"].idxmax()]
     furthest = furthest.assign(pruned=furthest["rung"] < runs["rung"].max())
     return furthest.sort_values(["n_z", "n_xy", "seed"], ignore_index=True)
-
-
-def simulate(histories: dict[int, pd.DataFrame], plan: GridPlan) -> list[list[int]]:
-    """The seeds that each rung of `plan` would train, replayed on learning curves of runs
-    trained to the end (one cell; seed -> history with epoch and val_loss)."""
-    alive = sorted(histories)
-    rungs = [alive]
-    for rung in range(1, len(plan.rung_epochs)):
-        end = plan.rung_epochs[rung - 1]
-        so_far = [
-            {"seed": seed, "best_val_loss": float(h.loc[h["epoch"] < end, "val_loss"].min())}
-            for seed, h in histories.items()
-            if seed in alive
-        ]
-        alive = [run["seed"] for run in ranked(so_far)[: plan.slots[rung]]]
-        rungs.append(alive)
-    return rungs

@@ -13,7 +13,6 @@ from ..annotation.regions import RegionSet, known
 from ..networks.twin import fragment_layout, tile_sides, twin_geometry
 from ..networks.windows import mirror_index
 from .augment import rescale_intensity
-from .dense import check_dense_training
 
 DEFAULT_TILE = 128  # output side of a training tile; larger regions are cut into tiles
 
@@ -100,33 +99,6 @@ def cut_tile(
     mask[: given.shape[0], : given.shape[1]] = labelled
     image, (labels, mask) = joint_dihedral(image, (labels, mask), code)
     return image, labels, mask
-
-
-def region_tiles(
-    regions: RegionSet,
-    indices: Sequence[int],
-    n_xy: int,
-    n_z: int,
-    padding: str = "valid",
-    tile: int = DEFAULT_TILE,
-    side: int | None = None,
-    codes: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tiles of the regions at `indices`: inputs (B, side + field - 1, same, n_z), labels and
-    a 0/1 mask (B, side, side), mask 0 where there is no label (the padding up to a multiple
-    of 16, and IGNORE voxels: unpainted or padding to the common region box). Regions larger
-    than `tile` are cut into several tiles (`tile_origins` order);
-    `codes` gives each tile's dihedral transform (identity by default)."""
-    check_dense_training(padding)
-    check_margins(regions, n_xy, n_z)
-    side = side or tile_side(regions.labels.shape[1:], tile)
-    origins = tile_origins(regions, indices, side)
-    codes = np.zeros(len(origins), np.int64) if codes is None else np.asarray(codes)
-    cut = [
-        cut_tile(regions, r, y0, x0, side, n_xy, n_z, int(c))
-        for (r, y0, x0), c in zip(origins, codes, strict=True)
-    ]
-    return tuple(np.stack(parts) for parts in zip(*cut, strict=True))
 
 
 def class_weights(labels: np.ndarray) -> tuple[float, float]:

@@ -100,8 +100,8 @@ class DenseEpochs:
     """Dense training (`training.mode: dense`): tiles of the train regions through the
     fully convolutional twin that shares the model's weights; the loss on every labelled
     voxel, pore and solid weighted equally. An epoch sees every labelled train voxel once, or
-    runs `training.steps_per_epoch` steps; `training.unlabelled` adds pseudo-labelled tiles of
-    `volume_files` (pseudo) or pretrains on them before the first epoch (masked, `pretrain`)."""
+    runs `training.steps_per_epoch` steps; `training.unlabelled` adds tiles of `volume_files`
+    pseudo-labelled by the forest's score volumes `teacher_files` (pseudo)."""
 
     def __init__(
         self,
@@ -137,29 +137,19 @@ class DenseEpochs:
         self.twin = None
         self.unlabelled = training.unlabelled
         self.windows = None
-        self.seed = seed
-        if self.unlabelled.method in ("pseudo", "masked"):
+        if self.unlabelled.method == "pseudo":
             from .unlabelled import VolumeWindows
 
-            side = self.train_tiles.side
-            if self.unlabelled.forest_teaches and not teacher_files:
+            if not teacher_files:
                 raise LimitError(
-                    "training.unlabelled.teacher: forest needs the forest's score volumes, "
-                    "and none were given.",
+                    "pseudo-labels (training.unlabelled.method: pseudo) need the forest's "
+                    "score volumes, and none were given.",
                     "turn the forest on (forest.enabled: true) or set "
-                    "training.unlabelled.teacher: network.",
-                    "training.unlabelled.teacher",
+                    "training.unlabelled.method: none.",
+                    "training.unlabelled.method",
                 )
-            teachers = teacher_files if self.unlabelled.forest_teaches else ()
-            self.windows = VolumeWindows(volume_files, n_xy, n_z, side, seed, teachers)
-
-    def pretrain(self, model, run_dir: Path, log=None) -> None:
-        """Blind-spot pretraining of a fresh model (`training.unlabelled.method: masked`),
-        its loss written to `pretrain_history.csv` in `run_dir`."""
-        from .unlabelled import pretrain_blind_spot
-
-        out = run_dir / "pretrain_history.csv"
-        pretrain_blind_spot(model, self.windows, self.unlabelled, self.seed, log, out)
+            side = self.train_tiles.side
+            self.windows = VolumeWindows(volume_files, teacher_files, n_xy, n_z, side, seed)
 
     def fit(self, model, epoch: int) -> dict[str, list[float]]:
         from .dense import compile_training_twin, fit_dense_epoch
@@ -266,11 +256,8 @@ def train_run(
     """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch: on the
     sampled patches of `train_csv`/`val_csv`, or (`training.mode` dense) on every labelled
     voxel of the train/val regions of `split_csv`, and with `training.unlabelled` on also
-    on pseudo-labelled tiles of the preprocessed `volume_files` (pseudo; labelled by the
-    network itself, or with `teacher: forest` by the forest's score volumes `teacher_files`,
-    one per volume, in the same order), or after a
-    blind-spot pretraining on them (masked: a fresh run only, before epoch 0, with its loss
-    in `pretrain_history.csv`; fibseg.training.unlabelled).
+    on tiles of the preprocessed `volume_files` pseudo-labelled by the forest's score volumes
+    `teacher_files`, one per volume, in the same order (pseudo; fibseg.training.unlabelled).
 
     Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into `run_dir`,
     and with `keep_last_state` also `last.keras` (the last epoch's weights and optimiser
@@ -289,18 +276,32 @@ def train_run(
     keras.utils.set_random_seed(seed)
     region_sets = {r.dataset: r for r in map(RegionSet.read, region_files)}
     augment = {"a": hyper["a"], "b": hyper["b"], "probability": search.augment_probability}
-    if training.unlabelled.method == "masked":
-        from .unlabelled import check_unlabelled
-
-        check_unlabelled(training.mode, "masked")
     if architecture == "unet":
+        from .unet_tiles import check_unet_training
+
+        check_unet_training(training.unlabelled.method)
         epochs = UnetEpochs(region_sets, split_csv, n_xy, n_z, seed, augment, training)
-    elif training.mode == "dense":
-        epochs = DenseEpochs(
-            region_sets, split_csv, n_xy, n_z, seed, augment, training, volume_files, teacher_files
-        )
     else:
-        epochs = PatchEpochs(region_sets, train_csv, val_csv, n_xy, n_z, seed, augment, training)
+        if training.unlabelled.method != "none":
+            from .unlabelled import check_unlabelled
+
+            check_unlabelled(training.mode, training.unlabelled.method)
+        if training.mode == "dense":
+            epochs = DenseEpochs(
+                region_sets,
+                split_csv,
+                n_xy,
+                n_z,
+                seed,
+                augment,
+                training,
+                volume_files,
+                teacher_files,
+            )
+        else:
+            epochs = PatchEpochs(
+                region_sets, train_csv, val_csv, n_xy, n_z, seed, augment, training
+            )
 
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
@@ -321,8 +322,6 @@ def train_run(
         compile_model(model, architecture, optimizer)
         history = pd.DataFrame(columns=HISTORY_COLUMNS)
         first_epoch = 0
-        if training.unlabelled.method == "masked":
-            epochs.pretrain(model, run_dir, log)
 
     stop = {"requested": False}
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))

@@ -87,10 +87,10 @@ UNLABELLED_VOLUMES = (
     if TRAINING.unlabelled.method != "none"
     else []
 )
-# the forest's score volumes that label those tiles with training.unlabelled.teacher: forest
+# the forest's score volumes that label those tiles (training.unlabelled.method: pseudo)
 UNLABELLED_TEACHERS = (
     expand("results/forest/{ds}/scores.h5", ds=DATASETS)
-    if TRAINING.unlabelled.forest_teaches
+    if TRAINING.unlabelled.method == "pseudo"
     else []
 )
 
