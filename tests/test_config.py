@@ -337,6 +337,22 @@ CONFIG_ERRORS = {
         "pseudo) come from the random-forest baseline's score volumes, and forest.enabled is "
         "false. Fix: set forest.enabled: true, or training.unlabelled.method: none.",
     ),
+    "a U-Net with a patch CNN's tile side": (
+        {"model.architecture": "unet", "grid.n_xy": [81]},
+        "file 'config: grid.n_xy': holds [81]; for model.architecture: unet, n_xy is the side "
+        "of the training tiles, which must be a multiple of 8 (three poolings) and at least 32. "
+        "Fix: use sizes such as 64, 96 or 128.",
+    ),
+    "pseudo-labels for the U-Net": (
+        {
+            "model.architecture": "unet",
+            "grid.n_xy": [64],
+            "training.unlabelled": {"method": "pseudo"},
+        },
+        "file 'config: training.unlabelled.method': is 'pseudo', which trains the patch CNN on "
+        "unlabelled voxels; the U-Net (model.architecture: unet) learns from the labelled "
+        "voxels only. Fix: set training.unlabelled.method: none, or model.architecture: patch.",
+    ),
     "halving rungs that stop short of training.epochs": (
         {"grid.search": {"strategy": "halving", "rungs": [4, 12], "keep": 0.5}},
         "file 'config: grid.search.rungs': [4, 12] must rise strictly and end at "

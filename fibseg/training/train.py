@@ -164,39 +164,6 @@ class DenseEpochs:
         return fit_dense_epoch(self.twin, self.train_tiles, self.val_tiles, epoch)
 
 
-class UnetEpochs:
-    """U-Net training (`model.architecture: unet`): tiles of n_xy x n_xy around the labels of
-    the train regions (fibseg.training.unet_tiles), the loss on every labelled voxel, pore and
-    solid weighted equally; `training.steps_per_epoch` steps of `training.tiles_per_batch`
-    tiles per epoch (one pass over the tiles without it). Validation on centred tiles of the
-    val regions."""
-
-    def __init__(self, region_sets, split_csv, side, n_z, seed, augment, training):
-        from .tiles import region_selection
-        from .unet_tiles import UnetTiles
-
-        table = pd.read_csv(split_csv)
-        common = {"side": side, "n_z": n_z, "tiles_per_batch": training.tiles_per_batch}
-        self.train_tiles = UnetTiles(
-            region_sets,
-            region_selection(table, "train"),
-            seed=seed,
-            augment=augment,
-            max_batches=training.steps_per_epoch,
-            **common,
-        )
-        self.val_tiles = UnetTiles(region_sets, region_selection(table, "val"), seed=seed, **common)
-        self.counts = {
-            "train_samples": self.train_tiles.labelled,
-            "val_samples": self.val_tiles.labelled,
-        }
-
-    def fit(self, model, epoch: int) -> dict[str, list[float]]:
-        from .dense import fit_dense_epoch
-
-        return fit_dense_epoch(model, self.train_tiles, self.val_tiles, epoch)
-
-
 def new_model(architecture: str, n_xy: int, n_z: int, padding: str, hyper: dict, seed: int):
     """A fresh, uncompiled network of the grid cell: the paper's patch CNN or the U-Net."""
     if architecture == "unet":
@@ -277,7 +244,7 @@ def train_run(
     region_sets = {r.dataset: r for r in map(RegionSet.read, region_files)}
     augment = {"a": hyper["a"], "b": hyper["b"], "probability": search.augment_probability}
     if architecture == "unet":
-        from .unet_tiles import check_unet_training
+        from .unet_tiles import UnetEpochs, check_unet_training
 
         check_unet_training(training.unlabelled.method)
         epochs = UnetEpochs(region_sets, split_csv, n_xy, n_z, seed, augment, training)

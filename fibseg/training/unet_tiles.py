@@ -168,6 +168,42 @@ def _unet_tiles_class():
     return UnetTiles
 
 
+class UnetEpochs:
+    """U-Net training (`model.architecture: unet`): tiles of n_xy x n_xy around the labels of
+    the train regions (fibseg.training.unet_tiles), the loss on every labelled voxel, pore and
+    solid weighted equally; `training.steps_per_epoch` steps of `training.tiles_per_batch`
+    tiles per epoch (one pass over the tiles without it). Validation on centred tiles of the
+    val regions."""
+
+    def __init__(self, region_sets, split_csv, side, n_z, seed, augment, training):
+        import pandas as pd
+
+        from .tiles import region_selection
+
+        table = pd.read_csv(split_csv)
+        common = {"side": side, "n_z": n_z, "tiles_per_batch": training.tiles_per_batch}
+        self.train_tiles = _unet_tiles_class()(
+            region_sets,
+            region_selection(table, "train"),
+            seed=seed,
+            augment=augment,
+            max_batches=training.steps_per_epoch,
+            **common,
+        )
+        self.val_tiles = _unet_tiles_class()(
+            region_sets, region_selection(table, "val"), seed=seed, **common
+        )
+        self.counts = {
+            "train_samples": self.train_tiles.labelled,
+            "val_samples": self.val_tiles.labelled,
+        }
+
+    def fit(self, model, epoch: int) -> dict[str, list[float]]:
+        from .dense import fit_dense_epoch
+
+        return fit_dense_epoch(model, self.train_tiles, self.val_tiles, epoch)
+
+
 def __getattr__(name: str):
     if name == "UnetTiles":  # a keras class, made on first use so that importing is cheap
         return _unet_tiles_class()
