@@ -72,8 +72,8 @@ def forward_flops(model, input_shape: tuple[int, ...]) -> int:
             if node.is_input:
                 continue
             operation = node.operation
-            (tensor,) = node.input_tensors
-            spec = operation.compute_output_spec(keras.KerasTensor(shapes[id(tensor)]))
+            inputs = [keras.KerasTensor(shapes[id(t)]) for t in node.input_tensors]
+            spec = operation.compute_output_spec(inputs[0] if len(inputs) == 1 else inputs)
             shapes[id(node.output_tensors[0])] = tuple(spec.shape)
             # the twin's DenseAsConv and ValidConv wrap a Dense or a convolution
             layer = getattr(operation, "dense", getattr(operation, "conv", operation))
@@ -162,6 +162,29 @@ def measured_dense_rate(n_xy: int, n_z: int, steps: int, tiles: int = 4) -> floa
     return per_step * steps / seconds
 
 
+def unet_cost(paper: dict, halving: dict, rate: float) -> None:
+    """One U-Net run of config/demo_unet.yaml (steps x tiles of side n_xy, validation left
+    out) beside one average run of the paper's grid, in FLOPs, with the U-Net's forward FLOPs
+    per voxel; CPU-hours at the dense training rate measured above."""
+    from fibseg.networks.unet import build_unet
+
+    demo = yaml.safe_load((REPO / "config/demo_unet.yaml").read_text())
+    training, (side,), (n_z,) = demo["training"], demo["grid"]["n_xy"], demo["grid"]["n_z"]
+    tiles, steps = training["tiles_per_batch"], training["epochs"] * training["steps_per_epoch"]
+    unet = build_unet(n_z)
+    per_step = TRAIN_STEP_PASSES * forward_flops(unet, (tiles, side, side, n_z))
+    run = per_step * steps
+    paper_grid = grid_cost(configurations(paper, halving)[0])
+    paper_run = paper_grid["flops"] / paper_grid["runs"]
+    per_voxel = forward_flops(unet, (1, 512, 512, n_z)) / 512**2
+    print(
+        f"\nU-Net {side}x{n_z} (config/demo_unet.yaml): {steps} steps of {tiles} tiles = "
+        f"{run / 1e15:.3f} PFLOP per run ({run / rate / 3600:.2f} CPU-h), against "
+        f"{paper_run / 1e15:.3f} PFLOP for one average run of the paper's grid "
+        f"(ratio {run / paper_run:.3f}); {per_voxel / 1e3:.0f} kFLOP per voxel forward"
+    )
+
+
 def configurations(paper: dict, halving: dict) -> list[Configuration]:
     grid, epochs = paper["grid"], paper["training"]["epochs"]
     cells = [(n_xy, n_z) for n_z in grid["n_z"] for n_xy in grid["n_xy"]]
@@ -225,6 +248,7 @@ def main() -> None:
         f"\n* GPU-h is an ESTIMATE at an assumed sustained {args.gpu_tflops:g} TFLOP/s, not a "
         "measurement."
     )
+    unet_cost(paper, halving, dense_rate)
     tile, voxels = tile_flops(81, 3)
     print(
         "forward FLOPs per patch: "

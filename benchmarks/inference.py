@@ -4,7 +4,9 @@
 - the dense engine's achieved GFLOP/s against this machine's fp32 matmul GFLOP/s, both
   measured in this run with the same Keras backend;
 - time and peak RSS for one full 2247 x 3372 slice with the dense engine (in a child process,
-  so the peak is its own).
+  so the peak is its own);
+- the same for the U-Net (model.architecture: unet, n_z=3, random weights): voxels/s, FLOPs
+  per voxel and the full slice, beside the dense engine's.
 
     python benchmarks/inference.py [--tile 1024] [--skip-full-slice]
     KERAS_BACKEND=jax python benchmarks/inference.py --sliding-side 256 --batch 8192  # a GPU
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -101,6 +104,48 @@ def full_slice(tile: int) -> None:
     print(f"FULL {seconds:.2f} {peak_mb:.0f} {scores.shape[0]}x{scores.shape[1]}")
 
 
+def unet_full_slice(tile: int) -> None:
+    """Child process: one full slice with the U-Net (fibseg.inference.unet_engine)."""
+    from fibseg.inference.unet_engine import UnetEngine
+    from fibseg.networks.unet import build_unet
+
+    engine = UnetEngine(build_unet(N_Z, seed=0), tile=tile)
+    stack = np.random.default_rng(0).random((N_Z, *FULL_SLICE), dtype=np.float32)
+    engine.scores(stack[:, :tile, :tile])  # warm-up
+    start = time.perf_counter()
+    scores = engine.scores(stack)
+    seconds = time.perf_counter() - start
+    print(f"FULL {seconds:.2f} {own_peak_rss_mb():.0f} {scores.shape[0]}x{scores.shape[1]}")
+
+
+def unet_flops_per_voxel(n_z: int, side: int = 512) -> float:
+    """The U-Net's forward FLOPs per output voxel: 2 x the multiply-adds of each convolution
+    at its level's resolution (a level l map has 1/4**l of the voxels)."""
+    from fibseg.networks.unet import build_unet
+
+    total = 0.0
+    for layer in build_unet(n_z).layers:
+        if type(layer).__name__ == "Conv2D":
+            name = layer.name  # down1_conv1 .. down3, bottom, up3 .. up1, score
+            digits = re.match(r"(?:down|up)(\d)", name)
+            level = int(digits.group(1)) - 1 if digits else (3 if name == "bottom_conv1" else 0)
+            level = 3 if name.startswith("bottom") else level
+            k_h, k_w = layer.kernel_size
+            macs = k_h * k_w * layer.input.shape[-1] * layer.filters
+            total += 2 * macs / 4**level
+    return total
+
+
+def run_child(*arguments: str) -> tuple[float, float, str]:
+    """Seconds, peak RSS (MB) and shape printed by a child process of this script."""
+    child = subprocess.run(
+        [sys.executable, __file__, *arguments], capture_output=True, text=True, check=True
+    )
+    line = next(x for x in child.stdout.splitlines() if x.startswith("FULL"))
+    _, seconds, peak_mb, shape = line.split()
+    return float(seconds), float(peak_mb), shape
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tile", type=int, default=1024)
@@ -110,9 +155,13 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=2048, help="sliding-window batch size")
     parser.add_argument("--child-full-slice", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-unet-slice", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_full_slice:
         full_slice(args.tile)
+        return
+    if args.child_unet_slice:
+        unet_full_slice(args.tile)
         return
 
     import keras
@@ -159,23 +208,42 @@ def main() -> None:
         f"FLOP per voxel : {twin_flops(engine.twin, span, span) / args.tile**2 / 1e6:.2f} M "
         f"(dense, halo included) vs {patch_flops(net) / 1e6:.0f} M (one patch)"
     )
+    unet_rate = unet_tile_rate(args.tile)
+    print(f"U-Net          : {unet_rate:12,.0f} voxels/s   (tile {args.tile}, n_z {N_Z})")
+    print(
+        f"U-Net FLOP/voxel: {unet_flops_per_voxel(N_Z) / 1e3:11.0f} k (halo left out) vs "
+        f"{twin_flops(engine.twin, span, span) / args.tile**2 / 1e3:.0f} k (dense engine)"
+    )
     if not args.skip_full_slice:
-        child = subprocess.run(
-            [sys.executable, __file__, "--child-full-slice", "--tile", str(args.tile)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        line = next(x for x in child.stdout.splitlines() if x.startswith("FULL"))
-        _, seconds, peak_mb, shape = line.split()
+        seconds, peak_mb, shape = run_child("--child-full-slice", "--tile", str(args.tile))
         print(
-            f"full slice     : {shape} in {float(seconds):.1f} s, peak RSS "
-            f"{float(peak_mb) / 1024:.2f} GB (dense, tile {args.tile})"
+            f"full slice     : {shape} in {seconds:.1f} s, peak RSS "
+            f"{peak_mb / 1024:.2f} GB (dense, tile {args.tile})"
+        )
+        unet_seconds, unet_mb, _ = run_child("--child-unet-slice", "--tile", str(args.tile))
+        print(
+            f"full slice     : {shape} in {unet_seconds:.1f} s, peak RSS "
+            f"{unet_mb / 1024:.2f} GB (U-Net, tile {args.tile}); "
+            f"{seconds / unet_seconds:.1f} x the dense engine's speed"
         )
         print(
             f"sliding, same slice (extrapolated): "
             f"{FULL_SLICE[0] * FULL_SLICE[1] / sliding_rate / 3600:.1f} h"
         )
+
+
+def unet_tile_rate(tile: int) -> float:
+    """Voxels/s of the U-Net engine on one tile x tile slice (halo included in the work)."""
+    from fibseg.inference.unet_engine import UnetEngine
+    from fibseg.networks.unet import build_unet
+
+    engine = UnetEngine(build_unet(N_Z, seed=0), tile=tile)
+    image = np.random.default_rng(0).random((N_Z, tile, tile), dtype=np.float32)
+    engine.scores(image)  # warm-up
+    start = time.perf_counter()
+    for _ in range(3):
+        engine.scores(image)
+    return 3 * image[0].size / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

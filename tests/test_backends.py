@@ -37,3 +37,30 @@ def test_dense_equals_sliding_under_pytorch():
     )
     assert process.returncode == 0, process.stdout + process.stderr
     assert "max_abs_diff" in process.stdout
+
+
+UNET_CHECK = textwrap.dedent("""
+    import keras, numpy as np
+    from fibseg.inference.unet_engine import UnetEngine
+    from fibseg.networks.unet import build_unet
+    assert keras.backend.backend() == "torch", keras.backend.backend()
+    model = build_unet(3, seed=0)
+    stack = np.random.default_rng(1).normal(size=(3, 50, 77)).astype(np.float32)
+    whole = UnetEngine(model, tile=4096).scores(stack)
+    tiled = UnetEngine(model, tile=24).scores(stack)
+    print("max_abs_diff", float(np.abs(whole - tiled).max()))
+    assert np.abs(whole - tiled).max() <= 1e-5
+""")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="PyTorch is not installed (pip install torch==2.13.0 for CPU)",
+)
+def test_unet_tiles_equal_the_whole_slice_under_pytorch():
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    process = subprocess.run(
+        [sys.executable, "-c", UNET_CHECK], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "max_abs_diff" in process.stdout
