@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 from snakemake.utils import validate
 
 from fibseg.io.formats import split_spec
+from fibseg.io.omezarr import CHUNKS
 from fibseg.io.volume import Volume, volume_files, voxel_size_nm
 from fibseg.runtime.settings import AlignSettings, InferenceSettings, TrainingSettings
 from fibseg.training import halving
@@ -13,6 +14,7 @@ from fibseg.pipeline.dag import (
     chunk_names,
     chunk_slices,
     context_margins,
+    export_memory_mb,
     forest_memory_mb,
     keras_input_geometry,
     predict_memory_mb,
@@ -209,6 +211,15 @@ def postprocess_mem_mb(wildcards, attempt):
     times it on a retry."""
     slab = config["postprocess"]["slab_depth"]
     return postprocess_memory_mb(volume_shape(wildcards.ds), slab) * attempt
+
+
+EXPORT_THREADS = 2  # slabs that export_ome_zarr reads and writes at a time
+
+
+def export_mem_mb(wildcards, attempt):
+    """Memory of one export_ome_zarr job: a few slabs of whole slices; `attempt` times it on
+    a retry."""
+    return export_memory_mb(volume_shape(wildcards.ds), CHUNKS[0], EXPORT_THREADS) * attempt
 
 
 def slices_of_chunk(wildcards):
