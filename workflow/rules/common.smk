@@ -276,7 +276,11 @@ def all_targets():
         *(trained if TRAINS else []),
         *(["results/tables/full_volume.csv"] if TRUTH_DATASETS else []),
         *expand("results/{ds}/segmentation.tif", ds=DATASETS),
-        *(expand("results/{ds}/{ds}.ome.zarr", ds=DATASETS) if config["outputs"]["ome_zarr"] else []),
+        *(
+            expand("results/{ds}/{ds}.ome.zarr", ds=DATASETS)
+            if config["outputs"]["ome_zarr"]
+            else []
+        ),
         *(expand("results/forest/{ds}/segmentation.tif", ds=DATASETS) if FOREST else []),
         *(["results/figures/fig9_slices.png"] if DATASETS else []),
         *(STRUCTURE_TARGETS if config["structure"]["enabled"] and DATASETS else []),
