@@ -119,12 +119,18 @@ def edit_config(project: Path, **changes) -> None:
 
 
 def run_snakemake(
-    directory: Path, *args: str, check: bool = True, timeout: float = 1800
+    directory: Path,
+    *args: str,
+    check: bool = True,
+    timeout: float = 1800,
+    snakefile: Path = REPO / "Snakefile",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the real workflow in `directory`; on failure show its output."""
-    env = {**os.environ, "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    """Run the real workflow (or a `snakefile` that uses it as a module) in `directory`, with
+    `env` added to the environment; on failure show its output."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     process = subprocess.run(
-        [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--cores", "2", *args],
+        [*SNAKEMAKE, "--snakefile", str(snakefile), "--cores", "2", *args],
         cwd=directory,
         capture_output=True,
         text=True,
