@@ -8,9 +8,9 @@ from snakemake.utils import min_version, update_config
 min_version("9.0")
 
 
-# The conda environments of envs/ install the package fibseg from the workflow's own folder:
-# their pip section names ${FIBSEG_SOURCE}, which pip expands. Where the workflow is not a
-# local folder, set FIBSEG_SOURCE to a pip requirement instead (git+https://...@v0.1.0).
+# The conda environments of envs/ install the package fibseg, editable, from the workflow's
+# own folder: their pip section names -e ${FIBSEG_SOURCE}, which pip expands. Where the
+# workflow is not a local folder, set FIBSEG_SOURCE beforehand (git+https://...#egg=fibseg).
 WORKFLOW_DIR = str(workflow.current_basedir)
 os.environ.setdefault(
     "FIBSEG_SOURCE",

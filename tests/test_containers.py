@@ -19,7 +19,7 @@ import yaml
 from helpers import REPO, TINY_DEMO, demo_sheet_rows, run_snakemake, write_project
 
 IMAGES = {"cpu": "envs/fibseg.yaml", "gpu": "envs/fibseg-gpu.yaml"}
-FIBSEG_LINE = "${FIBSEG_SOURCE}"
+FIBSEG_LINE = "-e ${FIBSEG_SOURCE}"
 
 
 def sections(definition: str) -> dict[str, list[str]]:
@@ -90,7 +90,7 @@ def test_the_environments_pin_every_package_and_agree():
 
 def test_the_fibseg_line_installs_the_package_from_the_workflows_folder(tmp_path):
     """pip expands ${FIBSEG_SOURCE} (set by the Snakefile) in the requirements that conda
-    hands it; from the repository it installs fibseg."""
+    hands it; from the repository it installs fibseg, editable."""
     pytest.importorskip("setuptools")
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(FIBSEG_LINE + "\n")
