@@ -1,24 +1,54 @@
 # fibseg: CNN segmentation of FIB-SEM volumes into pore and solid (Skärberg et al. 2021).
 # The DAG reads from the rule files in workflow/rules/, one per stage.
-from snakemake.utils import min_version
+import os
+
+from snakemake.common.configfile import load_configfile
+from snakemake.utils import min_version, update_config
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The conda environments of envs/ install the package fibseg, editable, from the workflow's
+# own folder: their pip section names -e ${FIBSEG_SOURCE}, which pip expands. Where the
+# workflow is not a local folder, set FIBSEG_SOURCE beforehand (git+https://...#egg=fibseg).
+WORKFLOW_DIR = str(workflow.current_basedir)
+os.environ.setdefault(
+    "FIBSEG_SOURCE",
+    os.path.abspath(WORKFLOW_DIR) if os.path.isdir(WORKFLOW_DIR) else WORKFLOW_DIR,
+)
+
+
+# A file of config/: the working directory's where it is there (a deployed copy of config/),
+# else the workflow's own (the repository run from elsewhere, or used as a module).
+local_or_workflow = lambda path: path if os.path.exists(path) else workflow.source_path(path)
+
+
+# The real-data defaults. As a module, the config given with `config:` replaces them.
+configfile: local_or_workflow("config/config.yaml")
 
 
 # No config file names a sheet: the synthetic demo (its data sets are made by rule
-# synthesize_demo). An overlay of your own names `datasets` and keeps the real-data defaults.
+# synthesize_demo), merged as a config file is: over the defaults, under the command line's
+# --configfile and --config. An overlay of your own names `datasets` and keeps the
+# real-data defaults.
 if "datasets" not in config:
-
-    configfile: "config/demo.yaml"
+    DEMO_CONFIG = load_configfile(local_or_workflow("config/demo.yaml"))
+    DEMO_CONFIG["datasets"] = local_or_workflow(DEMO_CONFIG["datasets"])
+    update_config(config, DEMO_CONFIG)
+    update_config(config, workflow.config_settings.overwrite_config or {})
 
 
 report: "workflow/report/workflow.rst"
 
 
+# the config's schema and checks, and the helpers of the rules
 include: "workflow/rules/common.smk"
+
+
+# With --sdm apptainer every rule runs in this image (containers/, README "Containers").
+container: config["container"]
+
+
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/regions.smk"
@@ -49,6 +79,6 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

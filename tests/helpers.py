@@ -165,12 +165,18 @@ def region_tiles(
 
 
 def run_snakemake(
-    directory: Path, *args: str, check: bool = True, timeout: float = 1800
+    directory: Path,
+    *args: str,
+    check: bool = True,
+    timeout: float = 1800,
+    snakefile: Path = REPO / "Snakefile",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the real workflow in `directory`; on failure show its output."""
-    env = {**os.environ, "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    """Run the real workflow (or a `snakefile` that uses it as a module) in `directory`, with
+    `env` added to the environment; on failure show its output."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     process = subprocess.run(
-        [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--cores", "2", *args],
+        [*SNAKEMAKE, "--snakefile", str(snakefile), "--cores", "2", *args],
         cwd=directory,
         capture_output=True,
         text=True,
@@ -218,3 +224,43 @@ def wait_for(condition, timeout=300.0, poll=0.1):
             return result
         time.sleep(poll)
     raise TimeoutError("condition not met")
+
+
+def read_napari_store(store: Path) -> dict:
+    """An OME-Zarr store as napari sees it: validated with ome-zarr-models (the image and
+    its label image), then read with ome-zarr-py's Reader on parse_url, as napari-ome-zarr
+    does. Returns the image's channels by name, the label image, and per layer its scale
+    and axis units of the full resolution (z, y, x)."""
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+    from ome_zarr_models.v04 import Image, ImageLabel
+
+    group = zarr.open_group(str(store), mode="r")
+    image = Image.from_zarr(group)
+    assert image.labels is not None and image.labels.attributes.labels == ["segmentation"]
+    ImageLabel.from_zarr(group["labels/segmentation"])
+
+    nodes = list(Reader(parse_url(str(store)))())
+    images = [node for node in nodes if node.data and not node.load(Label)]
+    labels = [node for node in nodes if node.load(Label)]
+    assert len(images) == 1 and len(labels) == 1, nodes
+    (image_node,), (label_node,) = images, labels
+    axes = [axis["name"] for axis in image_node.metadata["axes"]]
+    assert axes == ["c", "z", "y", "x"], axes
+    spatial = {"image": image_node.metadata, "labels": label_node.metadata}
+    found = {
+        "channels": {
+            name: np.asarray(image_node.data[0][index])
+            for index, name in enumerate(image_node.metadata["channel_names"])
+        },
+        "visible": image_node.metadata["visible"],
+        "labels": np.asarray(label_node.data[0]),
+        "properties": label_node.metadata.get("properties"),
+        "levels": {"image": image_node.data, "labels": label_node.data},
+    }
+    for key, metadata in spatial.items():
+        scale = metadata["coordinateTransformations"][0][0]["scale"]
+        units = [axis.get("unit") for axis in metadata["axes"] if axis["type"] == "space"]
+        found[f"{key}_scale"], found[f"{key}_units"] = scale[-3:], units
+    return found

@@ -70,6 +70,7 @@ def test_the_shipped_demo_config_loads(monkeypatch):
     monkeypatch.chdir(REPO)
     config, sheet = load_like_the_workflow(REPO, demo_config())
     assert sheet["name"].tolist() == list(config["demo"])
+    assert config["outputs"]["ome_zarr"] is True  # the napari store, by default
 
 
 @pytest.mark.parametrize(
@@ -124,6 +125,7 @@ def test_an_overlay_naming_only_a_sheet_gets_the_real_data_defaults(monkeypatch)
     assert demo["postprocess"]["min_object_voxels"] == 10
     assert config["structure"]["max_voxels"] == 2_000_000 != demo["structure"]["max_voxels"]
     assert config["grid"]["seeds"] == 3 and demo["grid"]["seeds"] == 1
+    assert config["outputs"]["ome_zarr"] is True  # the napari store, by default
     # what the demo's results were measured with stays the same
     merged = demo_config()
     assert (merged["grid"]["n_xy"], merged["grid"]["n_z"], merged["grid"]["seeds"]) == (
@@ -166,7 +168,7 @@ def test_the_paper_overlay_restores_the_papers_training(monkeypatch):
         {"inference.engine": "dense", "inference.allow_approximate_dense": True},
         {"inference.engine": "dense", "model.padding": "valid", "grid.n_xy": [81]},
         {"training.optimizer": "adam", "training.search": {"log10_lr0": [-3.0], "k": [20]}},
-        {"outputs": {"ome_zarr": True}},
+        {"outputs": {"ome_zarr": False}},
         {
             "training.mode": "dense",
             "model.padding": "valid",
@@ -179,7 +181,7 @@ def test_the_paper_overlay_restores_the_papers_training(monkeypatch):
         "approximate dense opted in",
         "dense on a valid model",
         "Adam at its own learning rate",
-        "OME-Zarr output",
+        "no OME-Zarr output",
         "pseudo-labels from the forest",
     ],
 )

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from helpers import planned_jobs, run_snakemake, write_project
+from helpers import planned_jobs, read_napari_store, run_snakemake, write_project
 from skimage.draw import disk, line
 
 from fibseg.demo.synth import SynthSpec, synthesize
@@ -43,7 +43,6 @@ SETTINGS = {
     "structure": {"enabled": False},
     "inference": {"slices_per_job": 6, "extract_batch": 4096, "predict_batch": 1024},
     "postprocess": {"sigma_grid": [0.0, 1.0], "threshold_grid": [0.4, 0.5]},
-    "outputs": {"ome_zarr": True},
     # The paper's rigid chain: on 6 slices of 96 px the joint solve's drift test cannot tell these
     # 1-px steps from the noise (z = 2.2 against still_sigmas 4) and keeps the slices still.
     "align": {"method": "previous", "model": "rigid"},
@@ -129,11 +128,16 @@ def test_painted_annotation_on_a_slice_folder_beside_a_predict_only_volume(tmp_p
         assert metadata_voxel_size_nm(str(results / name / "segmentation.tif")) == pytest.approx(
             voxel
         )
-        # the OME-Zarr store: scores as the image, the segmentation as its label image
+        # the OME-Zarr store (on by default): its label image is 1 pore, 2 solid
         store = results / name / f"{name}.ome.zarr"
         labels = read_volume(f"{store}:/labels/segmentation")
-        np.testing.assert_array_equal(labels, segmentation)
-        assert metadata_voxel_size_nm(str(store)) == pytest.approx(voxel)
+        np.testing.assert_array_equal(labels, segmentation + 1)
+        assert metadata_voxel_size_nm(f"{store}:/labels/segmentation") == pytest.approx(voxel)
+        found = read_napari_store(store)  # valid, and read as napari-ome-zarr reads it
+        np.testing.assert_array_equal(found["labels"], labels)
+        assert set(np.unique(found["labels"])) == {1, 2}  # pores show in napari
+        assert found["image_scale"] == pytest.approx(np.array(voxel) / 1e3)
+        assert list(found["channels"]) == ["EM", "scores", "uncertainty"]
     for table in ("table2", "table3"):
         frame = pd.read_csv(results / f"tables/{table}.csv")
         assert set(frame.method) == {"cnn", "otsu"} and "NEW" not in set(frame.dataset)

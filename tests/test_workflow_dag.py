@@ -51,7 +51,7 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
-def dry_run(project, *overlays, targets=()):
+def dry_run(project, *overlays, targets=(), snakefile=REPO / "Snakefile"):
     process = run_snakemake(
         project,
         *targets,
@@ -62,8 +62,61 @@ def dry_run(project, *overlays, targets=()):
         str(REPO / "config/paper.yaml"),
         "overlay.yaml",
         *overlays,
+        snakefile=snakefile,
     )
     return job_counts(process.stdout + process.stderr)
+
+
+# A user's Snakefile that deploys fibseg as a module (as snakedeploy writes one): the
+# workflow stays where it is, the working directory holds only config/ and the data.
+MODULE_SNAKEFILE = f"""\
+configfile: "config/config.yaml"
+
+
+module fibseg:
+    snakefile:
+        "{REPO / "Snakefile"}"
+    config:
+        config
+
+
+use rule * from fibseg
+"""
+
+
+def test_the_paper_plans_the_same_as_a_module_from_another_directory(paper_project):
+    """No symlink, no copy of the workflow: scripts, schemas, envs and the report resolve
+    from the module's own folder."""
+    (paper_project / "Snakefile").write_text(MODULE_SNAKEFILE)
+    module = dry_run(paper_project, snakefile=paper_project / "Snakefile")
+    assert module == dry_run(paper_project)
+    assert module["train"] == 3600 and module["predict_slices"] == 600
+    assert module["export_ome_zarr"] == 3
+
+
+def test_a_module_without_a_sheet_plans_the_demo_from_the_workflows_own_files(tmp_path):
+    """Neither config/demo.yaml nor the demo's sheet is in the working directory: the
+    module takes the workflow's own, as the repository's `snakemake --cores all` does. So
+    does the repository's Snakefile run in a folder without config/."""
+    write_project(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
+    shows_source = 'import os\n\nprint("FIBSEG_SOURCE=" + os.environ["FIBSEG_SOURCE"])\n'
+    (tmp_path / "Snakefile").write_text(MODULE_SNAKEFILE + shows_source)
+    process = run_snakemake(tmp_path, "-n", "--quiet", "rules", snakefile=tmp_path / "Snakefile")
+    counts = job_counts(process.stdout + process.stderr)
+    assert counts["synthesize_demo"] == 3 and counts["train"] == 1
+    assert counts["export_ome_zarr"] == 3
+    # the conda environments install fibseg from the module's folder (envs/fibseg.yaml)
+    assert f"FIBSEG_SOURCE={REPO}\n" in process.stdout
+    # an overlay on the demo wins over config/demo.yaml (its 2 seeds of 2 cells, not 1 seed)
+    overlay = ("--configfile", str(REPO / "config/demo_patches.yaml"))
+    process = run_snakemake(
+        tmp_path, "-n", "--quiet", "rules", *overlay, snakefile=tmp_path / "Snakefile"
+    )
+    assert job_counts(process.stdout + process.stderr)["train"] == 4
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    process = run_snakemake(bare, "-n", "--quiet", "rules")
+    assert job_counts(process.stdout + process.stderr)["synthesize_demo"] == 3
 
 
 def test_paper_plans_3600_training_and_600_prediction_jobs(paper_project):

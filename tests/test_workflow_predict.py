@@ -3,11 +3,12 @@
 
 import re
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from helpers import TINY_DEMO, planned_jobs, run_snakemake, write_project
+from helpers import TINY_DEMO, planned_jobs, read_napari_store, run_snakemake, write_project
 
 pytestmark = pytest.mark.workflow
 
@@ -48,6 +49,26 @@ def test_predict_only_dataset_and_a_reused_model(tmp_path):
         assert "T45" not in set(frame.dataset) and "T22" in set(frame.dataset)
     assert set(pd.read_csv(results / "tables/full_volume.csv").dataset) == {"T22"}
     assert (results / "figures/fig9_slices.png").stat().st_size > 10_000
+    # The napari store of each data set, on by default: valid OME-Zarr, read as napari-ome-zarr
+    # reads it, with the EM the network saw, the scores, the uncertainty and the segmentation
+    # (pore = 1, so napari draws it) at the config's voxel size (50, 10, 10 nm)
+    for name in ("T22", "T45"):
+        found = read_napari_store(results / name / f"{name}.ome.zarr")
+        segmentation = tifffile.imread(results / name / "segmentation.tif")
+        np.testing.assert_array_equal(found["labels"], segmentation + 1)
+        assert set(np.unique(found["labels"])) <= {1, 2}  # a 1-epoch model may see no pore
+        with (
+            h5py.File(results / name / "preprocessed.h5", "r") as preprocessed,
+            h5py.File(results / name / "scores.h5", "r") as scores,
+        ):
+            np.testing.assert_array_equal(found["channels"]["EM"], preprocessed["volume"][:])
+            np.testing.assert_array_equal(found["channels"]["scores"], scores["scores"][:])
+            np.testing.assert_array_equal(
+                found["channels"]["uncertainty"], scores["uncertainty"][:]
+            )
+        for layer in ("image", "labels"):
+            assert found[f"{layer}_scale"] == pytest.approx([0.05, 0.01, 0.01])
+            assert found[f"{layer}_units"] == ["micrometer"] * 3
     # predict_slices says how fast it goes and how long it has left
     log = (first / "logs/predict_slices/T45_0000.log").read_text()
     assert re.search(r"slice 6/6 \(z=5\) done: [\d,]+ voxels/s, [\d.]+ slices/min, .*ETA", log)
@@ -63,7 +84,7 @@ def test_predict_only_dataset_and_a_reused_model(tmp_path):
         HEADER + PREDICT_ONLY,
     )
     jobs = planned_jobs(second)
-    assert {"check_model", "predict_slices", "postprocess"} <= jobs
+    assert {"check_model", "predict_slices", "postprocess", "export_ome_zarr"} <= jobs
     assert not jobs & {"train", "sample", "split", "select_model", "optimize_postprocess"}
     run_snakemake(second)
     np.testing.assert_array_equal(

@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 from snakemake.utils import validate
 
 from fibseg.io.formats import split_spec
+from fibseg.io.omezarr import CHUNKS
 from fibseg.io.volume import Volume, volume_files, voxel_size_nm
 from fibseg.runtime.settings import AlignSettings, InferenceSettings, TrainingSettings
 from fibseg.training import halving
@@ -13,6 +14,7 @@ from fibseg.pipeline.dag import (
     chunk_names,
     chunk_slices,
     context_margins,
+    export_memory_mb,
     forest_memory_mb,
     keras_input_geometry,
     predict_memory_mb,
@@ -213,6 +215,15 @@ def postprocess_mem_mb(wildcards, attempt):
     return postprocess_memory_mb(volume_shape(wildcards.ds), slab) * attempt
 
 
+EXPORT_THREADS = 2  # slabs that export_ome_zarr reads and writes at a time
+
+
+def export_mem_mb(wildcards, attempt):
+    """Memory of one export_ome_zarr job: a few slabs of whole slices; `attempt` times it on
+    a retry."""
+    return export_memory_mb(volume_shape(wildcards.ds), CHUNKS[0], EXPORT_THREADS) * attempt
+
+
 def slices_of_chunk(wildcards):
     """[first, stop) slice of one predict_slices job."""
     return chunk_slices(wildcards.chunk, volume_depth(wildcards.ds), SLICES_PER_JOB)
@@ -267,7 +278,11 @@ def all_targets():
         *(trained if TRAINS else []),
         *(["results/tables/full_volume.csv"] if TRUTH_DATASETS else []),
         *expand("results/{ds}/segmentation.tif", ds=DATASETS),
-        *(expand("results/{ds}/{ds}.ome.zarr", ds=DATASETS) if config["outputs"]["ome_zarr"] else []),
+        *(
+            expand("results/{ds}/{ds}.ome.zarr", ds=DATASETS)
+            if config["outputs"]["ome_zarr"]
+            else []
+        ),
         *(expand("results/forest/{ds}/segmentation.tif", ds=DATASETS) if FOREST else []),
         *(["results/figures/fig9_slices.png"] if DATASETS else []),
         *(STRUCTURE_TARGETS if config["structure"]["enabled"] and DATASETS else []),

@@ -10,9 +10,17 @@ rule evaluate:
         forest_scores=forest_files("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),
         forest_postprocess=forest_files("results/forest/postprocess.json"),
     output:
-        table2=report("results/tables/table2.csv", caption="../report/table2.rst", category="Evaluation"),
-        table3=report("results/tables/table3.csv", caption="../report/table3.rst", category="Evaluation"),
-        ttest=report("results/tables/porosity_ttest.csv", caption="../report/ttest.rst", category="Evaluation"),
+        table2=report(
+            "results/tables/table2.csv", caption="../report/table2.rst", category="Evaluation"
+        ),
+        table3=report(
+            "results/tables/table3.csv", caption="../report/table3.rst", category="Evaluation"
+        ),
+        ttest=report(
+            "results/tables/porosity_ttest.csv",
+            caption="../report/ttest.rst",
+            category="Evaluation",
+        ),
     log:
         "logs/evaluate.log",
     conda:
@@ -28,7 +36,11 @@ rule evaluate_volume:
         volumes=expand("results/{ds}/preprocessed.h5", ds=TRUTH_DATASETS),
         truths=truth_files,
     output:
-        report("results/tables/full_volume.csv", caption="../report/full_volume.rst", category="Evaluation"),
+        report(
+            "results/tables/full_volume.csv",
+            caption="../report/full_volume.rst",
+            category="Evaluation",
+        ),
     params:
         datasets=TRUTH_DATASETS,
         truths=[dataset(ds).truth for ds in TRUTH_DATASETS],
@@ -49,7 +61,11 @@ rule figures:
         forest_scores=forest_files("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),
         forest_postprocess=forest_files("results/forest/postprocess.json"),
     output:
-        fig8=report("results/figures/fig8_regions.png", caption="../report/fig8.rst", category="Segmentation"),
+        fig8=report(
+            "results/figures/fig8_regions.png",
+            caption="../report/fig8.rst",
+            category="Segmentation",
+        ),
     log:
         "logs/figures.log",
     conda:
@@ -64,7 +80,11 @@ rule figure_slices:
         segmentations=expand("results/{ds}/segmentation.h5", ds=DATASETS),
         volume_scores=expand("results/{ds}/scores.h5", ds=DATASETS),
     output:
-        fig9=report("results/figures/fig9_slices.png", caption="../report/fig9.rst", category="Segmentation"),
+        fig9=report(
+            "results/figures/fig9_slices.png",
+            caption="../report/fig9.rst",
+            category="Segmentation",
+        ),
     params:
         datasets=DATASETS,
     log:

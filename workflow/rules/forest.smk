@@ -23,7 +23,6 @@ if FOREST:
         script:
             "../../scripts/train_forest.py"
 
-
     use rule predict_regions as predict_forest_regions with:
         input:
             models=["results/forest/forest.joblib"],
@@ -38,7 +37,6 @@ if FOREST:
         conda:
             "../../envs/fibseg.yaml"
 
-
     use rule optimize_postprocess as optimize_forest_postprocess with:
         input:
             scores=expand("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),
@@ -49,7 +47,6 @@ if FOREST:
             trials="results/forest/postprocess_trials.csv",
         log:
             "logs/optimize_forest_postprocess.log",
-
 
     use rule predict_slices as predict_forest_slices with:
         input:
@@ -66,7 +63,6 @@ if FOREST:
         conda:
             "../../envs/fibseg.yaml"
 
-
     use rule stitch as stitch_forest with:
         input:
             forest_score_chunks,
@@ -74,7 +70,6 @@ if FOREST:
             "results/forest/{ds}/scores.h5",
         log:
             "logs/stitch_forest/{ds}.log",
-
 
     use rule postprocess as postprocess_forest with:
         input:

@@ -114,12 +114,16 @@ rule postprocess:
 
 rule export_ome_zarr:
     input:
+        preprocessed="results/{ds}/preprocessed.h5",
         scores="results/{ds}/scores.h5",
         segmentation="results/{ds}/segmentation.h5",
     output:
         directory("results/{ds}/{ds}.ome.zarr"),
     params:
         voxel_size_nm=voxel_size_param,
+    threads: EXPORT_THREADS
+    resources:
+        mem_mb=export_mem_mb,
     log:
         "logs/export_ome_zarr/{ds}.log",
     wildcard_constraints:

@@ -32,9 +32,13 @@ rule structure_table:
         analyses=expand("results/{ds}/structure.json", ds=DATASETS),
         maps=expand("results/{ds}/structure_maps.h5", ds=DATASETS),
     output:
-        table=report("results/tables/structure.csv", caption="../report/structure.rst", category="Structure"),
+        table=report(
+            "results/tables/structure.csv", caption="../report/structure.rst", category="Structure"
+        ),
         figure=report(
-            "results/figures/structure.png", caption="../report/structure_figure.rst", category="Structure"
+            "results/figures/structure.png",
+            caption="../report/structure_figure.rst",
+            category="Structure",
         ),
     params:
         datasets=DATASETS,

@@ -34,7 +34,6 @@ if TRAINS:
         script:
             "../../scripts/train.py"
 
-
     rule promote:
         input:
             previous_rung_files,
@@ -53,7 +52,6 @@ if TRAINS:
             "../../envs/fibseg.yaml"
         script:
             "../../scripts/promote.py"
-
 
     rule train_rung:
         input:
@@ -86,20 +84,39 @@ if TRAINS:
         script:
             "../../scripts/train.py"
 
-
     rule select_model:
         input:
             histories=expand("{run}/history.csv", run=RUN_DIRS),
             run_params=expand("{run}/params.json", run=RUN_DIRS),
         output:
-            cells=report("results/selection/cells.csv", caption="../report/cells.rst", category="Model selection"),
+            cells=report(
+                "results/selection/cells.csv",
+                caption="../report/cells.rst",
+                category="Model selection",
+            ),
             best="results/selection/best.json",
             model="results/model/best.keras",
             members=ENSEMBLE_MEMBERS,
-            fig3=report("results/figures/fig3_val_loss.png", caption="../report/fig3.rst", category="Model selection"),
-            fig4=report("results/figures/fig4_val_miou.png", caption="../report/fig4.rst", category="Model selection"),
-            fig5=report("results/figures/fig5_train_time.png", caption="../report/fig5.rst", category="Model selection"),
-            fig6=report("results/figures/fig6_learning_curves.png", caption="../report/fig6.rst", category="Model selection"),
+            fig3=report(
+                "results/figures/fig3_val_loss.png",
+                caption="../report/fig3.rst",
+                category="Model selection",
+            ),
+            fig4=report(
+                "results/figures/fig4_val_miou.png",
+                caption="../report/fig4.rst",
+                category="Model selection",
+            ),
+            fig5=report(
+                "results/figures/fig5_train_time.png",
+                caption="../report/fig5.rst",
+                category="Model selection",
+            ),
+            fig6=report(
+                "results/figures/fig6_learning_curves.png",
+                caption="../report/fig6.rst",
+                category="Model selection",
+            ),
         params:
             run_dirs=RUN_DIRS,
             rung_epochs=GRID_PLAN.rung_epochs,
