@@ -163,12 +163,12 @@ def measured_dense_rate(n_xy: int, n_z: int, steps: int, tiles: int = 4) -> floa
 
 
 def unet_cost(paper: dict, halving: dict, rate: float) -> None:
-    """One U-Net run of config/demo_unet.yaml (steps x tiles of side n_xy, validation left
+    """One U-Net run of config/config.yaml (steps x tiles of side n_xy, validation left
     out) beside one average run of the paper's grid, in FLOPs, with the U-Net's forward FLOPs
     per voxel; CPU-hours at the dense training rate measured above."""
     from fibseg.networks.unet import build_unet
 
-    demo = yaml.safe_load((REPO / "config/demo_unet.yaml").read_text())
+    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
     training, (side,), (n_z,) = demo["training"], demo["grid"]["n_xy"], demo["grid"]["n_z"]
     tiles, steps = training["tiles_per_batch"], training["epochs"] * training["steps_per_epoch"]
     unet = build_unet(n_z)
@@ -178,7 +178,7 @@ def unet_cost(paper: dict, halving: dict, rate: float) -> None:
     paper_run = paper_grid["flops"] / paper_grid["runs"]
     per_voxel = forward_flops(unet, (1, 512, 512, n_z)) / 512**2
     print(
-        f"\nU-Net {side}x{n_z} (config/demo_unet.yaml): {steps} steps of {tiles} tiles = "
+        f"\nU-Net {side}x{n_z} (config/config.yaml): {steps} steps of {tiles} tiles = "
         f"{run / 1e15:.3f} PFLOP per run ({run / rate / 3600:.2f} CPU-h), against "
         f"{paper_run / 1e15:.3f} PFLOP for one average run of the paper's grid "
         f"(ratio {run / paper_run:.3f}); {per_voxel / 1e3:.0f} kFLOP per voxel forward"
