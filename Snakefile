@@ -39,6 +39,7 @@ localrules:
     sample,
     promote,
     select_model,
+    describe_model,
     optimize_forest_postprocess,
     optimize_postprocess,
     evaluate,

@@ -316,7 +316,8 @@ def check_config(config: dict, config_name: str = "config") -> None:
             config["forest"]["enabled"],
         )
     )
-    if inference["engine"] == "dense" and not (config.get("pretrained") or {}).get("model"):
+    pretrained = config.get("pretrained") or {}
+    if inference["engine"] == "dense" and not (pretrained.get("model") or pretrained.get("bundle")):
         # a pretrained model's own padding is checked when it is loaded (rule check_model)
         checks.append(
             lambda: check_dense_padding(
