@@ -12,10 +12,10 @@ from fibseg.runtime.job import start_log
 log = start_log(snakemake.log[0])
 best = json.loads(Path(snakemake.input.best).read_text())
 models = {Path(path).name: path for path in snakemake.input.models}
-architectures = [
-    dict(zip(("file", "n_xy", "n_z", "padding"), (name, *keras_input_geometry(path))))
-    for name, path in models.items()
-]
+architectures = []
+for name, path in models.items():
+    n_xy, n_z, padding = keras_input_geometry(path)  # fibseg wrote the file: it can be read
+    architectures.append({"file": name, "n_xy": n_xy, "n_z": n_z, "padding": padding})
 params = json.loads((Path(best["ensemble"][0]) / "params.json").read_text())
 volumes = snakemake.params.volumes  # data set -> its checked.json and preprocessed.h5
 training_data = [
