@@ -139,8 +139,13 @@ def add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def start_logging() -> logging.Logger:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    return logging.getLogger("fibseg")
+    """fibseg's log lines (progress, summaries) on stderr, one message per line."""
+    log = logging.getLogger("fibseg")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers, log.propagate = [handler], False
+    log.setLevel(logging.INFO)
+    return log
 
 
 def run_command(args: list[str]) -> int:
