@@ -24,12 +24,23 @@ pytestmark = pytest.mark.workflow
 SETTINGS = {
     "datasets": "config/datasets.tsv",
     "grid": {"n_xy": [17], "n_z": [1], "seeds": 1},
-    "sampling": {"fraction": 0.1, "seed": 1},
-    "training": {"epochs": 1, "batch_size": 64},
+    # enough to learn something (a constant segmentation would prove little): 30 % of the
+    # labelled voxels, 4 epochs of Adam at 10^-3
+    "sampling": {"fraction": 0.3, "seed": 1},
+    "training": {
+        "epochs": 4,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "search": {"log10_lr0": [-3.0], "k": [20]},
+    },
     "forest": {"enabled": False},
     "structure": {"enabled": False},
     "inference": {"slices_per_job": 4, "extract_batch": 4096, "predict_batch": 1024},
-    "postprocess": {"sigma_grid": [0.0, 1.0], "threshold_grid": [0.4, 0.5]},
+    "postprocess": {
+        "sigma_grid": [0.0, 1.0],
+        "threshold_grid": [0.4, 0.5],
+        "min_object_voxels": 10,
+    },
 }
 HEADER = "name\tvolume\tregions\tlabels\taligned\ttruth\n"
 ANNOTATED = (
@@ -212,7 +223,10 @@ def test_a_corrected_segmentation_trains_a_new_model(finished, tmp_path):
         "name\tvolume\tannotation\taligned\n"
         f"T45\t{results / 'T45/aligned.h5'}:/volume\tdata/annotation.tif\ttrue\n"
     )
-    project = write_project(tmp_path, SETTINGS, sheet)
+    # 1 epoch on 5 % of the labelled voxels (six whole slices are labelled now)
+    retrain = {**SETTINGS, "sampling": {"fraction": 0.05, "seed": 1}}
+    retrain["training"] = {**SETTINGS["training"], "epochs": 1}
+    project = write_project(tmp_path, retrain, sheet)
     check = fibseg("check", "config/datasets.tsv", cwd=project)
     assert "1 data set(s) checked" in check.stderr
     run_snakemake(project)

@@ -13,14 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import numpy as np
+import tifffile
 
 from ..evaluation.postprocess import write_segmentation
 from ..inference.bundle import Bundle
 from ..inference.ensemble import ensemble_slices, load_member
 from ..inference.pretrained import Pretrained, check_pretrained
+from ..io.atomic import atomic_output
 from ..io.errors import InputError
 from ..io.formats import split_spec
 from ..io.volume import Volume
+from ..io.voxel_size import imagej_calibration
 from ..io.writers import stitch_chunks, write_h5
 from ..preprocess.alignment import align_volume
 from ..preprocess.gradient import correct_gradient
@@ -30,14 +34,16 @@ from ..runtime.settings import AlignSettings, InferenceSettings
 from .checks import check_dataset
 from .dag import chunk_names, chunk_slices
 
-TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)  # what an ImageJ TIFF stack can hold
+TIFF_SUFFIXES, HDF5_SUFFIXES = (".tif", ".tiff"), (".h5", ".hdf5")
 
 
 @dataclass(frozen=True)
 class PredictOutputs:
     """Where `segment_volume` writes: the segmentation TIFF, and optionally the scores (HDF5,
-    as results/{ds}/scores.h5) and the aligned volume (HDF5 `/volume`, the segmentation's
-    frame: correct the segmentation on it, and train on it with `aligned: true`)."""
+    as results/{ds}/scores.h5) and the aligned volume (HDF5 `/volume`, or a TIFF that napari
+    opens; the segmentation's frame: correct the segmentation on it, and train on it with
+    `aligned: true`)."""
 
     segmentation: Path
     scores: Path | None = None
@@ -59,6 +65,24 @@ class PredictOutputs:
         for path in (self.scores, self.aligned):
             if path is not None and path.suffix.lower() not in (".h5", ".hdf5"):
                 raise InputError("is not an HDF5 file name.", file=str(path), fix="name it .h5.")
+
+
+def save_aligned(aligned_h5: Path, destination: Path, voxel: tuple[float, float, float]) -> None:
+    """The aligned volume moved to `destination` (.h5), or streamed slice by slice into an
+    ImageJ TIFF stack with its voxel size (.tif)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.suffix.lower() in HDF5_SUFFIXES:
+        shutil.move(aligned_h5, destination)
+        return
+    with Volume(f"{aligned_h5}:/volume") as volume, atomic_output(destination) as tmp:
+        with tifffile.TiffWriter(tmp, imagej=volume.dtype in IMAGEJ_DTYPES) as tif:
+            tif.write(
+                (volume.read(z, z + 1)[0] for z in range(len(volume))),
+                shape=volume.shape,
+                dtype=volume.dtype,
+                photometric="minisblack",
+                **imagej_calibration(voxel if volume.dtype in IMAGEJ_DTYPES else None),
+            )
 
 
 def volume_voxel_size(
@@ -157,8 +181,7 @@ def segment_volume(
             outputs.scores.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(work / "scores.h5", outputs.scores)
         if outputs.aligned is not None:
-            outputs.aligned.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(work / "aligned.h5", outputs.aligned)
+            save_aligned(work / "aligned.h5", outputs.aligned, voxel)
     log.info("porosity %.4f with %s", porosity, settings)
     return {
         **summary,
