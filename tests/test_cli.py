@@ -274,6 +274,9 @@ def test_check_runs_the_workflow_checks(external, capsys, monkeypatch):
     (external / "bad.yaml").write_text("grid: {n_xy: [16]}\n")
     code, output = run(capsys, "check", "config/datasets.tsv", "--config", "bad.yaml")
     assert code == 2 and "n_xy" in output and "Traceback" not in output
+    (external / "typo.yaml").write_text("sampling: {fractoin: 0.1}\n")
+    code, output = run(capsys, "check", "config/datasets.tsv", "--config", "typo.yaml")
+    assert code == 2 and "('fractoin' was unexpected) (on instance['sampling'])" in output
 
 
 def test_run_calls_snakemake_on_the_packaged_workflow(tmp_path, monkeypatch):

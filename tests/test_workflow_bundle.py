@@ -152,7 +152,7 @@ def test_a_bundle_reproduces_the_run(finished, tmp_path):
     message = refused.stderr
     assert refused.returncode == 2 and "Traceback" not in message, message
     assert "data set 'volume.tif'" in message and "50 x 10 x 10 nm" in message
-    assert "T22: 100 x 20 x 20 nm" in message and "10 %" in message
+    assert "T22: 100 x 20 x 20 nm" in message and "by 50%" in message
     assert "Fix: resample" in message and "--voxel-size" in message
     assert not (tmp_path / "never.tif").exists()
 
@@ -236,4 +236,4 @@ def test_a_corrected_segmentation_trains_a_new_model(finished, tmp_path):
     retrained = tifffile.imread(project / "results/T45/segmentation.tif")
     assert retrained.shape == (6, 96, 96) and set(np.unique(retrained)) == {0, 1}
     table = pd.read_csv(project / "results/tables/table3.csv")
-    assert set(table.dataset) == {"T45"}
+    assert set(table[table.method == "cnn"].dataset) == {"T45", "Combined"}

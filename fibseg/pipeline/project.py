@@ -97,6 +97,15 @@ def read_yaml(path: str | Path) -> dict:
     return loaded
 
 
+def schema_problem(error: Exception) -> str:
+    """What Snakemake's schema validation found, and where: its ValidationError line and the
+    key it was found on (the rest of its message is the schema)."""
+    lines = str(error).splitlines()
+    found = [line.removeprefix("ValidationError: ") for line in lines if "Error: " in line]
+    where = [line.rstrip(":") for line in lines if line.startswith("On instance")]
+    return " ".join(found[:1] + [f"({w.lower()})" for w in where[:1]]) or lines[0]
+
+
 def load_config(overlays: list[str] | None = None, extra: dict | None = None) -> dict:
     """The config a run would see: the base file (`base_config_file`), each overlay merged on
     top key by key, then `extra`; validated against the schema, which fills the defaults, and
@@ -112,7 +121,7 @@ def load_config(overlays: list[str] | None = None, extra: dict | None = None) ->
         validate(config, str(workflow_root() / "workflow/schemas/config.schema.yaml"))
     except WorkflowError as error:
         raise InputError(
-            f"the config does not match the schema: {str(error).splitlines()[0]}",
+            f"the config does not match the schema: {schema_problem(error)}",
             file=", ".join(map(str, [base_config_file(), *(overlays or [])])),
             fix="see workflow/schemas/config.schema.yaml for every key and its values.",
         ) from None
@@ -131,7 +140,7 @@ def load_sheet(path: str):
         validate(sheet, str(workflow_root() / "workflow/schemas/datasets.schema.yaml"))
     except WorkflowError as error:
         raise InputError(
-            f"the sheet does not match its schema: {str(error).splitlines()[0]}",
+            f"the sheet does not match its schema: {schema_problem(error)}",
             file=path,
             fix="see workflow/schemas/datasets.schema.yaml (and config/README.md) for its columns.",
         ) from None
