@@ -5,6 +5,7 @@ no traceback) for bad input. tests/test_workflow_bundle.py runs the commands on 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -302,3 +303,21 @@ def test_run_calls_snakemake_on_the_packaged_workflow(tmp_path, monkeypatch):
     (tmp_path / "slurm").mkdir()  # a profile of the working directory's own wins
     command = snakemake_command(["--configfile=my.yaml", "--profile=slurm"])
     assert command[-2:] == ["--configfile=my.yaml", "--profile=slurm"]
+
+
+@pytest.mark.workflow
+def test_run_plans_the_workflow(external):
+    """`fibseg run -n` is a dry run of the packaged workflow in the working directory."""
+    process = subprocess.run(
+        [sys.executable, "-m", "fibseg.cli", "run", "-n", "--quiet", "rules"],
+        cwd=external,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = process.stdout + process.stderr
+    assert process.returncode == 0, output
+    assert "profiles/default" in output  # the packaged local profile applied by itself
+    for rule in ("check_dataset", "train", "describe_model", "postprocess"):
+        assert rule in output
+    assert not (external / "results").exists()

@@ -122,9 +122,9 @@ def segment_volume(
     name = Path(split_spec(spec)[0]).name
     outputs.check(aligned)
     check_pretrained(pretrained)
-    summary = check_dataset(name, spec)  # every slice read once: a damaged file fails here
-    voxel = volume_voxel_size(spec, name, voxel_nm)
+    voxel = volume_voxel_size(spec, name, voxel_nm)  # the cheap checks first
     pretrained.check_voxel_size(voxel, name)
+    summary = check_dataset(name, spec)  # every slice read once: a damaged file fails here
     inference = InferenceSettings.from_config(config["inference"])
     if bundle is not None:
         inference = bundle.inference(inference)
