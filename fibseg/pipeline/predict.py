@@ -18,7 +18,7 @@ import tifffile
 
 from ..evaluation.postprocess import write_segmentation
 from ..inference.bundle import Bundle
-from ..inference.ensemble import ensemble_slices, load_member
+from ..inference.ensemble import Member, ensemble_slices, load_member
 from ..inference.pretrained import Pretrained, check_pretrained
 from ..io.atomic import atomic_output
 from ..io.errors import InputError
@@ -104,6 +104,60 @@ def volume_voxel_size(
     return tuple(float(v) for v in found)
 
 
+def preprocess(
+    spec: str,
+    name: str,
+    work: Path,
+    voxel: tuple[float, float, float],
+    align: AlignSettings | None,
+    log: logging.Logger,
+) -> Path:
+    """Rules align (unless `align` is None: the volume is aligned already) and
+    correct_gradient into `work`; returns the preprocessed volume's HDF5 file."""
+    source = spec
+    if align is not None:
+        with Volume(spec, name) as volume:
+            try:
+                check_roi(align.roi, volume.shape[1:], f"align.roi (volume {volume.spec})")
+            except ValueError as error:
+                raise InputError(str(error), dataset=name, fix="correct align.roi.") from None
+            log.info("aligning %s %s (%s)", spec, volume.shape, align.method)
+            alignment = align_volume(volume, work / "aligned.h5", voxel, align)
+        log.info("%s", alignment.statement)
+        source = f"{work / 'aligned.h5'}:/volume"
+    with Volume(source, name) as volume:
+        gradient = correct_gradient(volume, work / "preprocessed.h5", voxel)
+    log.info("gradient fit: %s", gradient)
+    return work / "preprocessed.h5"
+
+
+def score_chunks(
+    preprocessed: Path,
+    name: str,
+    members: list[Member],
+    slices_per_job: int,
+    work: Path,
+    log: logging.Logger,
+) -> list[str]:
+    """Rule predict_slices, chunk by chunk as its jobs cut the volume: one score file each
+    in `work`, ready for `stitch_chunks`."""
+    chunks = []
+    with Volume(str(preprocessed), name) as volume:
+        depth = volume.shape[0]
+        for chunk in chunk_names(depth, slices_per_job):
+            first, stop = chunk_slices(chunk, depth, slices_per_job)
+            scores, uncertainty, kind = ensemble_slices(
+                volume.read_slices, depth, range(first, stop), members, log
+            )
+            chunks.append(str(work / f"scores_{chunk}.h5"))
+            write_h5(
+                chunks[-1],
+                {"scores": scores, "uncertainty": uncertainty},
+                {"first_slice": first, "stop_slice": stop, "uncertainty": kind},
+            )
+    return chunks
+
+
 def segment_volume(
     pretrained: Pretrained,
     spec: str,
@@ -138,34 +192,8 @@ def segment_volume(
         prefix=".fibseg-predict-", dir=outputs.segmentation.parent
     ) as tmp:
         work = Path(tmp)
-        source = spec
-        if not aligned:
-            with Volume(spec, name) as volume:
-                try:
-                    check_roi(align.roi, volume.shape[1:], f"align.roi (volume {volume.spec})")
-                except ValueError as error:
-                    raise InputError(str(error), dataset=name, fix="correct align.roi.") from None
-                log.info("aligning %s %s (%s)", spec, volume.shape, align.method)
-                alignment = align_volume(volume, work / "aligned.h5", voxel, align)
-            log.info("%s", alignment.statement)
-            source = f"{work / 'aligned.h5'}:/volume"
-        with Volume(source, name) as volume:
-            gradient = correct_gradient(volume, work / "preprocessed.h5", voxel)
-        log.info("gradient fit: %s", gradient)
-        chunks = []
-        with Volume(str(work / "preprocessed.h5"), name) as volume:
-            depth = volume.shape[0]
-            for chunk in chunk_names(depth, inference.slices_per_job):
-                first, stop = chunk_slices(chunk, depth, inference.slices_per_job)
-                scores, uncertainty, kind = ensemble_slices(
-                    volume.read_slices, depth, range(first, stop), members, log
-                )
-                chunks.append(str(work / f"scores_{chunk}.h5"))
-                write_h5(
-                    chunks[-1],
-                    {"scores": scores, "uncertainty": uncertainty},
-                    {"first_slice": first, "stop_slice": stop, "uncertainty": kind},
-                )
+        preprocessed = preprocess(spec, name, work, voxel, None if aligned else align, log)
+        chunks = score_chunks(preprocessed, name, members, inference.slices_per_job, work, log)
         stitch_chunks(chunks, str(work / "scores.h5"), inference.score_dtype, list(voxel))
         with h5py.File(work / "scores.h5", "r") as handle:
             porosity = write_segmentation(
