@@ -280,6 +280,15 @@ def test_check_runs_the_workflow_checks(external, capsys, monkeypatch):
     assert code == 2 and "('fractoin' was unexpected) (on instance['sampling'])" in output
 
 
+def test_check_loads_a_pretrained_model(external, bundle, capsys, monkeypatch):
+    """As rule check_model: the bundle's stand-in model files are no Keras models."""
+    monkeypatch.chdir(external)
+    (external / "reuse.yaml").write_text(f"pretrained: {{bundle: {bundle}}}\n")
+    code, output = run(capsys, "check", "config/datasets.tsv", "--config", "reuse.yaml")
+    assert code == 2 and f"file '{bundle / 'best.keras'}'" in output
+    assert "is not a Keras model" in output and "Traceback" not in output
+
+
 def test_run_calls_snakemake_on_the_packaged_workflow(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError, match="no config/config.yaml, and no --configfile"):

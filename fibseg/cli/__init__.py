@@ -186,7 +186,9 @@ def check_command(args: argparse.Namespace) -> int:
 
     log = start_logging()
     summaries = check_project(load_config(args.config, {"datasets": args.sheet}), log)
-    log.info("%s: %d data set(s) checked, no problem found", args.sheet, len(summaries))
+    datasets = sum("dataset" in summary for summary in summaries)
+    models = f" and {len(summaries) - datasets} model(s)" if len(summaries) > datasets else ""
+    log.info("%s: %d data set(s)%s checked, no problem found", args.sheet, datasets, models)
     return 0
 
 

@@ -15,6 +15,7 @@ from ..inference.pretrained import Pretrained, check_annotations_needed, check_p
 from ..io.errors import InputError
 from ..io.formats import split_spec
 from ..io.volume import voxel_size_nm
+from ..runtime.settings import InferenceSettings
 from .checks import check_config, check_dataset
 from .sheet import check_external_inputs, is_annotated, missing_as_none, read_sheet
 
@@ -152,8 +153,9 @@ def load_sheet(path: str):
 def check_project(config: dict, log: logging.Logger) -> list[dict]:
     """Every check the workflow runs on its inputs, in its order, with no job: the model
     (`pretrained`), the sheet and its files, that something can be trained, each data set's
-    voxel size against a bundle's, and rule check_dataset's checks of every volume, region
-    table, label stack and annotation (reading every slice). Returns their summaries."""
+    voxel size against a bundle's, rule check_dataset's checks of every volume, region table,
+    label stack and annotation (reading every slice), and rule check_model's of a pretrained
+    model. Returns their summaries."""
     pretrained = Pretrained.from_config(config)
     if pretrained:
         check_pretrained(pretrained)
@@ -185,4 +187,24 @@ def check_project(config: dict, log: logging.Logger) -> list[dict]:
         summary["voxel_size_nm"] = list(voxel)
         log.info("%s: %s", name, summary)
         summaries.append(summary)
+    if pretrained:
+        summaries += check_models(pretrained, config, log)
     return summaries
+
+
+def check_models(pretrained: Pretrained, config: dict, log: logging.Logger) -> list[dict]:
+    """Rule check_model's checks: each model loads in safe mode and the engine can score it
+    (imports TensorFlow)."""
+    from ..inference.infer import check_scorable, load_model
+
+    inference = InferenceSettings.from_config(config["inference"])
+    if pretrained.bundle is not None:
+        inference = pretrained.bundle.inference(inference)
+    found = []
+    for path in pretrained.models:
+        n_xy, n_z, padding = check_scorable(load_model(path), path, inference)
+        found.append({"model": path, "n_xy": n_xy, "n_z": n_z, "padding": padding})
+        log.info(
+            "%s: n_xy %d, n_z %d, padding %s, engine %s", path, n_xy, n_z, padding, inference.engine
+        )
+    return found
