@@ -69,6 +69,7 @@ localrules:
     sample,
     promote,
     select_model,
+    describe_model,
     optimize_forest_postprocess,
     optimize_postprocess,
     evaluate,

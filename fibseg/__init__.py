@@ -12,7 +12,9 @@ Subpackages, lowest layer first (tests/test_layers.py keeps imports pointing dow
 - inference: the sliding window and the dense engine, ensembles, pretrained models
 - evaluation: metrics, scores, post-processing, figures
 - structure: pore-structure analysis
-- pipeline: the sheet, input and config checks, and the DAG's helpers for the Snakemake rules
+- pipeline: the sheet, input and config checks, and the DAG's helpers for the Snakemake rules;
+  a project's config and checks, and one volume segmented with a bundle (`fibseg predict`)
+- cli: the `fibseg` command
 """
 
 __version__ = "0.1.0"

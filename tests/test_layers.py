@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"inference"},
     {"evaluation", "structure"},
     {"pipeline"},
+    {"cli"},
 ]
 RANK = {name: rank for rank, layer in enumerate(LAYERS) for name in layer}
 

@@ -1,6 +1,7 @@
-"""A model trained elsewhere (config key `pretrained`): what it replaces and the checks that
-run when the workflow loads. Imports no TensorFlow: the model itself is checked when it is
-loaded (`fibseg.inference.infer.load_model`, rule check_model)."""
+"""A model trained elsewhere (config key `pretrained`: a bundle, or a model file and its
+post-processing): what it replaces and the checks that run when the workflow loads. Imports no
+TensorFlow: the model itself is checked when it is loaded (`fibseg.inference.infer.load_model`,
+rule check_model)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io.errors import InputError
+from .bundle import VOXEL_SIZE_TOLERANCE, Bundle, check_voxel_size, read_bundle
 
 POSTPROCESS_KEYS = ("sigma", "threshold", "min_object_voxels")
 
@@ -16,27 +18,61 @@ POSTPROCESS_KEYS = ("sigma", "threshold", "min_object_voxels")
 @dataclass(frozen=True)
 class Pretrained:
     """The model file(s), best first (their scores are averaged), and the post-processing
-    (`postprocess.json` of an earlier run; None: optimise it here on validation regions)."""
+    (`postprocess.json` of an earlier run; None: optimise it here on validation regions); from
+    a bundle, also the bundle (its engine, the training data's voxel size) and how far a
+    volume's voxel size may stray from the training data's."""
 
     models: tuple[str, ...]
     postprocess: str | None = None
+    bundle: Bundle | None = None
+    voxel_size_tolerance: float = VOXEL_SIZE_TOLERANCE
+    allow_voxel_size_mismatch: bool = False
 
     @classmethod
     def from_config(cls, config: dict) -> Pretrained | None:
-        """None when the config key `pretrained` is unset (train and select as usual)."""
+        """None when the config key `pretrained` is unset (train and select as usual). A
+        bundle is read (and its files checked) here."""
         section = config.get("pretrained") or {}
-        model = section.get("model")
+        model, bundle = section.get("model"), section.get("bundle")
+        if model and bundle or bundle and section.get("postprocess"):
+            raise InputError(
+                "sets both 'bundle' and 'model' or 'postprocess'.",
+                file="config: pretrained",
+                fix="give either pretrained.bundle (a folder that fibseg export-model wrote) "
+                "or pretrained.model and pretrained.postprocess, not both.",
+            )
+        if bundle:
+            found = read_bundle(bundle)
+            return cls(
+                found.models,
+                found.postprocess,
+                found,
+                section.get("voxel_size_tolerance", VOXEL_SIZE_TOLERANCE),
+                section.get("allow_voxel_size_mismatch", False),
+            )
         if not model:
             if section.get("postprocess"):
                 raise InputError(
                     "sets 'postprocess' but no 'model'.",
                     file="config: pretrained",
-                    fix="add pretrained.model: the .keras file of the model to use, or "
-                    "remove the pretrained key to train one.",
+                    fix="add pretrained.model: the .keras file of the model to use (or "
+                    "pretrained.bundle), or remove the pretrained key to train one.",
                 )
             return None
         models = (model,) if isinstance(model, str) else tuple(model)
         return cls(models, section.get("postprocess") or None)
+
+    def check_voxel_size(self, voxel: tuple[float, float, float], dataset: str) -> None:
+        """A bundle's model segments only volumes of about its training data's voxel size
+        (`fibseg.inference.bundle.check_voxel_size`); the two-file form is not checked."""
+        if self.bundle is not None:
+            check_voxel_size(
+                self.bundle,
+                voxel,
+                dataset,
+                self.voxel_size_tolerance,
+                self.allow_voxel_size_mismatch,
+            )
 
 
 def check_pretrained(pretrained: Pretrained) -> None:

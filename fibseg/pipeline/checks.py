@@ -320,8 +320,9 @@ def check_config(config: dict, config_name: str = "config") -> None:
             training["mode"], unlabelled["method"], config["forest"]["enabled"]
         )
     )
-    pretrained = (config.get("pretrained") or {}).get("model")
-    if inference["engine"] == "dense" and not pretrained and not unet:
+    pretrained = config.get("pretrained") or {}
+    reused = pretrained.get("model") or pretrained.get("bundle")
+    if inference["engine"] == "dense" and not reused and not unet:
         # a pretrained model's own padding is checked when it is loaded (rule check_model)
         checks.append(
             lambda: check_dense_padding(

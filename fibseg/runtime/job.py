@@ -52,3 +52,23 @@ def versions() -> dict[str, str]:
 
         found["tensorflow"] = tf.__version__
     return found
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of fibseg, Keras and TensorFlow, from the package metadata (nothing
+    is imported); 'not installed' where a package is missing."""
+    from importlib import metadata
+
+    found = {}
+    for name, distributions in (
+        ("fibseg", ("fibseg",)),
+        ("keras", ("keras",)),
+        ("tensorflow", ("tensorflow", "tensorflow-cpu")),
+    ):
+        for distribution in distributions:
+            try:
+                found[name] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                found[name] = "not installed"
+    return found

@@ -80,6 +80,8 @@ MODEL_CHECKED = [] if TRAINS else ["results/pretrained/checked.json"]
 TRAINING = TrainingSettings.from_config(config["training"])
 RUNG_TRAINING = [replace(TRAINING, epochs=end) for end in GRID_PLAN.rung_epochs]
 INFERENCE = InferenceSettings.from_config(config["inference"])
+if PRETRAINED and PRETRAINED.bundle:  # the engine and score dtype its sigma and T were chosen on
+    INFERENCE = PRETRAINED.bundle.inference(INFERENCE)
 ALIGN = AlignSettings.from_config(config["align"])
 STRUCTURE_TARGETS = ["results/tables/structure.csv", "results/figures/structure.png"]
 RUN_FILES = {"model": "keras", "history": "csv", "params": "json"}  # of one training run
@@ -183,6 +185,12 @@ def voxel_size(ds):
     )
 
 
+# A bundle's model segments only volumes of about its training data's voxel size.
+if PRETRAINED:
+    for ds in DATASETS:
+        PRETRAINED.check_voxel_size(voxel_size(ds), ds)
+
+
 def voxel_size_param(wildcards):
     return list(voxel_size(wildcards.ds))
 
@@ -264,11 +272,27 @@ def truth_files(wildcards):
     return [path for ds in TRUTH_DATASETS for path in volume_files(dataset(ds).truth)]
 
 
+# data set -> its checked.json and preprocessed.h5, for the annotated rows of the sheet (rule
+# describe_model records their dtype and gradient; published data sets have no volume)
+TRAINING_VOLUMES = {
+    ds: [f"results/{ds}/checked.json", f"results/{ds}/preprocessed.h5"] for ds in ANNOTATED
+}
+
+
+def training_voxel_sizes(wildcards):
+    """(z, y, x) nm of every data set the CNN trains on (published ones: the config's)."""
+    return {
+        ds: list(voxel_size(ds)) if ds in DATASETS else list(config["voxel_size_nm"])
+        for ds in REGION_DATASETS
+    }
+
+
 def all_targets():
     """Every segmentation; with training also the selection, Tables 2-3 and Figure 8 (with
     `pretrained` the split of the regions is unknown, so no region tables)."""
     trained = [
         "results/selection/cells.csv",
+        "results/model/fibseg-model.json",
         "results/tables/table2.csv",
         "results/tables/table3.csv",
         "results/tables/porosity_ttest.csv",

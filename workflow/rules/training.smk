@@ -126,3 +126,25 @@ if TRAINS:
             "../../envs/fibseg.yaml"
         script:
             "../../scripts/select_model.py"
+
+
+    # What `fibseg export-model` puts into a bundle beside the model files.
+    rule describe_model:
+        input:
+            models=CNN_MODELS,
+            best="results/selection/best.json",
+            postprocess="results/postprocess.json",
+            volumes=[path for files in TRAINING_VOLUMES.values() for path in files],
+        output:
+            "results/model/fibseg-model.json",
+        params:
+            voxel_sizes=training_voxel_sizes,
+            volumes=TRAINING_VOLUMES,
+            inference=asdict(INFERENCE),
+            align=asdict(ALIGN),
+        log:
+            "logs/describe_model.log",
+        conda:
+            "../../envs/fibseg.yaml"
+        script:
+            "../../scripts/describe_model.py"

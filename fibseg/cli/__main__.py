@@ -1,0 +1,5 @@
+"""`python -m fibseg.cli`: the `fibseg` command."""
+
+from . import main
+
+raise SystemExit(main())
