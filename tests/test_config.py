@@ -129,11 +129,12 @@ def test_an_overlay_naming_only_a_sheet_gets_the_real_data_defaults(monkeypatch)
     # what the demo's results were measured with stays the same
     merged = demo_config()
     assert (merged["grid"]["n_xy"], merged["grid"]["n_z"], merged["grid"]["seeds"]) == (
-        [81],
+        [96],
         [3],
         1,
     )
-    assert merged["inference"] == {"engine": "dense", "slices_per_job": 16}
+    assert merged["model"] == {"architecture": "unet"}
+    assert merged["inference"] == {"slices_per_job": 16}
     base = yaml.safe_load((REPO / "config/config.yaml").read_text())
     assert merged["training"] == base["training"] and "training" not in demo
 
