@@ -46,6 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from fibseg.annotation.regions import extract_regions
 from fibseg.annotation.sampling import regions_in, sample_splits, split_regions
@@ -177,9 +178,12 @@ def run_study(datasets: list[dict], threads: int) -> list[dict]:
     return rows
 
 
-def demo_specs(style: str) -> list[tuple[str, SynthSpec]]:
-    """The demo's three data sets in a style."""
-    return [(name, styled_spec(style, porosity=p, seed=s)) for name, (p, s) in DEMO.items()]
+def demo_specs(style: str, overrides: dict | None = None) -> list[tuple[str, SynthSpec]]:
+    """The demo's three data sets in a style, with SynthSpec fields overridden."""
+    return [
+        (name, styled_spec(style, porosity=p, seed=s, **(overrides or {})))
+        for name, (p, s) in DEMO.items()
+    ]
 
 
 def family_specs(family: str, draws: int, seed: int) -> list[tuple[str, SynthSpec]]:
@@ -220,8 +224,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--draws", type=int, default=3, help="data sets drawn from --family")
     parser.add_argument("--seed", type=int, default=0, help="seed of the family's draws")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (2)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a SynthSpec field of the style (YAML value; repeatable)",
+    )
     parser.add_argument("--out", help="also write the rows to this CSV")
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        value = yaml.safe_load(value)
+        args.overrides[key] = tuple(value) if isinstance(value, list) else value
+    return args
 
 
 def main() -> None:
@@ -232,8 +249,8 @@ def main() -> None:
         specs = family_specs(args.family, args.draws, args.seed)
         what = f"family {args.family}, {args.draws} draws (seed {args.seed})"
     else:
-        specs = demo_specs(args.style)
-        what = f"style {args.style}"
+        specs = demo_specs(args.style, args.overrides)
+        what = f"style {args.style}" + (f", {args.overrides}" if args.overrides else "")
     print(f"calibrate_demo: {what}")
     rows = []
     for first in range(0, len(specs), 3):
