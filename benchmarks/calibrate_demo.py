@@ -20,8 +20,8 @@ calibrated on the baselines only.
 
     python benchmarks/calibrate_demo.py                      # the hard films (style hard)
     python benchmarks/calibrate_demo.py --style easy         # today's demo generator
-    python benchmarks/calibrate_demo.py --family calibration --draws 6
-    python benchmarks/calibrate_demo.py --family held_out --draws 6
+    python benchmarks/calibrate_demo.py --family calibration --draws 12
+    python benchmarks/calibrate_demo.py --family held_out --draws 12
 
 `--family` draws `--draws` data sets from a family of `fibseg.demo.synth.FAMILIES`
 (`random_film_spec`, the generator seeded with `--seed`), each of the demo's size and
@@ -29,8 +29,10 @@ budget, in studies of three (one forest per three data sets, as the demo trains 
 on its three). The family `held_out` was not looked at while the hard preset and the
 `calibration` family were chosen; keep it that way.
 
-On 2 CPU cores one study of three data sets takes about 3 to 4 minutes (synthesis,
-alignment and preprocessing, about 2 forest-scored volumes a minute).
+`--set FIELD=VALUE` (repeatable, YAML values) overrides a SynthSpec field of the style, as
+the calibration in docs/simulator.md did. `--out` also writes the rows to a CSV.
+
+On 2 CPU cores one study of three data sets takes about 2 minutes (docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -192,6 +194,15 @@ def family_specs(family: str, draws: int, seed: int) -> list[tuple[str, SynthSpe
     return [(f"{family}{k}", random_film_spec(rng, family)) for k in range(draws)]
 
 
+def rounded(value):
+    """A spec field as printed: floats (also in tuples) to 3 decimals."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, tuple):
+        return tuple(rounded(v) for v in value)
+    return value
+
+
 def table(rows: pd.DataFrame) -> str:
     """Per data set: the forest's and Otsu's full-volume mIoU and porosity error."""
     wide = rows.pivot_table(
@@ -259,13 +270,14 @@ def main() -> None:
             for data in datasets:
                 spec = data["spec"]
                 drawn = {
-                    k: v
+                    k: rounded(v)
                     for k, v in asdict(spec).items()
                     if v != getattr(SynthSpec(porosity=spec.porosity), k)
                 }
                 print(
-                    f"  {data['name']}: synthesised in {data['synthesis_s']:.1f} s, prepared in "
-                    f"{data['prepare_s']:.0f} s; {drawn}",
+                    f"  {data['name']}: synthesised in {data['synthesis_s']:.1f} s (with the "
+                    f"registration of rule synthesize_demo), prepared in "
+                    f"{data['prepare_s']:.0f} s; fields other than the easy defaults: {drawn}",
                     flush=True,
                 )
             new = run_study(datasets, args.threads)
