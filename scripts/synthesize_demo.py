@@ -1,13 +1,14 @@
 """Rule synthesize_demo: one synthetic FIB-SEM data set with shine-through, its truth and
-labels as a user sees them in the volume aligned as rule align aligns it."""
+labels as a user sees them in the volume aligned as rule align aligns it. The demo key
+`style` picks the generator: easy (the defaults) or hard (the hard films)."""
 
-from fibseg.demo.synth import SynthSpec, seen_after_alignment, synthesize
+from fibseg.demo.synth import seen_after_alignment, styled_spec, synthesize
 from fibseg.io.writers import write_csv, write_tiff
 from fibseg.runtime.job import start_log
 from fibseg.runtime.settings import AlignSettings
 
 log = start_log(snakemake.log[0])
-spec = SynthSpec(**snakemake.params.spec)
+spec = styled_spec(**snakemake.params.spec)
 log.info("synthesising %s", spec)
 data = seen_after_alignment(synthesize(spec), AlignSettings.from_config(snakemake.params.align))
 write_tiff(snakemake.output.volume, data["volume"])

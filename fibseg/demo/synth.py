@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
+from scipy import special
 from skimage.transform import AffineTransform, warp
 
 from ..preprocess.registration import estimate_alignment
@@ -55,50 +56,237 @@ class SynthSpec:
     gradient: float = 0.2  # intensity change across the x range
     curtaining: float = 0.05  # amplitude of the stripes along y
     charging: float = 0.15  # amplitude of slow brightness variations (charging) across the slice
+    # --- the hard films' physics (`hard_film_spec`); the defaults give the easy generator
+    pore_sizes_xy: tuple[float, ...] = ()  # further pore scales (smoothing std, pixels)
+    pore_shares: tuple[float, ...] = ()  # share of the porosity each further scale opens
+    solid_level: float = 0.6  # intensity of the solid face
+    pore_level: float = 0.15  # intensity of a pore that shows nothing behind it
+    texture: float = 0.08  # amplitude of the solid's grain
+    texture_3d: bool = False  # the grain changes from slice to slice (and shines through)
+    rim: float = 0.18  # brightening of the solid face at a pore edge
+    rim_px: float = 1.2  # how fast the rim fades into the solid (pixels)
+    shine_layers: int = 5  # slices behind the face that can shine through
+    shine_blur_px: float = 0.8  # blur of the shine-through at depth 0 (pixels) ...
+    shine_blur_per_slice: float = 0.9  # ... and its growth per slice of depth
+    psf_px: float = 0.7  # the SEM's point spread (std, pixels)
+    curtain_px: float = 1.0  # width (smoothing std) of the curtaining stripes
+    curtain_change: float = 0.0  # per slice, the share of the stripes drawn anew (0: fixed)
+    curtain_onset: float = 0.0  # stripes start at random rows down to this share of the height
+    charging_px: float = 40.0  # scale of the charging pattern (pixels)
+    charging_change: float = 0.0  # per slice, the share of the charging drawn anew (0: fixed)
+    gain_jitter: float = 0.0  # std of a slow brightness change from slice to slice (beam current)
+    shot_noise: float = 0.0  # noise that grows with the signal: std shot_noise * sqrt(intensity)
 
 
 DRIFT_KINDS = ("walk", "trend", "none")
 FIDUCIAL_ROWS = 64  # rows of the protective layer that carries the fiducial mark
-SHINE_LAYERS = 5  # how many slices behind the face can shine through
 DRIFT_MARGIN = 24  # extra pixels rendered around the field so drift never shows a border
 
 
+# The hard films: what real EC/HPC films show and the easy generator lacks. Pores of two
+# scales (smoothing of 3 px and 10 px, the large ones opening 70 % of the porosity); the solid
+# behind a pore nearly as bright as the face (0.95 of the contrast one slice behind), almost
+# as sharp, with its own grain, fading over 7 slices and seen up to 8 slices deep; faint rims;
+# curtaining that starts part-way down the slice and changes from slice to slice; charging
+# that changes too; a slow change of brightness between slices; more noise. Chosen against the
+# random forest and global Otsu only, never a CNN (docs/simulator.md,
+# benchmarks/calibrate_demo.py).
+HARD_FILM = {
+    "pore_size_xy": 3.0,
+    "pore_sizes_xy": (10.0,),
+    "pore_shares": (0.7,),
+    "texture": 0.1,
+    "texture_3d": True,
+    "rim": 0.03,
+    "shine_layers": 8,
+    "shine_strength": 0.95,
+    "shine_depth_slices": 7.0,
+    "shine_blur_px": 0.3,
+    "shine_blur_per_slice": 0.25,
+    "noise": 0.075,
+    "curtaining": 0.08,
+    "curtain_change": 0.3,
+    "curtain_onset": 0.5,
+    "charging": 0.18,
+    "charging_change": 0.3,
+    "gain_jitter": 0.03,
+}
+STYLES = ("easy", "hard")
+
+
+def hard_film_spec(porosity: float, seed: int = 0, **overrides) -> SynthSpec:
+    """The hard films' SynthSpec (HARD_FILM) at a porosity and seed; `overrides` set any other
+    field (size, regions, drift) or replace a field of the preset."""
+    return SynthSpec(porosity=porosity, seed=seed, **{**HARD_FILM, **overrides})
+
+
+def styled_spec(style: str = "easy", **fields) -> SynthSpec:
+    """A SynthSpec of a style: `easy` (the defaults) or `hard` (`hard_film_spec`); the demo
+    config's keys (porosity, seed, size, regions, drift) as `fields`."""
+    if style == "easy":
+        return SynthSpec(**fields)
+    if style == "hard":
+        return hard_film_spec(**fields)
+    raise ValueError(f"style {style!r}: use one of {', '.join(STYLES)}")
+
+
+# Randomised families of films (`random_film_spec`): every drawn field uniform in its range,
+# drawn in this order. `calibration` spreads around the hard preset and may be looked at when
+# choosing the simulator's parameters. `held_out` (finer small pores and larger large ones,
+# a weaker shine-through that fades more slowly and reaches 12 slices, lower contrast, less
+# Gaussian noise but shot noise, pores stretched in z, stronger curtaining, a drift that
+# trends) must not be: no choice of the hard preset, of the calibration family or of any
+# method's settings may look at its scores; it tells whether what was tuned carries over.
+FAMILIES: dict[str, dict[str, tuple[float, float]]] = {
+    "calibration": {
+        "porosity": (0.20, 0.50),
+        "pore_size_xy": (2.5, 3.5),
+        "large_pore_xy": (8.0, 12.0),
+        "large_share": (0.5, 0.8),
+        "shine_strength": (0.90, 0.98),
+        "shine_depth_slices": (5.0, 8.0),
+        "contrast": (0.40, 0.50),
+        "noise": (0.06, 0.09),
+        "curtaining": (0.05, 0.10),
+        "charging": (0.12, 0.24),
+    },
+    "held_out": {
+        "porosity": (0.20, 0.50),
+        "pore_size_xy": (2.0, 2.5),
+        "large_pore_xy": (12.0, 16.0),
+        "large_share": (0.3, 0.6),
+        "shine_strength": (0.80, 0.90),
+        "shine_depth_slices": (8.0, 11.0),
+        "contrast": (0.30, 0.40),
+        "noise": (0.04, 0.06),
+        "shot_noise": (0.05, 0.10),
+        "pore_stretch_z": (1.2, 1.8),
+        "curtaining": (0.08, 0.14),
+        "charging": (0.10, 0.20),
+    },
+}
+FAMILY_FIXED = {  # what every draw of a family has besides its drawn fields
+    "calibration": {"drift": "walk"},
+    "held_out": {"drift": "trend", "shine_layers": 12},
+}
+
+
+def random_film_spec(
+    rng: np.random.Generator, family: str = "calibration", **overrides
+) -> SynthSpec:
+    """A hard film drawn from a family of FAMILIES: each field uniform in its range (in the
+    table's order, then the seed of the synthesis), the rest the hard preset's."""
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r}: use one of {', '.join(FAMILIES)}")
+    drawn = {key: float(rng.uniform(low, high)) for key, (low, high) in FAMILIES[family].items()}
+    seed = int(rng.integers(0, 2**31 - 1))
+    fields = {**HARD_FILM, **FAMILY_FIXED[family]}
+    fields["pore_size_xy"] = drawn.pop("pore_size_xy")
+    fields["pore_sizes_xy"] = (drawn.pop("large_pore_xy"),)
+    fields["pore_shares"] = (drawn.pop("large_share"),)
+    contrast = drawn.pop("contrast")
+    fields["solid_level"] = SynthSpec.pore_level + contrast
+    stretch = drawn.pop("pore_stretch_z", None)
+    if stretch is not None:  # pores longer in z than the voxels' nm make them
+        voxel_nm = SynthSpec.voxel_nm
+        fields["pore_size_z"] = stretch * fields["pore_size_xy"] * voxel_nm[1] / voxel_nm[0]
+    fields.update(drawn)
+    return SynthSpec(**{**fields, "seed": seed, **overrides})
+
+
 def porous_structure(
-    spec: SynthSpec, rng: np.random.Generator, extra_slices: int, margin: int
+    spec: SynthSpec,
+    rng: np.random.Generator,
+    extra_slices: int,
+    margin: int,
+    extra_rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Boolean (z, y, x) solid mask at the requested porosity; anisotropic like the voxels."""
+    """Boolean (z, y, x) solid mask at the requested porosity; anisotropic like the voxels.
+
+    One scale (`pore_sizes_xy` empty): a Gaussian random field thresholded at the porosity.
+    Several: the union of the pores of one field per scale (`pore_size_xy`, then
+    `pore_sizes_xy`, the further fields drawn from `extra_rng`), each scale opening its share
+    of the porosity (`pore_shares`, the first scale the rest), the union thresholded so
+    that the porosity is exact."""
     shape = (spec.slices + extra_slices, spec.height + 2 * margin, spec.width + 2 * margin)
-    sigma_z = spec.pore_size_z or spec.pore_size_xy * spec.voxel_nm[1] / spec.voxel_nm[0]
-    field = ndi.gaussian_filter(
+    if not spec.pore_sizes_xy:
+        field = gaussian_field(spec, spec.pore_size_xy, shape, rng)
+        threshold = np.quantile(field, spec.porosity)
+        return field > threshold
+    scales, shares = pore_scales(spec)
+    extra_rng = extra_rng or rng
+    # pore in scale i where its field's normal score u_i < p_i, with prod(1 - p_i) = 1 - p
+    # (independent fields): the union is where min_i u_i / p_i < 1
+    closest = np.full(shape, np.inf, np.float32)
+    for index, (scale, share) in enumerate(zip(scales, shares, strict=True)):
+        field = gaussian_field(spec, scale, shape, rng if index == 0 else extra_rng)
+        opened = 1 - (1 - spec.porosity) ** share
+        scores = special.ndtr(field / field.std()).astype(np.float32) / np.float32(opened)
+        np.minimum(closest, scores, out=closest)
+    return closest > np.quantile(closest, spec.porosity)
+
+
+def pore_scales(spec: SynthSpec) -> tuple[list[float], list[float]]:
+    """The pore scales (pixels) and the share of the porosity each opens."""
+    scales = [spec.pore_size_xy, *spec.pore_sizes_xy]
+    if len(spec.pore_shares) != len(spec.pore_sizes_xy):
+        raise ValueError("pore_shares needs one share per entry of pore_sizes_xy")
+    first = 1 - sum(spec.pore_shares)
+    shares = [first, *spec.pore_shares]
+    if min(shares) <= 0:
+        raise ValueError(f"pore_shares {spec.pore_shares} must be > 0 and sum to under 1")
+    return scales, shares
+
+
+def gaussian_field(
+    spec: SynthSpec, scale_xy: float, shape: tuple[int, int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """White noise smoothed by `scale_xy` pixels in y and x and, in z, by `pore_size_z`
+    scaled alike (None: the same length in nm)."""
+    if spec.pore_size_z is None:
+        sigma_z = scale_xy * spec.voxel_nm[1] / spec.voxel_nm[0]
+    else:
+        sigma_z = spec.pore_size_z * scale_xy / spec.pore_size_xy
+    return ndi.gaussian_filter(
         rng.standard_normal(shape, dtype=np.float32),
-        sigma=(max(sigma_z, 0.5), spec.pore_size_xy, spec.pore_size_xy),
+        sigma=(max(sigma_z, 0.5), scale_xy, scale_xy),
         mode="wrap",
     )
-    threshold = np.quantile(field, spec.porosity)
-    return field > threshold
 
 
-def render_face(solid: np.ndarray, z: int, spec: SynthSpec, texture: np.ndarray) -> np.ndarray:
-    """Intensity of the milled face at slice z of a solid mask, in about [0, 1]."""
+def render_face(
+    solid: np.ndarray, z: int, spec: SynthSpec, texture: np.ndarray | None
+) -> np.ndarray:
+    """Intensity of the milled face at slice z of a solid mask, in about [0, 1].
+
+    `texture` is the solid's grain, (y, x) the same on every slice, or (z, y, x) with
+    `texture_3d`: then a pore also shows the grain of the solid it sees behind it."""
     face = solid[z]
-    pore_level, solid_level = 0.15, 0.6
+    grain = texture[z] if spec.texture_3d else texture
+    pore_level, solid_level = spec.pore_level, spec.solid_level
     image = np.where(face, solid_level, pore_level).astype(np.float32)
-    image += np.where(face, texture, 0)
+    image += np.where(face, grain, 0)
     # bright rims: solid pixels next to a pore edge
     distance_to_pore = ndi.distance_transform_edt(face)
-    image += np.where(face, 0.18 * np.exp(-(distance_to_pore - 1) / 1.2), 0)
+    image += np.where(face, spec.rim * np.exp(-(distance_to_pore - 1) / spec.rim_px), 0)
     # shine-through: the first solid behind the face, fading and blurring with depth
     open_so_far = ~face
     shine = np.zeros_like(image)
-    for depth in range(1, SHINE_LAYERS + 1):
+    shine_grain = np.zeros_like(image) if spec.texture_3d else None
+    for depth in range(1, spec.shine_layers + 1):
         if z + depth >= solid.shape[0]:
             break
         first_solid = open_so_far & solid[z + depth]
         weight = spec.shine_strength * np.exp(-(depth - 1) / spec.shine_depth_slices)
-        shine += weight * ndi.gaussian_filter(first_solid.astype(np.float32), 0.8 + 0.9 * depth)
+        blur = spec.shine_blur_px + spec.shine_blur_per_slice * depth
+        shine += weight * ndi.gaussian_filter(first_solid.astype(np.float32), blur)
+        if shine_grain is not None:
+            shine_grain += weight * ndi.gaussian_filter(first_solid * texture[z + depth], blur)
         open_so_far &= ~solid[z + depth]
     image += np.where(face, 0, (solid_level - pore_level) * shine)
-    return ndi.gaussian_filter(image, 0.7)  # the SEM's own point spread
+    if shine_grain is not None:
+        image += np.where(face, 0, shine_grain)
+    return ndi.gaussian_filter(image, spec.psf_px)  # the SEM's own point spread
 
 
 def drift_path(spec: SynthSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -166,21 +354,33 @@ def synthesize(spec: SynthSpec) -> dict[str, object]:
     """Volume (uint16), truth (uint8, 1 = solid), region table, label stack and the drift
     (z, 3, 3): acquired slice z shows the truth at drift[z] @ (x, y, 1)."""
     rng = np.random.default_rng(spec.seed)
+    # what the hard films add draws from a second stream, so that the easy generator's draws
+    # stay what they always were
+    extra = np.random.default_rng([spec.seed, 1])
     margin = DRIFT_MARGIN
-    solid = porous_structure(spec, rng, SHINE_LAYERS, margin)
-    texture = (
-        ndi.gaussian_filter(rng.standard_normal(solid.shape[1:], dtype=np.float32), 1.5) * 0.08
-    )
-    stripes = ndi.gaussian_filter1d(rng.standard_normal(spec.width), 1.0)
-    stripes = spec.curtaining * stripes / (np.abs(stripes).max() + 1e-9)
+    solid = porous_structure(spec, rng, spec.shine_layers, margin, extra)
+    if spec.texture_3d:  # a grain of its own on every slice
+        grain = extra.standard_normal(solid.shape, dtype=np.float32)
+        texture = ndi.gaussian_filter(grain, (0, 1.5, 1.5)) * np.float32(spec.texture)
+    else:
+        texture = (
+            ndi.gaussian_filter(rng.standard_normal(solid.shape[1:], dtype=np.float32), 1.5)
+            * spec.texture
+        )
+    stripes = stripe_pattern(spec, rng)
+    onset = curtain_onset(spec, extra)
     ramp = spec.gradient * (np.arange(spec.width) / max(spec.width - 1, 1) - 0.5)
     crop = (slice(margin, margin + spec.height), slice(margin, margin + spec.width))
-    charge = ndi.gaussian_filter(rng.standard_normal((spec.height, spec.width)), 40)
-    charge = spec.charging * charge / (np.abs(charge).max() + 1e-9)
+    charge = charge_pattern(spec, rng)
+    gain = slice_gain(spec, extra)
     volume = np.empty((spec.slices, spec.height, spec.width), np.uint16)
     drift = drift_transforms(spec, rng)
     layer = fiducial_layer(spec) if spec.fiducial else None
     for z, matrix in enumerate(drift):
+        if z and spec.curtain_change:  # curtaining that changes from slice to slice
+            stripes = mixed(stripes, stripe_pattern(spec, extra), spec.curtain_change)
+        if z and spec.charging_change:  # and charging
+            charge = mixed(charge, charge_pattern(spec, extra), spec.charging_change)
         face = render_face(solid, z, spec, texture)
         if layer is not None:
             face = np.where(layer[1], layer[0], face)
@@ -188,8 +388,15 @@ def synthesize(spec: SynthSpec) -> dict[str, object]:
             face, AffineTransform(matrix=matrix), order=1, mode="edge", preserve_range=True
         )[crop]
         slow = 1 + 0.3 * np.sin(np.linspace(0, np.pi, spec.height) + z / 5)[:, None]
-        image = moved * (1 + charge) + stripes[None, :] * slow + ramp[None, :]
-        image += rng.normal(0, spec.noise, image.shape)
+        curtains = stripes[None, :] * slow if onset is None else stripes[None, :] * slow * onset
+        image = moved * (1 + charge) + curtains + ramp[None, :]
+        if gain is not None:
+            image *= gain[z]
+        if spec.shot_noise:
+            std = np.sqrt(spec.noise**2 + spec.shot_noise**2 * np.clip(image, 0, None))
+            image += rng.standard_normal(image.shape) * std
+        else:
+            image += rng.normal(0, spec.noise, image.shape)
         volume[z] = np.clip(image * 50000 + 9000, 0, 65535).astype(np.uint16)
     truth = solid[: spec.slices][(slice(None), *crop)].astype(np.uint8)
     # the drift in the frame of the cropped volume: acquired slice z shows the truth at
@@ -203,6 +410,43 @@ def synthesize(spec: SynthSpec) -> dict[str, object]:
         "labels": labels,
         "drift": np.stack([np.linalg.inv(to_margin) @ m @ to_margin for m in drift]),
     }
+
+
+def stripe_pattern(spec: SynthSpec, rng: np.random.Generator) -> np.ndarray:
+    """Curtaining along y: (x,) stripes of width `curtain_px`, largest `curtaining`."""
+    stripes = ndi.gaussian_filter1d(rng.standard_normal(spec.width), spec.curtain_px)
+    return spec.curtaining * stripes / (np.abs(stripes).max() + 1e-9)
+
+
+def charge_pattern(spec: SynthSpec, rng: np.random.Generator) -> np.ndarray:
+    """Charging: a (y, x) relative brightness of scale `charging_px`, largest `charging`."""
+    charge = ndi.gaussian_filter(rng.standard_normal((spec.height, spec.width)), spec.charging_px)
+    return spec.charging * charge / (np.abs(charge).max() + 1e-9)
+
+
+def mixed(previous: np.ndarray, fresh: np.ndarray, change: float) -> np.ndarray:
+    """The previous slice's pattern with the share `change` of its variance drawn anew."""
+    return np.sqrt(1 - change) * previous + np.sqrt(change) * fresh
+
+
+def curtain_onset(spec: SynthSpec, rng: np.random.Generator) -> np.ndarray | None:
+    """(y, x) weight of the curtaining: a stripe runs from a row of its own, drawn smoothly
+    along x down to `curtain_onset` of the height, to the bottom; None: every row."""
+    if not spec.curtain_onset:
+        return None
+    start = ndi.gaussian_filter1d(rng.standard_normal(spec.width), 3 * spec.curtain_px)
+    start = spec.curtain_onset * spec.height * special.ndtr(start / (start.std() + 1e-9))
+    rows = np.arange(spec.height, dtype=np.float64)[:, None]
+    return np.clip((rows - start[None, :]) / 8 + 0.5, 0, 1)
+
+
+def slice_gain(spec: SynthSpec, rng: np.random.Generator) -> np.ndarray | None:
+    """Per slice, a slow brightness factor of std `gain_jitter` (the beam current);
+    None without."""
+    if not spec.gain_jitter:
+        return None
+    walk = ndi.gaussian_filter1d(rng.standard_normal(spec.slices), 2.0)
+    return 1 + spec.gain_jitter * walk / (walk.std() + 1e-9)
 
 
 def seen_after_alignment(
