@@ -89,7 +89,7 @@ def test_a_bundle_reproduces_the_run(finished, tmp_path):
     ]
     assert metadata["models"] == ["best.keras"]
     assert metadata["architecture"] == [
-        {"file": "best.keras", "n_xy": 17, "n_z": 1, "padding": "same"}
+        {"file": "best.keras", "network": "patch", "n_xy": 17, "n_z": 1, "padding": "same"}
     ]
     assert metadata["inference"]["engine"] == "sliding"
     assert metadata["preprocessing"]["alignment"]["method"] == "joint"
