@@ -23,7 +23,7 @@ calibrated on the baselines only.
     python benchmarks/calibrate_demo.py --family calibration --draws 12
     python benchmarks/calibrate_demo.py --family held_out --draws 12
 
-`--family` draws `--draws` data sets from a family of `fibseg.demo.synth.FAMILIES`
+`--family` draws `--draws` data sets from a family of `fibseg.demo.films.FAMILIES`
 (`random_film_spec`, the generator seeded with `--seed`), each of the demo's size and
 budget, in studies of three (one forest per three data sets, as the demo trains one forest
 on its three). The family `held_out` was not looked at while the hard preset and the
@@ -53,15 +53,8 @@ import yaml
 from fibseg.annotation.regions import extract_regions
 from fibseg.annotation.sampling import regions_in, sample_splits, split_regions
 from fibseg.baselines.forest import forest_scorer, forest_training_data, train_forest
-from fibseg.demo.synth import (
-    FAMILIES,
-    STYLES,
-    SynthSpec,
-    random_film_spec,
-    seen_after_alignment,
-    styled_spec,
-    synthesize,
-)
+from fibseg.demo.films import FAMILIES, STYLES, random_film_spec, styled_spec
+from fibseg.demo.synth import SynthSpec, seen_after_alignment, synthesize
 from fibseg.evaluation.evaluate import otsu_volume, volume_row
 from fibseg.evaluation.postprocess import optimize, segment_as_chosen
 from fibseg.inference.ensemble import Member, ensemble_slices

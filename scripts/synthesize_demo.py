@@ -2,7 +2,8 @@
 labels as a user sees them in the volume aligned as rule align aligns it. The demo key
 `style` picks the generator: easy (the defaults) or hard (the hard films)."""
 
-from fibseg.demo.synth import seen_after_alignment, styled_spec, synthesize
+from fibseg.demo.films import styled_spec
+from fibseg.demo.synth import seen_after_alignment, synthesize
 from fibseg.io.writers import write_csv, write_tiff
 from fibseg.runtime.job import start_log
 from fibseg.runtime.settings import AlignSettings

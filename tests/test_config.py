@@ -111,7 +111,7 @@ def test_the_hard_demo_overlay_makes_the_demo_s_data_sets_hard_films(monkeypatch
     each of style hard, and rule synthesize_demo's spec builds the hard preset from them."""
     from snakemake.utils import update_config
 
-    from fibseg.demo.synth import hard_film_spec, styled_spec
+    from fibseg.demo.films import hard_film_spec, styled_spec
 
     monkeypatch.chdir(REPO)
     config = demo_config()

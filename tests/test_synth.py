@@ -6,18 +6,20 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.registration import phase_cross_correlation
 
-from fibseg.demo.synth import (
+from fibseg.demo.films import (
     FAMILIES,
     FAMILY_FIXED,
     HARD_FILM,
+    hard_film_spec,
+    random_film_spec,
+    styled_spec,
+)
+from fibseg.demo.synth import (
     SynthSpec,
     cut_regions,
-    hard_film_spec,
     porous_structure,
-    random_film_spec,
     render_face,
     seen_after_alignment,
-    styled_spec,
     synthesize,
 )
 from fibseg.evaluation.metrics import miou, porosity
