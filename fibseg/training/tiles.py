@@ -120,6 +120,28 @@ def voxel_weights(
     return (mask * np.where(labels >= 0.5, weights[1], weights[0])).astype(dtype)
 
 
+def chosen_regions(selection: Mapping[str, Sequence[int]], what: str) -> dict[str, list[int]]:
+    """The data sets of `selection` with at least one region; an error when there are none."""
+    chosen = {name: list(indices) for name, indices in selection.items() if indices}
+    if not chosen:
+        raise ValueError(f"no region selected for {what}")
+    return chosen
+
+
+def labelled_and_weights(
+    region_sets: Mapping[str, RegionSet],
+    chosen: Mapping[str, Sequence[int]],
+    weights: tuple[float, float] | None = None,
+) -> tuple[int, tuple[float, float]]:
+    """How many voxels of the chosen regions are labelled, and the class weights: `weights`,
+    or by default `class_weights` of those labels."""
+    labels = np.concatenate(
+        [region_sets[name].labels[indices].ravel() for name, indices in chosen.items()]
+    )
+    labelled = int(np.count_nonzero(known(labels)))
+    return labelled, weights if weights is not None else class_weights(labels)
+
+
 @functools.cache
 def _dense_tiles_class():
     import keras
@@ -154,9 +176,7 @@ def _dense_tiles_class():
             self.tiles_per_batch = tiles_per_batch
             self.seed, self.augment, self.shuffle = seed, augment, shuffle
             self.max_batches = max_batches
-            chosen = {name: list(indices) for name, indices in selection.items() if indices}
-            if not chosen:
-                raise ValueError("no region selected for dense training")
+            chosen = chosen_regions(selection, "dense training")
             for name in chosen:
                 check_margins(region_sets[name], n_xy, n_z)
             extents = [e for name in chosen for e in region_sets[name].labels.shape[1:]]
@@ -167,11 +187,7 @@ def _dense_tiles_class():
                 for name, indices in chosen.items()
                 for origin in tile_origins(region_sets[name], indices, self.side)
             ]
-            labels = np.concatenate(
-                [region_sets[name].labels[indices].ravel() for name, indices in chosen.items()]
-            )
-            self.labelled = int(np.count_nonzero(known(labels)))
-            self.weights = weights if weights is not None else class_weights(labels)
+            self.labelled, self.weights = labelled_and_weights(region_sets, chosen, weights)
             self.epoch = 0
             self.on_epoch_end()
 

@@ -19,7 +19,13 @@ from ..annotation.regions import IGNORE, RegionSet, known
 from ..io.errors import LimitError
 from ..networks.windows import mirror_index
 from .augment import rescale_intensity
-from .tiles import class_weights, joint_dihedral, tile_origins, voxel_weights
+from .tiles import (
+    chosen_regions,
+    joint_dihedral,
+    labelled_and_weights,
+    tile_origins,
+    voxel_weights,
+)
 
 
 def check_unet_training(unlabelled_method: str) -> None:
@@ -112,19 +118,13 @@ def _unet_tiles_class():
             self.region_sets, self.side, self.n_z = region_sets, side, n_z
             self.tiles_per_batch, self.seed, self.augment = tiles_per_batch, seed, augment
             self.max_batches = max_batches
-            chosen = {name: list(indices) for name, indices in selection.items() if indices}
-            if not chosen:
-                raise ValueError("no region selected for U-Net training")
+            chosen = chosen_regions(selection, "U-Net training")
             self.extents = [
                 (name, region, labelled_extent(region_sets[name], region, y0, x0, side))
                 for name, indices in chosen.items()
                 for region, y0, x0 in tile_origins(region_sets[name], indices, side)
             ]
-            labels = np.concatenate(
-                [region_sets[name].labels[indices].ravel() for name, indices in chosen.items()]
-            )
-            self.labelled = int(np.count_nonzero(known(labels)))
-            self.weights = weights if weights is not None else class_weights(labels)
+            self.labelled, self.weights = labelled_and_weights(region_sets, chosen, weights)
             self.epoch = 0
             self.on_epoch_end()
 
