@@ -127,7 +127,6 @@ if TRAINS:
         script:
             "../../scripts/select_model.py"
 
-
     # What `fibseg export-model` puts into a bundle beside the model files.
     rule describe_model:
         input:
