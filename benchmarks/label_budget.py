@@ -106,6 +106,7 @@ from skimage.transform import AffineTransform
 from fibseg.annotation.regions import RegionSet, extract_regions
 from fibseg.annotation.sampling import labelled_voxels, regions_in, sample_split, split_regions
 from fibseg.baselines.forest import forest_scorer, forest_training_data, train_forest
+from fibseg.demo.films import FAMILIES, hard_film_spec, random_film_spec
 from fibseg.demo.synth import SynthSpec, random_regions, seen_after_alignment, synthesize
 from fibseg.evaluation.evaluate import volume_row
 from fibseg.evaluation.metrics import miou
@@ -178,7 +179,19 @@ VARIANTS = {
     },
     "cnn_dense_steps_adam_forest_soft": ADAM_FOREST_SOFT,
 }
-METHODS = ("otsu", "rf", *VARIANTS)
+# The U-Net (model.architecture: unet) as config/config.yaml trains it: tiles of 96 x 96 x 3,
+# 16 a step, Adam at 10^-3, 25 steps an epoch (--epochs-unet epochs), labelled voxels only.
+UNET_N_XY = 96
+UNET_EPOCHS = 12
+UNET = {
+    "mode": "dense",
+    "steps": True,
+    "optimizer": "adam",
+    "tiles_per_batch": 16,
+    "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
+}
+NETWORKS = (*VARIANTS, "unet")
+METHODS = ("otsu", "rf", *NETWORKS)
 DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps")
 KINDS = (
     "demo",
@@ -188,6 +201,9 @@ KINDS = (
     "demo_drift_true",
     "demo_drift_translation",
     "demo_drift_offset",
+    "hard",
+    "calibration",
+    "held_out",
 )
 KIND_ALIASES = {
     "second": "spheres",
@@ -235,6 +251,7 @@ BUDGETS = {
     # the workflow demo's volumes (config/demo.yaml: 32 x 256 x 256, 20 regions of 48^2)
     "demo": Budget("demo", 20, 48, slices=32, side=256),
     "demo_large": Budget("demo_large", 100, 96, slices=32, side=256),
+    "demo_small": Budget("demo_small", 5, 48, slices=32, side=256),
 }
 QUICK = Budget("quick", 6, 32, slices=8, side=128)
 
@@ -367,6 +384,13 @@ def make_data(kind: str, porosity: float, seed: int, budget: Budget) -> dict[str
     regions = {"n_regions": budget.n_regions, "region_size": budget.region_size}
     if kind == "demo":
         spec = SynthSpec(porosity, seed=seed, drift_px=0.0, drift_deg=0.0, **size, **regions)
+        return synthesize(spec)
+    still = {"drift": "none"}  # the films without drift: segmentation, not alignment
+    if kind == "hard":  # the demo's hard films (config/demo_hard.yaml), without drift
+        return synthesize(hard_film_spec(porosity, seed, **still, **size, **regions))
+    if kind in FAMILIES:  # one draw of the family per seed, at the study's porosity
+        rng = np.random.default_rng(seed)
+        spec = random_film_spec(rng, kind, porosity=porosity, **still, **size, **regions)
         return synthesize(spec)
     if kind in REGISTRATION:  # as rule synthesize_demo: truth and labels as aligned
         spec = SynthSpec(porosity, seed=seed, **size, **regions)
@@ -608,20 +632,22 @@ def run_cnn(
 
     run_dir = study.workdir / f"{method}_seed{seed}"
     pseudo = training.unlabelled.method == "pseudo"
+    architecture = "unet" if method == "unet" else "patch"
     history = train_run(
         run_dir,
         [d.region_file for d in study.datasets],
         study.train_csv,
         study.val_csv,
         study.split_csv,
-        N_XY,
+        UNET_N_XY if architecture == "unet" else N_XY,
         N_Z,
         seed,
-        PADDING,
+        "same" if architecture == "unet" else PADDING,
         training,
         log,
         [str(study.workdir / f"{d.name}_preprocessed.h5") for d in study.datasets],
         teacher_files=forest_score_files(study) if pseudo else (),
+        architecture=architecture,
     )
     member = load_member(str(run_dir / "model.keras"), INFERENCE, threads=THREADS)
     segmentations, chosen = scored_method(study, member)
@@ -639,16 +665,18 @@ def run_cnn(
 
 def trained_on(study: Study, method: str) -> int:
     """Labelled voxels a method learns from: the samples, or every train voxel (dense)."""
-    if method.startswith("cnn_dense"):
+    if method.startswith("cnn_dense") or method == "unet":
         return study.train_voxels
     return {"otsu": 0}.get(method, study.train_samples)
 
 
 def cnn_settings(method: str, args: argparse.Namespace) -> TrainingSettings:
-    """The training settings of a CNN variant."""
-    variant = dict(VARIANTS[method])
+    """The training settings of a CNN variant or of the U-Net."""
+    variant = dict(UNET if method == "unet" else VARIANTS[method])
     steps = args.steps_per_epoch if variant.pop("steps", False) else None
     epochs = args.epochs_patches if variant["mode"] == "patches" else args.epochs_dense
+    if method == "unet":
+        epochs = args.epochs_unet
     return TrainingSettings(epochs=epochs, steps_per_epoch=steps, **variant)
 
 
@@ -681,7 +709,7 @@ def run_method(
                 "labelled_voxels": int(data.regions.labels.size),
                 "trained_on": trained_on(study, method),
                 "sampling_fraction": study.fraction,
-                "n_xy": N_XY if method.startswith("cnn_") else None,
+                "n_xy": {"otsu": None, "rf": None, "unet": UNET_N_XY}.get(method, N_XY),
                 "n_z": {"otsu": 1, "rf": FOREST["n_z"]}.get(method, N_Z),
                 "forest_n_z": FOREST["n_z"],
                 "forest_seed": FOREST["seed"],
@@ -721,6 +749,8 @@ RATES = {
     "rf_features": 7.0e5,  # crop pixels per second (features of the train regions' crops)
     "optimize_px": 2.0e7,  # validation-window pixels x (sigma, T) trials per second
     "segment_voxels": 2.0e6,  # voxels post-processed per second (whole volumes)
+    "unet_step_s": 0.6,  # seconds per U-Net step of 16 tiles of 96 x 96 x 3 (idle machine)
+    "unet_val_tile_s": 0.03,  # seconds per validation tile of the U-Net
 }
 EPOCH_OVERHEAD_S = 1.0  # checkpoints written per epoch
 RUN_OVERHEAD_S = 15.0  # building, tracing and loading a network
@@ -786,6 +816,8 @@ def estimate_seconds(
     forest_taught = 2 * stepped + cnn_score + seconds["rf"]
     seconds["cnn_dense_steps_adam_forest"] = forest_taught
     seconds["cnn_dense_steps_adam_forest_soft"] = forest_taught
+    unet_epoch = steps * RATES["unet_step_s"] + counts["val"] * RATES["unet_val_tile_s"]
+    seconds["unet"] = epochs["unet"] * (unet_epoch + EPOCH_OVERHEAD_S) + cnn_score
     return {k: v for k, v in seconds.items() if k == "build" or k in methods}
 
 
@@ -847,12 +879,16 @@ def parse_args() -> argparse.Namespace:
         default="demo,spheres",
         help="demo,spheres (second),demo_drift (workflow),demo_drift_previous "
         "(previous_alignment),demo_drift_true (true_alignment),"
-        "demo_drift_translation (translation_alignment),demo_drift_offset (offset_alignment)",
+        "demo_drift_translation (translation_alignment),demo_drift_offset (offset_alignment),"
+        "hard,calibration,held_out",
     )
     parser.add_argument("--epochs-patches", type=int, default=6, help="the demo's 6")
     parser.add_argument("--epochs-dense", type=int, default=40, help="the default demo's 40")
     parser.add_argument(
-        "--steps-per-epoch", type=int, default=25, help="steps per epoch of the *_steps variants"
+        "--epochs-unet", type=int, default=UNET_EPOCHS, help=f"the default's {UNET_EPOCHS}"
+    )
+    parser.add_argument(
+        "--steps-per-epoch", type=int, default=25, help="steps per epoch of *_steps and unet"
     )
     parser.add_argument("--threads", type=int, default=THREADS, help="CPU threads")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per CNN method")
@@ -876,7 +912,7 @@ def parse_args() -> argparse.Namespace:
     args.porosities = POROSITIES
     if args.quick:  # one tiny budget, one data set per kind, short training
         args.budgets, args.porosities = [QUICK], {45: 0.45}
-        args.epochs_patches, args.epochs_dense = 1, 6
+        args.epochs_patches, args.epochs_dense, args.epochs_unet = 1, 6, 2
         args.max_train_samples = min(args.max_train_samples, 2000)
     return args
 
@@ -892,7 +928,7 @@ def choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 def print_estimate(args: argparse.Namespace) -> None:
     """The expected wall time per data kind and budget, before anything runs."""
-    epochs = {"patches": args.epochs_patches, "dense": args.epochs_dense}
+    epochs = {"patches": args.epochs_patches, "dense": args.epochs_dense, "unet": args.epochs_unet}
     total = 0.0
     for budget in args.budgets:
         seconds = estimate_seconds(
@@ -903,7 +939,7 @@ def print_estimate(args: argparse.Namespace) -> None:
             args.max_train_samples,
             args.steps_per_epoch,
         )
-        cnn = sum(v for k, v in seconds.items() if k.startswith("cnn_"))
+        cnn = sum(v for k, v in seconds.items() if k in NETWORKS)
         one_kind = sum(seconds.values()) + (args.seeds - 1) * cnn
         total += one_kind * len(args.data)
         parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items())
@@ -948,7 +984,7 @@ def main() -> None:
                 print(describe(study), flush=True)
                 for method in args.methods:
                     cnn_seeds = range(args.first_seed, args.first_seed + args.seeds)
-                    for seed in cnn_seeds if method.startswith("cnn_") else [0]:
+                    for seed in cnn_seeds if method in NETWORKS else [0]:
                         new, curve = run_method(study, method, seed, args, log)
                         print(progress(new), flush=True)
                         rows += new

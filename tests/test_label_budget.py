@@ -117,3 +117,48 @@ def test_offset_alignment_moves_the_image_off_the_truths_grid(label_budget, tmp_
     nearest = distance_after_shift(-0.4)
     assert nearest < 0.6 * distance_after_shift(0.0)
     assert nearest < 0.5 * distance_after_shift(0.4)
+
+
+@pytest.mark.parametrize("kind", ["hard", "calibration", "held_out"])
+def test_film_kinds_are_still_films_at_the_studys_porosity(label_budget, kind):
+    """The hard films and the families' draws come without drift (the study measures the
+    segmentation, not the alignment) and at the porosity the study asks for."""
+    demo = label_budget.BUDGETS["demo"]  # on 8 x 128^2 the large pores make porosity noisy
+    data = label_budget.make_data(kind, 0.30, 22, demo)
+    assert np.allclose(data["drift"], np.eye(3))
+    assert abs((data["truth"] == 0).mean() - 0.30) < 0.04
+    again = label_budget.make_data(kind, 0.30, 22, demo)
+    assert np.array_equal(data["volume"], again["volume"])
+
+
+def test_family_kinds_draw_different_films(label_budget):
+    """calibration and held_out are different families; seeds draw different films."""
+    volume = {
+        (kind, seed): label_budget.make_data(kind, 0.30, seed, label_budget.QUICK)["volume"]
+        for kind in ("calibration", "held_out")
+        for seed in (22, 45)
+    }
+    assert not np.array_equal(volume["calibration", 22], volume["held_out", 22])
+    assert not np.array_equal(volume["held_out", 22], volume["held_out", 45])
+
+
+def test_the_studys_unet_trains_as_the_default_config(label_budget):
+    """The study's `unet` method is config/config.yaml's U-Net: tile side, slices, optimiser,
+    learning rate and its schedule, tiles per step, steps and epochs."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    args = label_budget.argparse.Namespace(
+        epochs_unet=label_budget.UNET_EPOCHS, epochs_dense=40, epochs_patches=6, steps_per_epoch=25
+    )
+    settings = label_budget.cnn_settings("unet", args)
+    training = config["training"]
+    assert config["model"]["architecture"] == "unet"
+    assert config["grid"]["n_xy"] == [label_budget.UNET_N_XY]
+    assert config["grid"]["n_z"] == [label_budget.N_Z]
+    assert settings.epochs == training["epochs"]
+    assert settings.steps_per_epoch == training["steps_per_epoch"]
+    assert settings.tiles_per_batch == training["tiles_per_batch"]
+    assert settings.optimizer == training["optimizer"]
+    search = training["search"]
+    assert list(settings.search.log10_lr0) == search["log10_lr0"]
+    assert list(settings.search.k) == search["k"]
+    assert settings.search.lr_step == search.get("lr_step", 0.25)
