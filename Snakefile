@@ -59,7 +59,8 @@ include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/structure.smk"
 
 
-# Light jobs run on the submitting node, also with a cluster executor.
+# Light jobs run on the submitting node, also with a cluster executor (the rules that exist
+# only in some runs name theirs in their own files: training.smk, forest.smk).
 localrules:
     all,
     synthesize_demo,
@@ -67,10 +68,6 @@ localrules:
     check_model,
     split,
     sample,
-    promote,
-    select_model,
-    describe_model,
-    optimize_forest_postprocess,
     optimize_postprocess,
     evaluate,
     evaluate_volume,

@@ -4,7 +4,8 @@ slice, measured against the simulator's known drift: the paper's previous-slice 
 the default) and variants of it.
 
 Stacks:
-- the demo data sets of config/demo.yaml (a random-walk drift with rotation);
+- the demo data sets of config/demo.yaml (a random-walk drift with rotation; `--style easy`
+  for the easy generator's);
 - `--seeds` draws (default 3) of an HPC30-like volume for each kind of drift: none, walk,
   trend (slow drift plus jitter, with rotation), trend-still-angle (the same without
   rotation), and trend-fiducial (a trend of half the speed, without rotation, with a fiducial mark,
@@ -42,6 +43,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fibseg.demo.films import STYLES, styled_spec
 from fibseg.demo.synth import FIDUCIAL_ROWS, SynthSpec, seen_after_alignment, synthesize
 from fibseg.evaluation.metrics import miou
 from fibseg.preprocess.registration import estimate_alignment, pair_shift, tracking_signal
@@ -156,10 +158,12 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, help="write every stack's row here")
     parser.add_argument("--structure", action="store_true", help="demo: the pore structure")
     parser.add_argument("--kinds", default=",".join(["demo", *KINDS]), help="stacks to run")
+    parser.add_argument("--style", choices=STYLES, help="the demo's style (config/demo.yaml's)")
     args = parser.parse_args()
     demo = yaml.safe_load((REPO / "config/demo.yaml").read_text())["demo"]
     kinds = args.kinds.split(",")
-    stacks = [("demo", name, SynthSpec(**fields)) for name, fields in demo.items()]
+    style = {"style": args.style} if args.style else {}
+    stacks = [("demo", name, styled_spec(**{**fields, **style})) for name, fields in demo.items()]
     stacks = stacks if "demo" in kinds else []
     size = {"height": args.size, "width": args.size, "slices": args.slices}
     for kind, fields in KINDS.items():

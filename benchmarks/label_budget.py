@@ -386,7 +386,7 @@ def make_data(kind: str, porosity: float, seed: int, budget: Budget) -> dict[str
         spec = SynthSpec(porosity, seed=seed, drift_px=0.0, drift_deg=0.0, **size, **regions)
         return synthesize(spec)
     still = {"drift": "none"}  # the films without drift: segmentation, not alignment
-    if kind == "hard":  # the demo's hard films (config/demo_hard.yaml), without drift
+    if kind == "hard":  # the default demo's hard films (config/demo.yaml), without drift
         return synthesize(hard_film_spec(porosity, seed, **still, **size, **regions))
     if kind in FAMILIES:  # one draw of the family per seed, at the study's porosity
         rng = np.random.default_rng(seed)

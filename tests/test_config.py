@@ -106,30 +106,31 @@ def test_every_shipped_overlay_loads_over_the_demo(monkeypatch, overlays):
         assert (config["grid"]["n_z"], config["grid"]["seeds"]) == ([1, 3], 2)
 
 
-def test_the_hard_demo_overlay_makes_the_demo_s_data_sets_hard_films(monkeypatch):
-    """config/demo_hard.yaml over the demo: the same three data sets, porosities and seeds,
-    each of style hard, and rule synthesize_demo's spec builds the hard preset from them."""
+def test_the_demo_is_hard_films_and_the_easy_overlay_keeps_the_earlier_generator(monkeypatch):
+    """config/demo.yaml makes its three data sets hard films, the preset rule
+    synthesize_demo builds; config/demo_easy.yaml over it keeps the same data sets,
+    porosities and seeds with the easy generator."""
     from snakemake.utils import update_config
 
     from fibseg.demo.films import hard_film_spec, styled_spec
 
     monkeypatch.chdir(REPO)
     config = demo_config()
-    easy = {name: dict(spec) for name, spec in config["demo"].items()}
-    update_config(config, yaml.safe_load((REPO / "config/demo_hard.yaml").read_text()))
+    validate(config, CONFIG_SCHEMA)
+    hard = {name: dict(spec) for name, spec in config["demo"].items()}
+    assert list(hard) == ["HPC22", "HPC30", "HPC45"]
+    for spec in hard.values():
+        assert spec["style"] == "hard"
+        size = {k: v for k, v in spec.items() if k not in ("porosity", "seed", "style")}
+        assert styled_spec(**spec) == hard_film_spec(spec["porosity"], spec["seed"], **size)
+    update_config(config, yaml.safe_load((REPO / "config/demo_easy.yaml").read_text()))
     validate(config, CONFIG_SCHEMA)
     check_config(config)
-    assert list(config["demo"]) == list(easy) == ["HPC22", "HPC30", "HPC45"]
+    assert list(config["demo"]) == list(hard)
     for name, spec in config["demo"].items():
-        assert spec["style"] == "hard"
-        assert (spec["porosity"], spec["seed"]) == (easy[name]["porosity"], easy[name]["seed"])
-        made = styled_spec(**spec)
-        size = {k: v for k, v in spec.items() if k not in ("porosity", "seed", "style")}
-        assert made == hard_film_spec(spec["porosity"], spec["seed"], **size)
-        assert made != styled_spec(**{**spec, "style": "easy"})
-    default = demo_config()  # the demo itself stays easy
-    validate(default, CONFIG_SCHEMA)
-    assert {spec["style"] for spec in default["demo"].values()} == {"easy"}
+        assert spec["style"] == "easy"
+        assert (spec["porosity"], spec["seed"]) == (hard[name]["porosity"], hard[name]["seed"])
+        assert styled_spec(**spec) != styled_spec(**hard[name])
 
 
 def test_an_overlay_naming_only_a_sheet_gets_the_real_data_defaults(monkeypatch):

@@ -1,5 +1,6 @@
 """The label-budget study's `demo` budgets claim to score the workflow demo's own data sets."""
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ import pytest
 import yaml
 from scipy import ndimage as ndi
 
-from fibseg.demo.synth import SynthSpec
+from fibseg.demo.films import hard_film_spec, styled_spec
+from fibseg.demo.synth import SynthSpec, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,12 +30,22 @@ def label_budget():
 @pytest.mark.parametrize("budget_name", ["demo", "demo_large"])
 def test_demo_budgets_synthesise_the_workflow_demo_volumes(label_budget, budget_name):
     """Same spec (size, porosity, seed, and for `demo` the regions) as config/demo.yaml's
-    demo entries, so `--data workflow` scores HPC22 and HPC45 themselves."""
+    demo entries under config/demo_easy.yaml, so `--data workflow` scores the easy demo's
+    HPC22 and HPC45 themselves, and `--data hard` the default demo's films without drift."""
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["demo"]
     by_seed = {entry["seed"]: entry for entry in demo.values()}
     budget = label_budget.BUDGETS[budget_name]
     for seed, porosity in label_budget.POROSITIES.items():
-        workflow = SynthSpec(**by_seed[seed])
+        entry = by_seed[seed]
+        assert entry["style"] == "hard"
+        hard = styled_spec(**entry)
+        assert hard == hard_film_spec(porosity, seed)
+        if budget_name == "demo":
+            made = label_budget.make_data("hard", porosity, seed, budget)
+            still = synthesize(dataclasses.replace(hard, drift="none"))
+            assert np.array_equal(made["volume"], still["volume"])
+            assert np.array_equal(made["truth"], still["truth"])
+        workflow = SynthSpec(**{k: v for k, v in entry.items() if k != "style"})
         study = SynthSpec(
             porosity,
             seed=seed,

@@ -242,3 +242,38 @@ def test_a_unet_run_is_seeded_and_resumes_exactly(regions, tmp_path, monkeypatch
     assert models[0].name.startswith("fibseg_unet")
     for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_z_window_study_shifts_the_volume_and_keeps_the_labels_frame(tmp_path):
+    """benchmarks/z_window.py: slice z of the prepared volume is the demo's slice z + shift
+    (mirrored at the ends), so the symmetric window of 3 around z sees z-2..z at shift -1;
+    the sheet keeps the demo's labels and truth, and the overlay trains only the U-Net."""
+    import h5py
+    import tifffile
+    import yaml
+    from helpers import load_benchmark
+
+    z_window = load_benchmark("z_window")
+    names = list(yaml.safe_load((z_window.REPO / "config/demo.yaml").read_text())["demo"])
+    depth = 6
+    for index, name in enumerate(names):
+        (tmp_path / "run/results" / name).mkdir(parents=True)
+        volume = np.arange(depth, dtype=np.uint16)[:, None, None] + 100 * index
+        with h5py.File(tmp_path / "run/results" / name / "aligned.h5", "w") as handle:
+            handle["volume"] = np.broadcast_to(volume, (depth, 4, 5)).copy()
+    z_window.prepare(tmp_path / "run", tmp_path / "front", shift=-1, n_z=3)
+
+    for index, name in enumerate(names):
+        shifted = tifffile.imread(tmp_path / "front/data" / f"{name}.tif")
+        assert shifted.shape == (depth, 4, 5)
+        assert list(shifted[:, 0, 0] - 100 * index) == [1, 0, 1, 2, 3, 4]
+    sheet = pd.read_csv(tmp_path / "front/datasets.tsv", sep="\t")
+    assert list(sheet["name"]) == names
+    assert set(sheet["aligned"]) == {True}
+    made = (tmp_path / "run/results/demo" / names[0]).resolve()
+    assert sheet.loc[0, "truth"] == str(made / "truth.tif")
+    assert sheet.loc[0, "labels"] == str(made / "labels.tif")
+    overlay = yaml.safe_load((tmp_path / "front/window.yaml").read_text())
+    assert overlay["grid"]["n_z"] == [3]
+    assert overlay["forest"] == {"enabled": False}
+    assert overlay["datasets"] == "datasets.tsv"

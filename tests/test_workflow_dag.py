@@ -46,6 +46,19 @@ def test_an_overlay_naming_only_a_sheet_plans_the_real_data_defaults(paper_proje
     assert demo["synthesize_demo"] == 3 and demo["train"] == 1
 
 
+@pytest.mark.parametrize("forest", [True, False])
+def test_every_local_rule_exists_with_and_without_the_forest(paper_project, forest):
+    """The rules run on the submitting node are named where they are defined, so a run
+    without the forest plans no job for it and Snakemake warns of no missing local rule."""
+    (paper_project / "forest.yaml").write_text(yaml.safe_dump({"forest": {"enabled": forest}}))
+    process = run_snakemake(
+        paper_project, "-n", "--quiet", "rules", "--configfile", "overlay.yaml", "forest.yaml"
+    )
+    output = process.stdout + process.stderr
+    assert "not present in the Snakefile" not in output
+    assert ("train_forest" in job_counts(output)) == forest
+
+
 def job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1].split("total")[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}

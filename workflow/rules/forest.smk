@@ -37,6 +37,9 @@ if FOREST:
         conda:
             "../../envs/fibseg.yaml"
 
+    localrules:
+        optimize_forest_postprocess,
+
     use rule optimize_postprocess as optimize_forest_postprocess with:
         input:
             scores=expand("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),

@@ -6,6 +6,11 @@
 # file of an earlier run that the config names can be rebuilt.
 if TRAINS:
 
+    localrules:
+        promote,
+        select_model,
+        describe_model,
+
     rule train:
         input:
             regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
