@@ -25,6 +25,11 @@ CONFIG = {
     "training": {"epochs": 1, "batch_size": 64},
     "inference": {"engine": "sliding", "slices_per_job": 3},
     "postprocess": {"sigma_grid": [0.0, 1.0], "threshold_grid": [0.4, 0.5]},
+    # The forest, the structure analysis and the OME-Zarr export have their own workflow
+    # tests; here each rule costs a SLURM round trip (about 20 s on the one-node cluster).
+    "forest": {"enabled": False},
+    "structure": {"enabled": False},
+    "outputs": {"ome_zarr": False},
 }
 # The default profile as shipped, with no partition or account: the plugin takes the
 # cluster's default partition and guesses the account. The test node has no GPU: gpu=0
