@@ -45,7 +45,7 @@ def test_demo_budgets_synthesise_the_workflow_demo_volumes(label_budget, budget_
             still = synthesize(dataclasses.replace(hard, drift="none"))
             assert np.array_equal(made["volume"], still["volume"])
             assert np.array_equal(made["truth"], still["truth"])
-        workflow = SynthSpec(**{k: v for k, v in entry.items() if k != "style"})
+        workflow = styled_spec(**{**entry, "style": "easy"})
         study = SynthSpec(
             porosity,
             seed=seed,

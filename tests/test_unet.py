@@ -4,9 +4,13 @@ tiled inference, the loss over labelled voxels, its training tiles, seeded and r
 import json
 from dataclasses import replace
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
+import yaml
+from helpers import load_benchmark
 
 import fibseg.training.train as training_module
 from fibseg.annotation.regions import IGNORE, RegionSet
@@ -248,11 +252,6 @@ def test_z_window_study_shifts_the_volume_and_keeps_the_labels_frame(tmp_path):
     """benchmarks/z_window.py: slice z of the prepared volume is the demo's slice z + shift
     (mirrored at the ends), so the symmetric window of 3 around z sees z-2..z at shift -1;
     the sheet keeps the demo's labels and truth, and the overlay trains only the U-Net."""
-    import h5py
-    import tifffile
-    import yaml
-    from helpers import load_benchmark
-
     z_window = load_benchmark("z_window")
     names = list(yaml.safe_load((z_window.REPO / "config/demo.yaml").read_text())["demo"])
     depth = 6

@@ -49,14 +49,10 @@ def test_an_overlay_naming_only_a_sheet_plans_the_real_data_defaults(paper_proje
 def test_every_local_rule_exists_without_the_forest(paper_project):
     """The rules run on the submitting node are named where they are defined, so a run
     without the forest plans no job for it and Snakemake warns of no missing local rule
-    (`dry_run` checks the same with the forest)."""
+    (`planned_counts` checks that for every dry run of the paper too)."""
     (paper_project / "forest.yaml").write_text(yaml.safe_dump({"forest": {"enabled": False}}))
-    process = run_snakemake(
-        paper_project, "-n", "--quiet", "rules", "--configfile", "overlay.yaml", "forest.yaml"
-    )
-    output = process.stdout + process.stderr
-    assert "not present in the Snakefile" not in output
-    assert "train_forest" not in job_counts(output) and "train" in job_counts(output)
+    counts = planned_counts(paper_project, "--configfile", "overlay.yaml", "forest.yaml")
+    assert "train_forest" not in counts and "train" in counts
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -64,22 +60,19 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
-def dry_run(project, *overlays, targets=(), snakefile=REPO / "Snakefile"):
-    process = run_snakemake(
-        project,
-        *targets,
-        "-n",
-        "--quiet",
-        "rules",
-        "--configfile",
-        str(REPO / "config/paper.yaml"),
-        "overlay.yaml",
-        *overlays,
-        snakefile=snakefile,
-    )
+def planned_counts(project, *arguments, snakefile=REPO / "Snakefile") -> dict[str, int]:
+    """Jobs per rule of a dry run; Snakemake must not warn of a missing local rule."""
+    process = run_snakemake(project, *arguments, "-n", "--quiet", "rules", snakefile=snakefile)
     output = process.stdout + process.stderr
     assert "not present in the Snakefile" not in output  # every local rule exists
     return job_counts(output)
+
+
+def dry_run(project, *overlays, targets=(), snakefile=REPO / "Snakefile"):
+    paper = str(REPO / "config/paper.yaml")
+    return planned_counts(
+        project, *targets, "--configfile", paper, "overlay.yaml", *overlays, snakefile=snakefile
+    )
 
 
 # A user's Snakefile that deploys fibseg as a module (as snakedeploy writes one): the
