@@ -276,3 +276,49 @@ def test_z_window_study_shifts_the_volume_and_keeps_the_labels_frame(tmp_path):
     assert overlay["grid"]["n_z"] == [3]
     assert overlay["forest"] == {"enabled": False}
     assert overlay["datasets"] == "datasets.tsv"
+
+
+def test_unet_errors_flip_mean_is_flip_equivariant_and_keeps_the_plain_view():
+    """benchmarks/unet_errors.py: the mean over the four flips of a flipped volume is the
+    flipped mean (so every view was flipped back), and its first view is the engine's own
+    scores of each slice."""
+    unet_errors = load_benchmark("unet_errors")
+    engine = UnetEngine(build_unet(3, seed=3), tile=32)
+    volume = np.random.default_rng(0).random((4, 40, 48)).astype(np.float32)
+    plain, mean = unet_errors.flipped_scores(engine, volume)
+    for axis in (1, 2):
+        _, mean_flipped = unet_errors.flipped_scores(engine, np.flip(volume, axis).copy())
+        np.testing.assert_allclose(mean_flipped, np.flip(mean, axis), atol=1e-5)
+    np.testing.assert_array_equal(plain[0], engine.scores(volume[[1, 0, 1]]))
+    assert np.abs(mean - plain).max() > 1e-4  # the flips see the slice differently
+
+
+def test_unet_errors_report_on_a_finished_run(tmp_path, capsys):
+    """The report of a finished run: each method's mIoU, porosity error and its error bands,
+    against the demo's truth, as computed by hand."""
+    unet_errors = load_benchmark("unet_errors")
+    results = tmp_path / "results"
+    truth = np.zeros((3, 8, 8), np.uint8)
+    truth[:, :, 4:] = 1  # solid on the right half
+    segmentation = truth.copy()
+    segmentation[:, 0, 3] = 1  # per slice one pore voxel next to the wall read as solid
+    (results / "demo/A").mkdir(parents=True)
+    (results / "A").mkdir()
+    tifffile.imwrite(results / "demo/A/truth.tif", truth, photometric="minisblack")
+    with h5py.File(results / "A/segmentation.h5", "w") as handle:
+        handle["segmentation"] = segmentation
+    with h5py.File(results / "A/preprocessed.h5", "w") as handle:
+        noise = np.random.default_rng(1).uniform(0, 0.1, truth.shape)
+        handle["volume"] = (truth * 0.5 + 0.2 + noise).astype(np.float32)  # Otsu splits it
+    (results / "postprocess.json").write_text(
+        json.dumps({"sigma": 0.0, "threshold": 0.5, "min_object_voxels": 1})
+    )
+    unet_errors.main([str(tmp_path)])
+    report = capsys.readouterr().out
+    # pore IoU 93/96, solid IoU 96/99; porosity 93/192 against 96/192
+    cnn = next(line for line in report.splitlines() if line.strip().startswith("cnn"))
+    assert f"mIoU {(93 / 96 + 96 / 99) / 2:.3f}" in cnn and "porosity -1.6 points" in cnn
+    # the band next to the wall: columns 3 and 4, 48 of 192 voxels, 3 of them wrong
+    assert "(0,1.5] 25% of voxels: 6.2% wrong, 100% of errors (100 pore as solid)" in report
+    otsu = next(line for line in report.splitlines() if line.strip().startswith("otsu"))
+    assert "mIoU 1.000, porosity +0.0 points" in otsu

@@ -61,3 +61,49 @@ def porosity_ttest(manual: np.ndarray, automatic: np.ndarray) -> tuple[float, fl
 
     result = stats.ttest_ind(manual, automatic)
     return float(result.statistic), float(result.pvalue)
+
+
+def boundary_distance(truth: np.ndarray) -> np.ndarray:
+    """Per voxel of a (z, y, x) truth, the in-plane distance (px) to the nearest voxel of the
+    other class in its slice: 1 next to the boundary, sqrt(2) diagonally next to it."""
+    from scipy import ndimage
+
+    truth = np.asarray(truth).astype(bool)
+    return np.stack(
+        [
+            np.where(plane, ndimage.distance_transform_edt(plane), 0.0)
+            + np.where(plane, 0.0, ndimage.distance_transform_edt(~plane))
+            for plane in truth
+        ]
+    )
+
+
+def errors_by_boundary_distance(
+    truth: np.ndarray, segmentation: np.ndarray, edges: tuple[float, ...] = (0, 1.5, 3, 6)
+) -> list[dict]:
+    """Where a segmentation's errors lie, in bands of in-plane distance to the truth's
+    boundary (`boundary_distance`): each band (edges[i], edges[i+1]], the last open-ended,
+    with its share of the voxels, its error rate, its share of all errors and its pores read
+    as solid (as a share of all errors)."""
+    truth, segmentation = np.asarray(truth), np.asarray(segmentation)
+    if truth.shape != segmentation.shape:
+        raise ValueError(f"truth {truth.shape} and segmentation {segmentation.shape} differ")
+    distance = boundary_distance(truth)
+    wrong = truth.astype(bool) != segmentation.astype(bool)
+    pore_as_solid = wrong & ~truth.astype(bool)
+    errors = max(int(np.count_nonzero(wrong)), 1)
+    rows = []
+    for low, high in zip(edges, (*edges[1:], np.inf), strict=True):
+        band = (distance > low) & (distance <= high)
+        voxels = int(np.count_nonzero(band))
+        rows.append(
+            {
+                "from_px": low,
+                "to_px": high,
+                "voxel_share": voxels / truth.size,
+                "error_rate": np.count_nonzero(wrong & band) / voxels if voxels else 0.0,
+                "error_share": np.count_nonzero(wrong & band) / errors,
+                "pore_as_solid_share": np.count_nonzero(pore_as_solid & band) / errors,
+            }
+        )
+    return rows
