@@ -28,6 +28,7 @@ import tifffile
 from fibseg.evaluation.evaluate import otsu_volume
 from fibseg.evaluation.metrics import errors_by_boundary_distance, miou, porosity
 from fibseg.evaluation.postprocess import segment_as_chosen
+from fibseg.networks.windows import neighbour_slices
 
 EDGES = (0, 1.5, 3, 6)
 FLIPS = ((), (1,), (2,), (1, 2))  # axes of an (n_z, y, x) stack
@@ -40,8 +41,6 @@ def read(path: Path, key: str) -> np.ndarray:
 
 def flipped_scores(engine, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The U-Net's scores of every slice as they are, and the mean over the four flips."""
-    from fibseg.networks.windows import neighbour_slices
-
     plain, mean = np.empty(volume.shape, np.float32), np.empty(volume.shape, np.float32)
     for z in range(len(volume)):
         stack = volume[neighbour_slices(z, engine.n_z, len(volume))]

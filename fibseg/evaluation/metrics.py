@@ -68,13 +68,10 @@ def boundary_distance(truth: np.ndarray) -> np.ndarray:
     other class in its slice: 1 next to the boundary, sqrt(2) diagonally next to it."""
     from scipy import ndimage
 
+    # each transform is 0 on the other class: their sum is every voxel's own distance
     truth = np.asarray(truth).astype(bool)
     return np.stack(
-        [
-            np.where(plane, ndimage.distance_transform_edt(plane), 0.0)
-            + np.where(plane, 0.0, ndimage.distance_transform_edt(~plane))
-            for plane in truth
-        ]
+        [ndimage.distance_transform_edt(p) + ndimage.distance_transform_edt(~p) for p in truth]
     )
 
 
@@ -88,9 +85,10 @@ def errors_by_boundary_distance(
     truth, segmentation = np.asarray(truth), np.asarray(segmentation)
     if truth.shape != segmentation.shape:
         raise ValueError(f"truth {truth.shape} and segmentation {segmentation.shape} differ")
-    distance = boundary_distance(truth)
-    wrong = truth.astype(bool) != segmentation.astype(bool)
-    pore_as_solid = wrong & ~truth.astype(bool)
+    solid = truth.astype(bool)
+    distance = boundary_distance(solid)
+    wrong = solid != segmentation.astype(bool)
+    pore_as_solid = wrong & ~solid
     errors = max(int(np.count_nonzero(wrong)), 1)
     rows = []
     for low, high in zip(edges, (*edges[1:], np.inf), strict=True):
