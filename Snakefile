@@ -73,6 +73,7 @@ localrules:
     evaluate_volume,
     figures,
     figure_slices,
+    figure_alignment,
     structure_table,
 
 

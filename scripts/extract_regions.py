@@ -1,6 +1,7 @@
 """Rule extract_regions: context crops around every annotated region into regions.h5; the
 regions of a painted annotation are derived from it first."""
 
+from fibseg.annotation.labels import painted_labels
 from fibseg.annotation.regions import extract_regions, regions_from_annotation
 from fibseg.io.volume import Volume, read_volume
 from fibseg.pipeline.checks import check_painted_regions, read_regions
@@ -10,7 +11,12 @@ log = start_log(snakemake.log[0])
 name = snakemake.wildcards.ds
 margins = snakemake.params.margins  # the largest neighbourhood, plus room for smoothing
 if snakemake.params.annotation:  # a painted label volume, in the aligned frame
-    table, labels = regions_from_annotation(read_volume(snakemake.params.annotation, name))
+    painted = read_volume(snakemake.params.annotation, name)
+    # the sheet's values by annotation_labels (aligned rows); None: align_annotation's 0/1/2
+    painted = painted_labels(
+        painted, snakemake.params.annotation_labels, name, snakemake.params.annotation
+    )
+    table, labels = regions_from_annotation(painted)
     check_painted_regions(labels, name, snakemake.params.annotation)
     log.info("%d regions derived from %s", len(table), snakemake.params.annotation)
 else:

@@ -15,7 +15,11 @@ inference = InferenceSettings.from_config(snakemake.params.inference)
 margin = snakemake.params.margin
 regions = RegionSet.read(snakemake.input.regions)
 tile = region_window(regions, margin)
-members = [load_member(p, inference, tile, snakemake.threads) for p in snakemake.input.models]
+# a pickle (.joblib) is read only where the rule says it is the run's own forest
+trusted = snakemake.params.get("trusted_forest", False)
+members = [
+    load_member(p, inference, tile, snakemake.threads, trusted) for p in snakemake.input.models
+]
 val = regions_in(pd.read_csv(snakemake.input.split), regions.dataset, "val")
 scores, uncertainty, kind, agreement = score_dataset_regions(
     members, regions, inference, margin, val

@@ -9,7 +9,11 @@ from fibseg.runtime.settings import InferenceSettings
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)
 inference = InferenceSettings.from_config(snakemake.params.inference)
-members = [load_member(p, inference, None, snakemake.threads) for p in snakemake.input.models]
+# a pickle (.joblib) is read only where the rule says it is the run's own forest
+trusted = snakemake.params.get("trusted_forest", False)
+members = [
+    load_member(p, inference, None, snakemake.threads, trusted) for p in snakemake.input.models
+]
 first, stop = snakemake.params.slices
 with Volume(snakemake.input.volume, snakemake.wildcards.ds) as volume:
     log.info("scoring slices %d-%d of %s", first, stop - 1, volume.shape)

@@ -149,3 +149,23 @@ def test_sheet_rejects_duplicates_and_bad_aligned(tmp_path):
         read_sheet(str(sheet))
     sheet.write_text("name\tvolume\tregions\tlabels\taligned\nA\tv\tr\tl\tTrue\nB\tv\tr\tl\t\n")
     assert read_sheet(str(sheet))["aligned"].tolist() == [True, False]
+
+
+def test_atomic_outputs_get_the_mode_of_a_plain_file(tmp_path):
+    """A finished output is readable as the umask allows (not mkstemp's 0600), so that the
+    members of a group can read the results on a shared filesystem."""
+    import os
+    import stat
+
+    from fibseg.io.atomic import atomic_directory, atomic_output
+
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "out.csv") as tmp:
+            tmp.write_text("a\n")
+        with atomic_directory(tmp_path / "store.zarr") as folder:
+            (folder / "x").write_text("1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.csv").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "store.zarr").stat().st_mode) == 0o755

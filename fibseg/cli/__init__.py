@@ -2,12 +2,13 @@
 
     fibseg run [SNAKEMAKE ARGS]          the packaged workflow, with its profiles
     fibseg predict BUNDLE INPUT OUTPUT   one volume segmented with a model bundle, no sheet
+    fibseg predict BUNDLE IN... -o DIR   several volumes (--batch FOLDER: all in FOLDER)
     fibseg check SHEET                   every input check of the workflow, no job
     fibseg export-model RESULTS BUNDLE   a bundle from a finished run's results
     fibseg to-annotation SEG OUTPUT      a corrected segmentation as a painted annotation
 
-Bad input ends with exit code 2 and one message that names the file, what is wrong and the
-fix (docs/cli.md)."""
+Bad input ends with exit code 2 and a message per fault (all of them at once), each naming the
+file, what is wrong and the fix (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -53,16 +54,54 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("snakemake_args", nargs="*", metavar="SNAKEMAKE_ARGS")
     predict = commands.add_parser(
         "predict",
-        help="segment one volume with a model bundle (no sheet)",
-        description="Segment one volume (3-D TIFF, folder or glob of slices, HDF5 file.h5:/path, "
-        "Zarr, MRC) with a model bundle, as the workflow's `pretrained: {bundle}` route does: "
-        "the same checks, alignment (config key align), gradient correction, engine and "
-        "post-processing. OUTPUT is a TIFF segmentation (uint8, 1 = solid) with the voxel size.",
-        epilog="Example: fibseg predict my_model/ film.tif film_segmentation.tif. " + EPILOG,
+        help="segment volumes with a model bundle (no sheet)",
+        usage="%(prog)s [options] BUNDLE INPUT OUTPUT\n"
+        "       %(prog)s [options] BUNDLE INPUT... -o DIR [--format tif|h5|ome.zarr]\n"
+        "       %(prog)s [options] BUNDLE --batch FOLDER -o DIR [--format tif|h5|ome.zarr]",
+        description="Segment volumes (3-D TIFF, folder or glob of 2-D TIFF slices, HDF5 "
+        "file.h5:/path, Zarr, MRC) with a model bundle, as the workflow's `pretrained: {bundle}` "
+        "route does: the same checks, alignment (config key align), gradient correction, engine "
+        "and post-processing. One volume: INPUT OUTPUT. Several: INPUT... -o DIR, or --batch "
+        "FOLDER -o DIR for every volume directly inside FOLDER (volume files, .zarr stores, "
+        "folders of 2-D TIFF slices; a folder given as INPUT is one volume of slices); the model "
+        "is loaded once, each volume goes to DIR/NAME_segmentation.tif (or .h5, .ome.zarr), a "
+        "volume that fails is named and the others are still written; exit code 2 if any "
+        "failed. The output's ending sets its format: .tif/.tiff (multi-page TIFF) and "
+        ".h5/.hdf5 (dataset /segmentation) hold uint8 0 = pore, 1 = solid with the voxel size; "
+        ".ome.zarr (napari, Fiji) holds the EM, scores and uncertainty as channels and the label "
+        "image 1 = pore, 2 = solid.",
+        epilog="Examples: fibseg predict my_model/ film.tif film_segmentation.tif; fibseg "
+        "predict my_model/ --batch films/ -o segmented/ --format ome.zarr. " + EPILOG,
     )
+    predict.set_defaults(usage_error=predict.error)
     predict.add_argument("bundle", metavar="BUNDLE", help="a folder from fibseg export-model")
-    predict.add_argument("input", metavar="INPUT", help="the volume")
-    predict.add_argument("output", metavar="OUTPUT", help="the segmentation, .tif")
+    predict.add_argument(
+        "paths",
+        nargs="*",
+        metavar="INPUT",
+        help="the volume, then OUTPUT: its segmentation (.tif, .h5 or .ome.zarr); with -o, "
+        "every INPUT is a volume",
+    )
+    predict.add_argument(
+        "-o",
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="segment every INPUT (and --batch volume) into DIR/NAME_segmentation.FORMAT",
+    )
+    predict.add_argument(
+        "--batch",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="add every volume directly inside FOLDER (repeatable; needs -o)",
+    )
+    predict.add_argument(
+        "--format",
+        choices=("tif", "h5", "ome.zarr"),
+        help="with -o: tif (default; 0 = pore, 1 = solid), h5 (/segmentation, 0 = pore, "
+        "1 = solid) or ome.zarr (labels 1 = pore, 2 = solid)",
+    )
     predict.add_argument(
         "--voxel-size",
         type=voxel_size,
@@ -72,12 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--aligned", action="store_true", help="the volume is aligned already: skip alignment"
     )
-    predict.add_argument("--scores", type=Path, metavar="H5", help="also write the scores")
+    predict.add_argument(
+        "--scores", type=Path, metavar="H5", help="also write the scores (one volume only)"
+    )
     predict.add_argument(
         "--write-aligned",
         type=Path,
-        metavar="H5",
-        help="also write the aligned volume (/volume), the segmentation's frame",
+        metavar="FILE",
+        help="also write the aligned volume (.h5 with /volume, or .tif), the segmentation's "
+        "frame (one volume only)",
     )
     predict.add_argument(
         "--allow-voxel-size-mismatch",
@@ -93,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "labels and annotations), without running a job.",
         epilog="Example: fibseg check my_datasets.tsv --config my_run.yaml. " + EPILOG,
     )
-    check.add_argument("sheet", metavar="SHEET", help="the data set sheet (TSV)")
+    check.add_argument("sheet", metavar="SHEET", help="the data set sheet (TSV, or .csv)")
     add_config(check)
     export = commands.add_parser(
         "export-model",
@@ -138,11 +180,19 @@ def add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class WarningFormatter(logging.Formatter):
+    """Plain messages; a warning or an error says so first."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"{record.levelname}: {text}" if record.levelno >= logging.WARNING else text
+
+
 def start_logging() -> logging.Logger:
     """fibseg's log lines (progress, summaries) on stderr, one message per line."""
     log = logging.getLogger("fibseg")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(WarningFormatter("%(message)s"))
     log.handlers, log.propagate = [handler], False
     log.setLevel(logging.INFO)
     return log
@@ -155,12 +205,38 @@ def run_command(args: list[str]) -> int:
     return subprocess.call(snakemake_command(args))
 
 
+def predict_form(args: argparse.Namespace) -> bool:
+    """Whether the arguments of `fibseg predict` ask for a batch (-o DIR) or for one volume
+    (INPUT OUTPUT); a usage error (exit code 2) for a mix of the two forms."""
+    error, paths = args.usage_error, args.paths
+    if args.output_dir is None:
+        if args.batch:
+            error("--batch needs -o/--output-dir DIR, the folder of the segmentations")
+        if args.format:
+            error("--format goes with -o/--output-dir: OUTPUT's ending sets the format")
+        if len(paths) < 2:
+            missing = ", ".join(["INPUT", "OUTPUT"][len(paths) :])
+            error(f"the following arguments are required: {missing} (or INPUT... -o DIR)")
+        if len(paths) > 2:
+            error(
+                f"{len(paths)} paths after BUNDLE: give INPUT OUTPUT for one volume, or "
+                "INPUT... -o DIR to segment every INPUT into DIR"
+            )
+        return False
+    if args.scores or args.write_aligned:
+        error("--scores and --write-aligned name one file: use them with INPUT OUTPUT, not -o")
+    if not paths and not args.batch:
+        error("the following arguments are required: INPUT... or --batch FOLDER")
+    return True
+
+
 def predict_command(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ..inference.pretrained import Pretrained
     from ..pipeline.predict import PredictOutputs, segment_volume
     from ..pipeline.project import load_config
 
+    batch = predict_form(args)
     config = load_config(args.config)
     section = config["pretrained"]
     pretrained = Pretrained.from_config(
@@ -173,11 +249,50 @@ def predict_command(args: argparse.Namespace) -> int:
             }
         }
     )
-    outputs = PredictOutputs(Path(args.output), args.scores, args.write_aligned)
+    if batch:
+        return predict_batch(args, pretrained, config)
+    source, output = args.paths
+    outputs = PredictOutputs(Path(output), args.scores, args.write_aligned)
     summary = segment_volume(
-        pretrained, args.input, outputs, config, args.voxel_size, args.aligned, start_logging()
+        pretrained, source, outputs, config, args.voxel_size, args.aligned, start_logging()
     )
     print(json.dumps(summary))
+    return 0
+
+
+def predict_batch(args: argparse.Namespace, pretrained, config: dict) -> int:
+    """`fibseg predict ... -o DIR`: every INPUT and --batch volume into DIR, the model loaded
+    once; a JSON summary line per volume on stdout, then the failures: exit code 2 if any."""
+    from ..pipeline.predict import batch_jobs, folder_volumes, segment_batch
+
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise InputError(
+            "the output folder (-o) is a file.",
+            file=str(args.output_dir),
+            fix="give -o a folder (it is made if it does not exist).",
+        )
+    inputs = list(args.paths)
+    for folder in args.batch:
+        inputs += folder_volumes(folder, args.output_dir)
+    jobs = batch_jobs(inputs, args.output_dir, args.format or "tif")
+    log = start_logging()
+    results = []
+    for result in segment_batch(pretrained, jobs, config, args.voxel_size, args.aligned, log):
+        failure = {"segmentation": str(result.output), "error": result.error}
+        print(json.dumps({"input": result.spec, **(result.summary or failure)}), flush=True)
+        results.append(result)
+    failed = [result for result in results if result.error]
+    if failed:
+        written = len(results) - len(failed)
+        print(
+            f"fibseg predict: error: {len(failed)} of {len(results)} volumes failed"
+            + (f"; the other {written} are written:" if written else ":"),
+            *(f"- {result.spec}: {result.error}" for result in failed),
+            sep="\n",
+            file=sys.stderr,
+        )
+        return 2
+    log.info("%d volume(s) segmented into %s", len(results), args.output_dir)
     return 0
 
 

@@ -308,3 +308,33 @@ def structure_panels(results: dict[str, dict], map_files: dict[str, str], path: 
         fontsize=9,
     )
     save(figure, path)
+
+
+def alignment_panel(table: pd.DataFrame, summary: dict, path: str) -> None:
+    """A data set's alignment (rule align's alignment.csv and alignment.json): the position of
+    every slice in x and y with its uncertainty (the steps' noise summed along the stack,
+    ±1 σ·√z), the displacement corrected (0 where the stack is kept as acquired) and the
+    drift test's verdict in the title. The paper's chain (method previous) has no positions:
+    its corrected displacements alone are shown."""
+    figure, axis = plt.subplots(figsize=(6.5, 3.4))
+    z = table["z"].to_numpy()
+    colours = {"x": "#1b9e77", "y": "#7570b3"}
+    for name, colour in colours.items():
+        if f"position_{name}" in table:
+            position = table[f"position_{name}"].to_numpy()
+            spread = table[f"step_sigma_{name}"].to_numpy().max() * np.sqrt(z)
+            axis.plot(z, position, color=colour, label=f"position {name}")
+            axis.fill_between(z, position - spread, position + spread, color=colour, alpha=0.2)
+        axis.plot(z, table[f"t{name}"].to_numpy(), "--", color=colour, label=f"corrected, {name}")
+    axis.axhline(0, color="#999999", linewidth=0.8)
+    axis.set_xlabel("slice (z)")
+    axis.set_ylabel("pixels")
+    verdict = summary.get("statement", "").split(":")[0]
+    moved = "slices moved" if np.abs(table[["tx", "ty"]].to_numpy()).max() > 0 else "slices kept"
+    axis.set_title(
+        f"{summary.get('dataset', '')}: {summary.get('method', '')} alignment, {verdict} ({moved})",
+        fontsize=9,
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, ncol=2)
+    save(figure, path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
@@ -33,6 +34,18 @@ INTENSITY = (
     "(fibseg.preprocess.gradient, paper section 3.1)"
 )
 REQUIRED = ("format", "format_version", "models", "postprocess", "inference", "training_data")
+# The one model format read from outside the run: a Keras 3 zip, loaded in safe mode
+# (fibseg.inference.infer.load_model). A pickle (.joblib, .pkl) runs any code it holds when it
+# is read, and other formats (.h5) may run code too.
+MODEL_SUFFIX = ".keras"
+UNSAFE_FORMAT = (
+    "fibseg reads a model from outside the run only as a .keras file, loaded in Keras safe "
+    "mode: a pickled file (.joblib, .pkl) can run any code when it is read, and so can other "
+    "formats (.h5)."
+)
+# A file a bundle lists: a plain name in the bundle folder itself (no path, no '..', no leading
+# dot), so that reading the bundle reads nothing else.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,8 @@ def bundle_error(path: Path, problem: str) -> InputError:
 
 def read_bundle(path: str | Path) -> Bundle:
     """The bundle in folder `path`; an InputError that names the file when it is missing,
-    incomplete or not a fibseg bundle."""
+    incomplete or not a fibseg bundle, or lists a file that is not a plain `.keras` (model) or
+    `.json` (post-processing) name inside the folder: refused before any byte of it is read."""
     folder = Path(path)
     if not folder.is_dir():
         raise bundle_error(folder, "the model bundle folder does not exist.")
@@ -98,10 +112,12 @@ def read_bundle(path: str | Path) -> Bundle:
             file=str(described),
             fix="update fibseg to the version that wrote the bundle (its 'versions').",
         )
-    for name in [*metadata["models"], metadata["postprocess"]]:
+    names = bundle_files(folder, described, metadata)  # before any byte of them is read
+    for name in names:
         if not (folder / name).is_file():
             raise bundle_error(folder / name, f"the bundle's file '{name}' is missing.")
-        expected = metadata.get("sha256", {}).get(name)
+        digests = metadata.get("sha256")
+        expected = digests.get(name) if isinstance(digests, dict) else None
         if expected and file_digest(folder / name) != expected:
             raise bundle_error(
                 folder / name,
@@ -109,6 +125,52 @@ def read_bundle(path: str | Path) -> Bundle:
                 "changed or copied incompletely.",
             )
     return Bundle(folder, metadata)
+
+
+def bundle_files(folder: Path, described: Path, metadata: dict) -> list[str]:
+    """The model and post-processing files the description lists, once each is known to be a
+    plain `.keras` (models) or `.json` (post-processing) file name inside `folder`, reached
+    through no link that leads out of it; an InputError that names the file and why not.
+    Nothing but the folder's directory entries is read."""
+    models = metadata["models"]
+    if not isinstance(models, list) or not models:
+        raise bundle_error(described, "lists no model files ('models' is no list of names).")
+    listed = [(name, "model", MODEL_SUFFIX) for name in models]
+    listed.append((metadata["postprocess"], "post-processing", ".json"))
+    for name, role, suffix in listed:
+        problem = unsafe_name(folder, name, suffix)
+        if problem:
+            raise InputError(
+                f"the bundle folder '{folder}' lists the {role} file {name!r}, which {problem}",
+                file=str(described),
+                fix="use a bundle that `fibseg export-model RESULTS_DIR BUNDLE` wrote, with "
+                f"{METADATA} as it wrote it: it lists only .keras files and postprocess.json "
+                "lying in the bundle folder itself.",
+            )
+    return [name for name, _, _ in listed]
+
+
+def unsafe_name(folder: Path, name: object, suffix: str) -> str | None:
+    """Why `name` is not a plain file name ending in `suffix` inside `folder`, or None. A link
+    is followed by its path alone: the file is not opened."""
+    if not isinstance(name, str):
+        return f"is not a file name but a {type(name).__name__}."
+    if "/" in name or "\\" in name or Path(name).is_absolute():
+        return "is a path, not a plain file name: a bundle's files lie in its folder itself."
+    if ".." in name:
+        return "holds '..', which may lead out of the bundle folder."
+    if not PLAIN_NAME.fullmatch(name):
+        return (
+            "is not a plain file name (letters, digits, '_', '-', '+' and '.', not starting "
+            "with '.')."
+        )
+    if Path(name).suffix != suffix:
+        return f"is not a {suffix} file." + (f" {UNSAFE_FORMAT}" if suffix == MODEL_SUFFIX else "")
+    inside = folder.resolve()
+    target = (folder / name).resolve()
+    if not target.is_relative_to(inside):
+        return f"is a link to '{target}', outside the bundle folder."
+    return None
 
 
 def file_digest(path: Path) -> str:

@@ -1,5 +1,6 @@
-"""Scoring with one or several members: CNN runs (`.keras`) or the random forest
-(`.joblib`). Each member reads its own n_z slices; the ensemble's score is the members'
+"""Scoring with one or several members: CNN runs (`.keras`, loaded in safe mode) or the random
+forest the run trained itself (`.joblib`, a pickle: read only when the caller says the file is
+the run's own). Each member reads its own n_z slices; the ensemble's score is the members'
 mean, and its uncertainty is their spread.
 
 The uncertainty map is the standard deviation of the members' scores. With a single member
@@ -23,6 +24,7 @@ from ..networks.windows import neighbour_slices
 from ..runtime.progress import Progress
 from ..runtime.settings import InferenceSettings
 from .infer import Scorer, check_scorable, label_agreement, load_model, make_scorer, score_regions
+from .pretrained import check_model_format
 
 SPREAD, MARGIN = "std across members", "0.5 - |p - 0.5| (one member)"
 
@@ -38,16 +40,24 @@ class Member:
 
 
 def load_member(
-    path: str, inference: InferenceSettings, tile: int | None = None, threads: int = 1
+    path: str,
+    inference: InferenceSettings,
+    tile: int | None = None,
+    threads: int = 1,
+    trusted_forest: bool = False,
 ) -> Member:
-    """A CNN run (`.keras`, scored with the configured engine) or a forest (`.joblib`,
-    predicting on `threads` threads)."""
-    if Path(path).suffix == ".joblib":
+    """A CNN run (`.keras`, loaded in safe mode, scored with the configured engine) or, with
+    `trusted_forest`, a forest (`.joblib`, predicting on `threads` threads). A `.joblib` file
+    is a pickle, which runs any code it holds when it is read: only the forest this run trained
+    (results/forest/forest.joblib, the forest rules) may be read. Any other file that is not
+    `.keras` is refused, unread, with an InputError that names it."""
+    if trusted_forest and Path(path).suffix == ".joblib":
         from ..baselines.forest import forest_scorer, load_forest
 
         forest, metadata = load_forest(path)
         forest.n_jobs = threads
         return Member(path, int(metadata["n_z"]), forest_scorer(forest, metadata["sigma_max"]))
+    check_model_format(path)
     model = load_model(path)
     _, n_z, _ = check_scorable(model, path, inference)
     return Member(path, n_z, make_scorer(model, inference.engine, inference, tile), model)

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io.errors import InputError
-from .bundle import VOXEL_SIZE_TOLERANCE, Bundle, check_voxel_size, read_bundle
+from .bundle import (
+    MODEL_SUFFIX,
+    UNSAFE_FORMAT,
+    VOXEL_SIZE_TOLERANCE,
+    Bundle,
+    check_voxel_size,
+    read_bundle,
+)
 
 POSTPROCESS_KEYS = ("sigma", "threshold", "min_object_voxels")
 
@@ -60,7 +67,9 @@ class Pretrained:
                 )
             return None
         models = (model,) if isinstance(model, str) else tuple(model)
-        return cls(models, section.get("postprocess") or None)
+        found = cls(models, section.get("postprocess") or None)
+        check_formats(found)
+        return found
 
     def check_voxel_size(self, voxel: tuple[float, float, float], dataset: str) -> None:
         """A bundle's model segments only volumes of about its training data's voxel size
@@ -75,8 +84,38 @@ class Pretrained:
             )
 
 
+def check_model_format(path: str) -> None:
+    """A model from outside the run is a `.keras` file, which Keras loads in safe mode; an
+    InputError that names the file otherwise, before a byte of it is read."""
+    if Path(str(path)).suffix != MODEL_SUFFIX:
+        raise InputError(
+            f"the model is not a {MODEL_SUFFIX} file. {UNSAFE_FORMAT}",
+            file=str(path),
+            fix="give the .keras file of a fibseg run (its results/model/best.keras) as "
+            "pretrained.model, or a bundle that `fibseg export-model` wrote. A random forest "
+            "(.joblib) is not reused across runs: each run trains its own (forest.enabled).",
+        )
+
+
+def check_formats(pretrained: Pretrained) -> None:
+    """The model files are `.keras` files and the post-processing a `.json` file, judged by
+    their names alone."""
+    for path in pretrained.models:
+        check_model_format(path)
+    if pretrained.postprocess is not None and Path(pretrained.postprocess).suffix != ".json":
+        raise InputError(
+            "the post-processing (config key pretrained.postprocess) is not a .json file.",
+            file=pretrained.postprocess,
+            fix="point pretrained.postprocess at the results/postprocess.json of the run that "
+            "trained the model.",
+        )
+
+
 def check_pretrained(pretrained: Pretrained) -> None:
-    """The files exist; the post-processing names sigma, threshold and min_object_voxels."""
+    """The files are a `.keras` model (nothing that can run code when it is read) and a
+    `.json` post-processing, and exist; the post-processing names sigma, threshold and
+    min_object_voxels."""
+    check_formats(pretrained)
     for path in pretrained.models:
         if not Path(path).is_file():
             raise InputError(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .voxel_size import Voxel
+from .voxel_size import FoundVoxel
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 ZARR_SUFFIX = ".zarr"
@@ -27,17 +27,18 @@ FORMAT_NAMES = {
 }
 
 
-def split_spec(spec: str) -> tuple[str, str | None]:
+def split_spec(spec: str, h5_default: str | None = "/volume") -> tuple[str, str | None]:
     """Split `file.h5:/dataset` into (file, dataset) and `file.zarr:/path` into (store, path);
-    any other spec (TIFF, MRC, folder, glob, `file.zarr`) gives (spec, None)."""
+    a bare `file.h5` gives (file, h5_default) (None: the reader picks); any other spec (TIFF,
+    MRC, folder, glob, `file.zarr`) gives (spec, None)."""
     spec = str(spec)
     for suffix in H5_SUFFIXES:
         marker = suffix + ":"
         if marker in spec:
             head, _, inner = spec.partition(marker)
-            return head + suffix, inner or "/volume"
+            return head + suffix, inner or h5_default
         if spec.endswith(suffix):
-            return spec, "/volume"
+            return spec, h5_default
     marker = ZARR_SUFFIX + ":"
     if marker in spec:
         head, _, inner = spec.partition(marker)
@@ -68,7 +69,7 @@ class Reader:
     """One format's reader. `open(path, inner, files, dataset_name, stack)` returns what
     slices as `[start:stop]` along z (and enters on `stack` what it holds open);
     `voxel_size_nm(path, inner, files, data)` gives the (z, y, x) voxel size in nm that the
-    format's metadata holds, None per axis it does not give."""
+    format's metadata holds, None per axis it does not give, and the kind of metadata read."""
 
     open: Callable[[str, str | None, list[str], str | None, ExitStack], Any]
-    voxel_size_nm: Callable[[str, str | None, list[str], Any], Voxel]
+    voxel_size_nm: Callable[[str, str | None, list[str], Any], FoundVoxel]

@@ -12,8 +12,8 @@ import tifffile
 
 from .errors import InputError
 from .formats import TIFF_SUFFIXES, Reader, volume_format
-from .tiff_reader import tiff_voxel_size_nm
-from .voxel_size import Voxel
+from .tiff_reader import tiff_calibration
+from .voxel_size import FoundVoxel
 
 
 def slice_files(path: str) -> list[str]:
@@ -80,9 +80,9 @@ def open_slices(
     return SliceFiles(files, dataset_name)
 
 
-def slices_voxel_size_nm(path: str, inner: str | None, files: list[str], data) -> Voxel:
-    """The voxel size of the first slice's TIFF tags."""
-    return tiff_voxel_size_nm(files[0])
+def slices_voxel_size_nm(path: str, inner: str | None, files: list[str], data) -> FoundVoxel:
+    """The voxel size of the first slice's TIFF tags (an instrument writes them in each)."""
+    return tiff_calibration(files[0])
 
 
 READER = Reader(open=open_slices, voxel_size_nm=slices_voxel_size_nm)

@@ -5,6 +5,7 @@ volume's voxel size from its metadata or the sheet."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from . import hdf5_reader, mrc_reader, slice_reader, tiff_reader, zarr_reader
 from .errors import InputError
 from .formats import FORMAT_NAMES, Reader, split_spec, volume_format
 from .slice_reader import slice_files
-from .voxel_size import Voxel, parse_voxel_size
+from .voxel_size import NOT_FOUND, FoundVoxel, Voxel, parse_voxel_size
 
 READERS: dict[str, Reader] = {
     "tiff": tiff_reader.READER,
@@ -45,15 +46,16 @@ def volume_exists(spec: str) -> bool:
 
 class Volume:
     """Read-only (z, y, x) stack that reads slices lazily: a 3-D TIFF (memory-mapped where its
-    data are contiguous), HDF5 `file.h5:/dataset`, Zarr or OME-Zarr `file.zarr[:/path]`, MRC,
-    or a folder or glob of 2-D TIFF slices (natural order)."""
+    data are contiguous), HDF5 `file.h5[:/dataset]`, Zarr or OME-Zarr `file.zarr[:/path]`, MRC,
+    or a folder or glob of 2-D TIFF slices (natural order). Axes of size 1 before or after
+    (z, y, x), such as an OME-Zarr's t and c or the channel of an ilastik export
+    (z, y, x, 1), are dropped."""
 
     def __init__(self, spec: str, dataset_name: str | None = None) -> None:
         self.spec = str(spec)
-        self.path, inner = split_spec(self.spec)
+        self.path, inner = split_spec(self.spec, h5_default=None)
         self.format = volume_format(self.path)
         self.inner = inner
-        self.h5_path = inner if self.format == "hdf5" else None
         self.dataset_name = dataset_name
         self.files = volume_files(self.spec)
         if not volume_exists(self.spec):
@@ -65,13 +67,18 @@ class Volume:
                 fix="correct the path in the data set sheet.",
             )
         self._stack = contextlib.ExitStack()
-        self._prefix: tuple[int, ...] = ()  # leading singleton axes of an OME-Zarr array
+        self._prefix: tuple[int, ...] = ()  # size-1 axes before z (OME-Zarr t, c)
+        self._suffix: tuple[int, ...] = ()  # size-1 axes after x (a channel)
         try:
             self._data = self._open(inner)
+            if self.format == "hdf5":
+                self.inner = self._data.name  # the dataset read, also when none was named
+            self.h5_path = self.inner if self.format == "hdf5" else None
             shape = tuple(self._data.shape)
-            if self.format == "zarr":
-                while len(shape) > 3 and shape[0] == 1:
-                    self._prefix, shape = (*self._prefix, 0), shape[1:]
+            while len(shape) > 3 and shape[0] == 1:
+                self._prefix, shape = (*self._prefix, 0), shape[1:]
+            while len(shape) > 3 and shape[-1] == 1:
+                self._suffix, shape = (*self._suffix, 0), shape[:-1]
             self.shape, self.dtype = shape, np.dtype(self._data.dtype)
         except InputError:
             self.close()
@@ -102,16 +109,23 @@ class Volume:
             self.path, inner, self.files, self.dataset_name, self._stack
         )
 
-    def metadata_voxel_size_nm(self) -> Voxel:
+    def metadata_voxel_size(self) -> FoundVoxel:
         """(z, y, x) voxel size in nm that the volume's own metadata gives, None per axis it
-        does not give (the format's reader says how)."""
+        does not give, and the kind of metadata (the format's reader says how)."""
         reader = READERS[self.format]
         return reader.voxel_size_nm(self.path, self.inner, self.files, self._data)
+
+    def metadata_voxel_size_nm(self) -> Voxel:
+        """(z, y, x) voxel size in nm that the volume's own metadata gives, None per axis it
+        does not give."""
+        return self.metadata_voxel_size().voxel
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Slices [start, stop) as an array of shape (stop - start, y, x)."""
         stop = self.shape[0] if stop is None else stop
-        key = (*self._prefix, slice(start, stop)) if self._prefix else slice(start, stop)
+        key = slice(start, stop)
+        if self._prefix or self._suffix:
+            key = (*self._prefix, key, slice(None), slice(None), *self._suffix)
         try:
             return np.array(self._data[key])
         except (InputError, AttributeError, TypeError, NameError):
@@ -149,12 +163,43 @@ def read_volume(spec: str, dataset_name: str | None = None) -> np.ndarray:
         return volume.read()
 
 
+def metadata_voxel_size(spec: str, dataset_name: str | None = None) -> FoundVoxel:
+    """(z, y, x) voxel size in nm that a volume's own metadata gives (None per axis it does not
+    give) and the kind of metadata: TIFF (OME, ImageJ, FEI or Zeiss SEM tags, resolution; a
+    folder or glob: its first slice), HDF5 `element_size_um`, OME-Zarr scale, MRC header."""
+    with Volume(spec, dataset_name) as volume:  # checks that it exists and opens
+        return volume.metadata_voxel_size()
+
+
 def metadata_voxel_size_nm(spec: str, dataset_name: str | None = None) -> Voxel:
     """(z, y, x) voxel size in nm that a volume's own metadata gives (None per axis it does not
-    give): TIFF (ImageJ, OME, resolution; a folder or glob: its first slice), HDF5
-    `element_size_um`, OME-Zarr scale, MRC `voxel_size` (Å)."""
-    with Volume(spec, dataset_name) as volume:  # checks that it exists and opens
-        return volume.metadata_voxel_size_nm()
+    give), as `metadata_voxel_size`."""
+    return metadata_voxel_size(spec, dataset_name).voxel
+
+
+VoxelSources = tuple[str, str, str]
+CONFIG_SOURCE = "config"
+
+
+def voxel_size_with_source(
+    spec: str | None,
+    default: tuple[float, float, float],
+    given: str | None = None,
+    dataset_name: str | None = None,
+    sheet: str | None = None,
+) -> tuple[tuple[float, float, float], VoxelSources]:
+    """A data set's (z, y, x) voxel size in nm and where each axis came from: the sheet's
+    `given` value ("sheet"), else per axis the volume's metadata when `spec` is given
+    ("file (FEI metadata)", "file (ImageJ)", ...), else `default`, the config's ("config")."""
+    if isinstance(given, str) and given.strip():
+        return parse_voxel_size(given, dataset_name, sheet), ("sheet", "sheet", "sheet")
+    found = metadata_voxel_size(spec, dataset_name) if spec else NOT_FOUND
+    voxel = tuple(
+        float(value if value else fallback)
+        for value, fallback in zip(found.voxel, default, strict=True)
+    )
+    sources = tuple(f"file ({found.kind})" if value else CONFIG_SOURCE for value in found.voxel)
+    return voxel, sources
 
 
 def voxel_size_nm(
@@ -166,9 +211,38 @@ def voxel_size_nm(
 ) -> tuple[float, float, float]:
     """A data set's (z, y, x) voxel size in nm: the sheet's `given` value, else per axis the
     volume's metadata (when `spec` is given), else `default` (the config's)."""
-    if isinstance(given, str) and given.strip():
-        return parse_voxel_size(given, dataset_name, sheet)
-    found = metadata_voxel_size_nm(spec, dataset_name) if spec else (None, None, None)
-    return tuple(
-        float(value if value else fallback) for value, fallback in zip(found, default, strict=True)
-    )
+    return voxel_size_with_source(spec, default, given, dataset_name, sheet)[0]
+
+
+def describe_voxel_size(voxel: tuple[float, float, float], sources: VoxelSources) -> str:
+    """'voxel size 50 x 5 x 5 nm (z from config, y/x from file (FEI metadata))'."""
+    axes: dict[str, list[str]] = {}
+    for axis, source in zip("zyx", sources, strict=True):
+        axes.setdefault(source, []).append(axis)
+    where = ", ".join(f"{'/'.join(names)} from {source}" for source, names in axes.items())
+    return f"voxel size {' x '.join(f'{v:g}' for v in voxel)} nm ({where})"
+
+
+def report_voxel_size(
+    log: logging.Logger,
+    dataset_name: str,
+    voxel: tuple[float, float, float],
+    sources: VoxelSources,
+    searched: bool = True,
+) -> None:
+    """Log a data set's voxel size and its sources; a WARNING when an axis came from the config
+    alone although the data were `searched` (the sheet and the volume's metadata)."""
+    log.info("%s: %s", dataset_name, describe_voxel_size(voxel, sources))
+    missing = [a for a, source in zip("zyx", sources, strict=True) if source == CONFIG_SOURCE]
+    if searched and missing:
+        log.warning(
+            "data set '%s': the voxel size of %s was not found in the data (the sheet's "
+            "voxel_size_nm column is empty and the volume's metadata lack it), so the config's "
+            "voxel_size_nm fills it in: %s nm (z, y, x) is used. Fix: if that is not this "
+            "volume's voxel, write it in nm as z,y,x in the sheet's voxel_size_nm column "
+            "(e.g. %s).",
+            dataset_name,
+            "/".join(missing),
+            " x ".join(f"{v:g}" for v in voxel),
+            ",".join(f"{v:g}" for v in voxel),
+        )

@@ -5,6 +5,7 @@ spellings), the sheet's `voxel_size_nm` cell, and the calibration fibseg writes 
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +39,17 @@ UNIT_NM = {
 
 
 Voxel = tuple[float | None, float | None, float | None]
+
+
+class FoundVoxel(NamedTuple):
+    """What a volume's own metadata gives: the (z, y, x) size in nm, None per axis it does not
+    give, and the kind of metadata read (e.g. "ImageJ", "FEI metadata"), None if none."""
+
+    voxel: Voxel
+    kind: str | None
+
+
+NOT_FOUND = FoundVoxel((None, None, None), None)
 
 
 def unit_nm(unit: object) -> float | None:

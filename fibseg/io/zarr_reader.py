@@ -9,7 +9,7 @@ from contextlib import ExitStack
 import numpy as np
 
 from .formats import Reader
-from .voxel_size import Voxel, unit_nm
+from .voxel_size import NOT_FOUND, FoundVoxel, Voxel, unit_nm
 
 
 def ome_multiscales(attrs: dict) -> list | None:
@@ -65,9 +65,10 @@ def open_store(
     return open_zarr(path, inner)[0]
 
 
-def store_voxel_size_nm(path: str, inner: str | None, files: list[str], data) -> Voxel:
+def store_voxel_size_nm(path: str, inner: str | None, files: list[str], data) -> FoundVoxel:
     """The voxel size of the OME-Zarr multiscales (`zarr_voxel_size_nm`)."""
-    return zarr_voxel_size_nm(path, inner)
+    voxel = zarr_voxel_size_nm(path, inner)
+    return FoundVoxel(voxel, "OME-Zarr scale") if any(voxel) else NOT_FOUND
 
 
 READER = Reader(open=open_store, voxel_size_nm=store_voxel_size_nm)

@@ -4,11 +4,13 @@ keys; messages name the data set, the file or the config key, what was found and
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..annotation.labels import painted_labels
 from ..annotation.sampling import SPLITS
 from ..io.errors import InputError, LimitError
 from ..io.formats import split_spec
@@ -240,9 +242,11 @@ def check_dataset(
     regions_csv: str | None = None,
     labels_spec: str | None = None,
     annotation_spec: str | None = None,
+    annotation_labels: Mapping[str, Sequence[int]] | None = None,
 ) -> dict:
     """All checks of one data set; returns a summary for the log. A predict-only data set
-    (no regions and labels, no annotation) has its volume checked only."""
+    (no regions and labels, no annotation) has its volume checked only; an annotation's values
+    are read through `annotation_labels` (the config key; None: 1 pore, 2 solid)."""
     with Volume(volume_spec, name) as volume:
         if min(volume.shape) < 1:
             raise InputError(
@@ -255,8 +259,10 @@ def check_dataset(
         check_slices(volume)
         shape, dtype = volume.shape, str(volume.dtype)
     if annotation_spec:
+        path = split_spec(annotation_spec)[0]
         with Volume(annotation_spec, name) as painted:
-            counts = check_annotation(painted.read(), shape, name, split_spec(annotation_spec)[0])
+            annotation = painted_labels(painted.read(), annotation_labels, name, path)
+        counts = check_annotation(annotation, shape, name, path)
         return {"dataset": name, "shape": list(shape), "dtype": dtype, "annotation": counts}
     if not regions_csv and not labels_spec:
         return {"dataset": name, "shape": list(shape), "dtype": dtype, "regions": 0}
@@ -285,6 +291,7 @@ def check_dataset(
 def check_config(config: dict, config_name: str = "config") -> None:
     """Checks across keys that the JSON schema cannot express, each defined once beside the
     code it protects; the message names the config key."""
+    from ..annotation.labels import check_annotation_labels
     from ..annotation.published import check_published_context
     from ..annotation.sampling import check_split_fractions
     from ..inference.dense_engine import check_dense_padding
@@ -303,6 +310,7 @@ def check_config(config: dict, config_name: str = "config") -> None:
         if unet
         else (lambda: check_grid_sizes(grid["n_xy"], grid["n_z"], config["model"]["padding"])),
         lambda: check_split_fractions(config["split"]),
+        lambda: check_annotation_labels(config.get("annotation_labels")),
     ]
     runs = len(grid["n_xy"]) * len(grid["n_z"]) * grid["seeds"]
     checks.append(lambda: check_ensemble_size(config["ensemble"]["top_k"], runs))

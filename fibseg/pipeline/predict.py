@@ -1,14 +1,20 @@
-"""One volume segmented with a model bundle, without a sheet (`fibseg predict`): the steps of
+"""Volumes segmented with a model bundle, without a sheet (`fibseg predict`): the steps of
 the workflow's `pretrained` route, in-process and in its order, so that the segmentation is the
 workflow's voxel for voxel: rule check_dataset's checks, align (config key `align`),
-correct_gradient, check_model, predict_slices (chunk by chunk), stitch and postprocess."""
+correct_gradient, check_model, predict_slices (chunk by chunk), stitch and postprocess; then
+the segmentation as a TIFF or HDF5 file (1 = solid, 0 = pore) or, as rule export_ome_zarr
+writes it, an OME-Zarr store (labels 1 = pore, 2 = solid). A batch (`segment_batch`) loads
+the model once and goes on past a volume that fails."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +28,8 @@ from ..inference.ensemble import Member, ensemble_slices, load_member
 from ..inference.pretrained import Pretrained, check_pretrained
 from ..io.atomic import atomic_output
 from ..io.errors import InputError
-from ..io.formats import split_spec
+from ..io.formats import H5_SUFFIXES, MRC_SUFFIXES, ZARR_SUFFIX, split_spec, volume_format
+from ..io.omezarr import write_ome_zarr
 from ..io.volume import Volume
 from ..io.voxel_size import imagej_calibration
 from ..io.writers import stitch_chunks, write_h5
@@ -35,15 +42,40 @@ from .checks import check_dataset
 from .dag import chunk_names, chunk_slices
 
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)  # what an ImageJ TIFF stack can hold
-TIFF_SUFFIXES, HDF5_SUFFIXES = (".tif", ".tiff"), (".h5", ".hdf5")
+TIFF_SUFFIXES, HDF5_SUFFIXES, OME_ZARR_SUFFIX = (".tif", ".tiff"), (".h5", ".hdf5"), ".ome.zarr"
+# The segmentation's formats: each one's file name ending (in a batch) and label values
+FORMATS = {"tif": ".tif", "h5": ".h5", "ome.zarr": OME_ZARR_SUFFIX}
+LABELS = {
+    "tif": "0 = pore, 1 = solid",
+    "h5": "0 = pore, 1 = solid",
+    "ome.zarr": "labels 1 = pore, 2 = solid",
+}
+ACCEPTED = (
+    ".tif or .tiff (multi-page TIFF, 0 = pore, 1 = solid), .h5 or .hdf5 (dataset /segmentation, "
+    "0 = pore, 1 = solid) or .ome.zarr (OME-Zarr for napari: the EM, scores and uncertainty, "
+    "and labels 1 = pore, 2 = solid)"
+)
+EXPORT_WORKERS = 2  # slabs the OME-Zarr export reads and writes at a time, as the workflow's
+
+
+def output_format(path: str | os.PathLike) -> str | None:
+    """The segmentation format that a file name asks for (a key of FORMATS), or None."""
+    name = Path(path).name.lower()
+    if name.endswith(OME_ZARR_SUFFIX):
+        return "ome.zarr"
+    if name.endswith(TIFF_SUFFIXES):
+        return "tif"
+    if name.endswith(HDF5_SUFFIXES):
+        return "h5"
+    return None
 
 
 @dataclass(frozen=True)
 class PredictOutputs:
-    """Where `segment_volume` writes: the segmentation TIFF, and optionally the scores (HDF5,
-    as results/{ds}/scores.h5) and the aligned volume (HDF5 `/volume`, or a TIFF that napari
-    opens; the segmentation's frame: correct the segmentation on it, and train on it with
-    `aligned: true`)."""
+    """Where `segment_volume` writes: the segmentation (its name's ending picks the format,
+    `output_format`), and optionally the scores (HDF5, as results/{ds}/scores.h5) and the
+    aligned volume (HDF5 `/volume`, or a TIFF that napari opens; the segmentation's frame:
+    correct the segmentation on it, and train on it with `aligned: true`)."""
 
     segmentation: Path
     scores: Path | None = None
@@ -56,15 +88,40 @@ class PredictOutputs:
                 file=str(self.aligned),
                 fix="leave out --write-aligned: the volume itself is in the segmentation's frame.",
             )
-        if self.segmentation.suffix.lower() not in TIFF_SUFFIXES:
+        if output_format(self.segmentation) is None:
             raise InputError(
-                "the output is not a TIFF file name.",
+                "the output is not a TIFF, HDF5 or OME-Zarr name: fibseg predict writes "
+                f"{ACCEPTED}.",
                 file=str(self.segmentation),
-                fix="name the output .tif (a multi-page TIFF with the voxel size).",
+                fix="name the output .tif, .h5 or .ome.zarr.",
+            )
+        if self.scores is not None and self.scores.suffix.lower() not in HDF5_SUFFIXES:
+            raise InputError("is not an HDF5 file name.", file=str(self.scores), fix="name it .h5.")
+        aligned_suffixes = (*HDF5_SUFFIXES, *TIFF_SUFFIXES)  # save_aligned writes either
+        if self.aligned is not None and self.aligned.suffix.lower() not in aligned_suffixes:
+            raise InputError(
+                "is not an HDF5 or TIFF file name.",
+                file=str(self.aligned),
+                fix="name it .h5 or .tif.",
             )
         for path in (self.scores, self.aligned):
-            if path is not None and path.suffix.lower() not in (".h5", ".hdf5"):
-                raise InputError("is not an HDF5 file name.", file=str(path), fix="name it .h5.")
+            if path is not None and path.resolve() == self.segmentation.resolve():
+                raise InputError(
+                    "is named twice: as the segmentation and as --scores or --write-aligned.",
+                    file=str(path),
+                    fix="give each output its own name.",
+                )
+
+
+@dataclass
+class LoadedModel:
+    """The model's members, loaded once for a batch: the first volume that passes its checks
+    loads them (after its own cheap checks, as a single volume does) and the next volumes
+    reuse them. `tried` without `members`: loading failed, a fault of the bundle rather
+    than of a volume."""
+
+    members: list[Member] | None = None
+    tried: bool = False
 
 
 def save_aligned(aligned_h5: Path, destination: Path, voxel: tuple[float, float, float]) -> None:
@@ -166,11 +223,13 @@ def segment_volume(
     voxel_nm: tuple[float, float, float] | None = None,
     aligned: bool = False,
     log: logging.Logger | None = None,
+    models: LoadedModel | None = None,
 ) -> dict:
     """Segment the volume `spec` (any format fibseg reads) with `pretrained` (a bundle) as the
     workflow's `pretrained` route does with `config` (its `align`, `inference`, `postprocess`
     and `resources` sections); `aligned` skips the alignment (the sheet's `aligned: true`).
-    Returns a summary (voxel size, porosity, what was written)."""
+    `models` keeps the loaded model between the volumes of a batch (`segment_batch`).
+    Returns a summary (voxel size, porosity, label values, what was written)."""
     log = log or logging.getLogger("fibseg")
     bundle: Bundle | None = pretrained.bundle
     name = Path(split_spec(spec)[0]).name
@@ -185,26 +244,65 @@ def segment_volume(
     align = AlignSettings.from_config(config["align"])
     threads = config["resources"]["threads"]
     configure_threads(threads)
+    segment = functools.partial(  # the rest of the work, once the model is loaded
+        segment_checked,
+        spec=spec,
+        outputs=outputs,
+        config=config,
+        voxel=voxel,
+        align=None if aligned else align,
+        inference=inference,
+        postprocess=pretrained.postprocess,
+        log=log,
+    )
+    if models is not None and models.members is not None:  # loaded for an earlier volume
+        return {**summary, **segment(members=models.members)}
+    models = LoadedModel() if models is None else models
+    models.tried = True
     members = [load_member(path, inference, None, threads) for path in pretrained.models]
-    settings = json.loads(Path(pretrained.postprocess).read_text())
+    models.members = members
+    return {**summary, **segment(members=members)}
+
+
+def segment_checked(
+    *,
+    spec: str,
+    outputs: PredictOutputs,
+    config: dict,
+    voxel: tuple[float, float, float],
+    align: AlignSettings | None,
+    inference: InferenceSettings,
+    postprocess: str,
+    members: list[Member],
+    log: logging.Logger,
+) -> dict:
+    """`segment_volume` once the volume passed its checks and the model is loaded: align
+    (unless `align` is None), correct the gradient, score, stitch, post-process with the
+    settings in `postprocess`, and write the outputs, each atomically. Returns the volume's
+    summary beyond rule check_dataset's."""
+    name = Path(split_spec(spec)[0]).name
+    settings = json.loads(Path(postprocess).read_text())
+    form = output_format(outputs.segmentation)
     outputs.segmentation.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(
         prefix=".fibseg-predict-", dir=outputs.segmentation.parent
     ) as tmp:
         work = Path(tmp)
-        preprocessed = preprocess(spec, name, work, voxel, None if aligned else align, log)
+        preprocessed = preprocess(spec, name, work, voxel, align, log)
         chunks = score_chunks(preprocessed, name, members, inference.slices_per_job, work, log)
         stitch_chunks(chunks, str(work / "scores.h5"), inference.score_dtype, list(voxel))
         with h5py.File(work / "scores.h5", "r") as handle:
             porosity = write_segmentation(
                 handle["scores"],
                 settings,
-                work / "segmentation.h5",
-                outputs.segmentation,
+                outputs.segmentation if form == "h5" else work / "segmentation.h5",
+                outputs.segmentation if form == "tif" else work / "segmentation.tif",
                 {**settings, "voxel_size_nm_zyx": list(voxel)},
                 config["postprocess"]["slab_depth"],
                 list(voxel),
             )
+        if form == "ome.zarr":
+            export_ome_zarr(work, outputs.segmentation, voxel, volume_stem(spec))
         if outputs.scores is not None:
             outputs.scores.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(work / "scores.h5", outputs.scores)
@@ -212,9 +310,168 @@ def segment_volume(
             save_aligned(work / "aligned.h5", outputs.aligned, voxel)
     log.info("porosity %.4f with %s", porosity, settings)
     return {
-        **summary,
         "voxel_size_nm": list(voxel),
         "engine": inference.engine,
         "porosity": porosity,
         "segmentation": str(outputs.segmentation),
+        "labels": LABELS[form],
     }
+
+
+def export_ome_zarr(
+    work: Path, destination: Path, voxel: tuple[float, float, float], name: str
+) -> None:
+    """The OME-Zarr store of one segmented volume from the preprocessed volume, the scores
+    and the segmentation in `work`, as rule export_ome_zarr writes it
+    (scripts/export_ome_zarr.py): the EM, scores and uncertainty as channels, the label image
+    `segmentation` 1 = pore, 2 = solid, at the voxel size."""
+    with (
+        h5py.File(work / "preprocessed.h5", "r") as preprocessed,
+        h5py.File(work / "scores.h5", "r") as scores,
+        h5py.File(work / "segmentation.h5", "r") as segmentation,
+    ):
+        write_ome_zarr(
+            destination,
+            em=preprocessed["volume"],
+            scores=scores["scores"],
+            uncertainty=scores["uncertainty"],
+            segmentation=segmentation["segmentation"],
+            voxel_nm=voxel,
+            name=name,
+            workers=EXPORT_WORKERS,
+        )
+
+
+# --- a batch of volumes ----------------------------------------------------------------------
+
+
+VOLUME_SUFFIXES = (*TIFF_SUFFIXES, *H5_SUFFIXES, *MRC_SUFFIXES)
+
+
+def volume_stem(spec: str) -> str:
+    """The name of a volume without its format's ending: `film` for film.tif,
+    film.h5:/raw, film.zarr and a folder film/ of slices; the folder's name for a glob."""
+    path = split_spec(spec)[0].rstrip("/\\")
+    if volume_format(path) == "glob":
+        path = str(Path(path).parent)
+    name = Path(path).name
+    for suffix in (OME_ZARR_SUFFIX, ZARR_SUFFIX, *VOLUME_SUFFIXES):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def folder_volumes(folder: str | os.PathLike, output_dir: Path | None = None) -> list[str]:
+    """The volumes directly inside `folder`, by name: 3-D TIFF, HDF5 (dataset /volume) and
+    MRC files, Zarr stores, and folders of 2-D TIFF slices. Hidden entries, other files and
+    `output_dir` (the segmentations' folder, refused as `folder` itself) are passed over."""
+    folder = Path(folder)
+    fix = "give --batch a folder that holds the volumes, each a file, a .zarr store or a "
+    fix += "folder of 2-D TIFF slices; or name the volumes themselves as INPUTs."
+    if not folder.is_dir():
+        raise InputError(
+            "the --batch folder does not exist or is no folder.", file=str(folder), fix=fix
+        )
+    skip = output_dir.resolve() if output_dir is not None else None
+    if folder.resolve() == skip:
+        raise InputError(
+            "the --batch folder is also the output folder (-o): the segmentations would be "
+            "taken for volumes the next time.",
+            file=str(folder),
+            fix="give -o another folder, e.g. a subfolder (it is passed over).",
+        )
+    found = []
+    for entry in sorted(folder.iterdir()):
+        lower = entry.name.lower()
+        if lower.startswith(".") or entry.resolve() == skip:
+            continue
+        if entry.is_dir():
+            slices = any(
+                child.suffix.lower() in TIFF_SUFFIXES and not child.name.startswith(".")
+                for child in entry.iterdir()
+            )
+            if lower.endswith(ZARR_SUFFIX) or slices:
+                found.append(str(entry))
+        elif lower.endswith(VOLUME_SUFFIXES):
+            found.append(str(entry))
+    if not found:
+        raise InputError("the --batch folder holds no volume.", file=str(folder), fix=fix)
+    return found
+
+
+def batch_jobs(inputs: list[str], directory: Path, form: str) -> list[tuple[str, PredictOutputs]]:
+    """Each volume of a batch with where it goes: `directory`/{volume_stem}_segmentation and
+    the ending of `form` (a key of FORMATS). Two volumes of one name are refused before any
+    work."""
+    taken: dict[Path, str] = {}
+    for spec in inputs:
+        output = directory / f"{volume_stem(spec)}_segmentation{FORMATS[form]}"
+        if output in taken:
+            raise InputError(
+                f"the volumes '{taken[output]}' and '{spec}' would both be written to '{output}'.",
+                file=spec,
+                fix="segment volumes of the same name in separate calls (another --output-dir).",
+            )
+        taken[output] = spec
+    return [(spec, PredictOutputs(output)) for output, spec in taken.items()]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One volume of a batch: its summary once segmented, else what went wrong."""
+
+    spec: str
+    output: Path
+    summary: dict | None = None
+    error: str | None = None
+
+
+def describe_error(error: Exception) -> str:
+    """An error as a batch reports it: bad input as its message, a fault of fibseg (a bug)
+    with its type too."""
+    if isinstance(error, (InputError, OSError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def segment_batch(
+    pretrained: Pretrained,
+    jobs: list[tuple[str, PredictOutputs]],
+    config: dict,
+    voxel_nm: tuple[float, float, float] | None = None,
+    aligned: bool = False,
+    log: logging.Logger | None = None,
+) -> Iterator[BatchResult]:
+    """Each (volume, outputs) of `jobs` segmented as `segment_volume` does, in order, with the
+    model loaded once; yields each volume's result when it is done. A volume that fails is
+    logged and reported (BatchResult.error) and the batch goes on; the outputs finished are
+    kept. A model that does not load ends the batch with its error: no volume could be
+    segmented."""
+    log = log or logging.getLogger("fibseg")
+    models = LoadedModel()
+    for number, (spec, outputs) in enumerate(jobs, start=1):
+        log.info("volume %d/%d: %s -> %s", number, len(jobs), spec, outputs.segmentation)
+        try:
+            summary = segment_volume(
+                pretrained, spec, outputs, config, voxel_nm, aligned, log, models
+            )
+        except Exception as error:
+            if models.tried and models.members is None:
+                raise
+            problem = describe_error(error)
+            unexpected = not isinstance(error, (InputError, OSError))
+            log.error(
+                "volume %d/%d: %s failed: %s", number, len(jobs), spec, problem, exc_info=unexpected
+            )
+            yield BatchResult(spec, outputs.segmentation, error=problem)
+            continue
+        log.info(
+            "volume %d/%d: %s segmented, porosity %.4f: %s (%s)",
+            number,
+            len(jobs),
+            spec,
+            summary["porosity"],
+            outputs.segmentation,
+            summary["labels"],
+        )
+        yield BatchResult(spec, outputs.segmentation, summary)

@@ -12,12 +12,13 @@ from pathlib import Path
 import yaml
 
 from ..inference.pretrained import Pretrained, check_annotations_needed, check_pretrained
-from ..io.errors import InputError
+from ..io.errors import Faults, InputError, collect
 from ..io.formats import split_spec
-from ..io.volume import voxel_size_nm
+from ..io.volume import report_voxel_size, voxel_size_with_source
 from ..runtime.settings import InferenceSettings
 from .checks import check_config, check_dataset
-from .sheet import check_external_inputs, is_annotated, missing_as_none, read_sheet
+from .sheet import is_annotated, schema_problem
+from .sheet import load_sheet as load_sheet_file
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: Snakefile, config/, workflow/
 BASE_CONFIG = Path("config/config.yaml")  # the Snakefile's configfile, relative to the workdir
@@ -98,15 +99,6 @@ def read_yaml(path: str | Path) -> dict:
     return loaded
 
 
-def schema_problem(error: Exception) -> str:
-    """What Snakemake's schema validation found, and where: its ValidationError line and the
-    key it was found on (the rest of its message is the schema)."""
-    lines = str(error).splitlines()
-    found = [line.removeprefix("ValidationError: ") for line in lines if "Error: " in line]
-    where = [line.rstrip(":") for line in lines if line.startswith("On instance")]
-    return " ".join(found[:1] + [f"({w.lower()})" for w in where[:1]]) or lines[0]
-
-
 def load_config(overlays: list[str] | None = None, extra: dict | None = None) -> dict:
     """The config a run would see: the base file (`base_config_file`), each overlay merged on
     top key by key, then `extra`; validated against the schema, which fills the defaults, and
@@ -130,24 +122,12 @@ def load_config(overlays: list[str] | None = None, extra: dict | None = None) ->
     return config
 
 
-def load_sheet(path: str):
+def load_sheet(path: str, faults: Faults | None = None):
     """The data set sheet as rule-writing code sees it (common.smk): read, validated against
-    the sheet schema (defaults), empty cells None, external files present."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    sheet = read_sheet(path)
-    try:
-        validate(sheet, str(workflow_root() / "workflow/schemas/datasets.schema.yaml"))
-    except WorkflowError as error:
-        raise InputError(
-            f"the sheet does not match its schema: {schema_problem(error)}",
-            file=path,
-            fix="see workflow/schemas/datasets.schema.yaml (and config/README.md) for its columns.",
-        ) from None
-    sheet = missing_as_none(sheet)
-    check_external_inputs(sheet, path, generated_prefix=GENERATED)
-    return sheet
+    the sheet schema (defaults), empty cells None, external files present. Every fault is
+    raised at once, or, given `faults`, added to it."""
+    schema = str(workflow_root() / "workflow/schemas/datasets.schema.yaml")
+    return load_sheet_file(path, schema, GENERATED, faults)
 
 
 def check_project(config: dict, log: logging.Logger) -> list[dict]:
@@ -155,40 +135,57 @@ def check_project(config: dict, log: logging.Logger) -> list[dict]:
     (`pretrained`), the sheet and its files, that something can be trained, each data set's
     voxel size against a bundle's, rule check_dataset's checks of every volume, region table,
     label stack and annotation (reading every slice), and rule check_model's of a pretrained
-    model. Returns their summaries."""
+    model. Returns their summaries; the faults of every data set are raised together (an
+    InputErrors), a data set whose sheet row is faulty is not read."""
     pretrained = Pretrained.from_config(config)
-    if pretrained:
-        check_pretrained(pretrained)
     sheet_path = config["datasets"]
-    sheet = load_sheet(sheet_path)
-    rows = sheet.to_dict("records")
-    region_datasets = [row["name"] for row in rows if is_annotated(row)]
-    region_datasets += [n for n in config["published"]["datasets"] if n not in region_datasets]
-    check_annotations_needed(region_datasets, pretrained, sheet_path)
     summaries = []
-    for row in rows:
-        name, volume = row["name"], row["volume"]
-        if str(volume).startswith(GENERATED) and not Path(split_spec(volume)[0]).exists():
-            log.info("%s: %s is made by the workflow; checked when it is made", name, volume)
-            continue
-        external = not str(volume).startswith(GENERATED)
-        voxel = voxel_size_nm(
-            volume if external else None,
-            tuple(config["voxel_size_nm"]),
-            row.get("voxel_size_nm"),
-            name,
-            sheet_path,
-        )
+    with collect() as faults:
         if pretrained:
-            pretrained.check_voxel_size(voxel, name)
-        summary = check_dataset(
-            name, volume, row.get("regions"), row.get("labels"), row.get("annotation")
-        )
-        summary["voxel_size_nm"] = list(voxel)
-        log.info("%s: %s", name, summary)
-        summaries.append(summary)
-    if pretrained:
-        summaries += check_models(pretrained, config, log)
+            with faults.check():
+                check_pretrained(pretrained)
+        models_ok = not faults.errors
+        sheet = load_sheet(sheet_path, faults)
+        rows = sheet.to_dict("records")
+        region_datasets = [row.get("name") for row in rows if is_annotated(row)]
+        region_datasets += [n for n in config["published"]["datasets"] if n not in region_datasets]
+        with faults.check():
+            check_annotations_needed(region_datasets, pretrained, sheet_path)
+        faulty = faults.datasets()
+        for row in rows:
+            name, volume = row.get("name"), row.get("volume")
+            if not name or not volume or name in faulty:
+                continue  # its sheet row's faults are reported
+            if str(volume).startswith(GENERATED) and not Path(split_spec(volume)[0]).exists():
+                log.info("%s: %s is made by the workflow; checked when it is made", name, volume)
+                continue
+            with faults.check():
+                external = not str(volume).startswith(GENERATED)
+                voxel, sources = voxel_size_with_source(
+                    volume if external else None,
+                    tuple(config["voxel_size_nm"]),
+                    row.get("voxel_size_nm"),
+                    name,
+                    sheet_path,
+                )
+                report_voxel_size(log, name, voxel, sources, searched=external)
+                if pretrained:
+                    pretrained.check_voxel_size(voxel, name)
+                summary = check_dataset(
+                    name,
+                    volume,
+                    row.get("regions"),
+                    row.get("labels"),
+                    row.get("annotation"),
+                    config.get("annotation_labels"),
+                )
+                summary["voxel_size_nm"] = list(voxel)
+                summary["voxel_size_source"] = list(sources)
+                log.info("%s: %s", name, summary)
+                summaries.append(summary)
+        if pretrained and models_ok:
+            with faults.check():
+                summaries += check_models(pretrained, config, log)
     return summaries
 
 

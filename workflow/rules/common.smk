@@ -22,14 +22,9 @@ from fibseg.pipeline.dag import (
     postprocess_memory_mb,
 )
 from fibseg.inference.pretrained import Pretrained, check_annotations_needed, check_pretrained
+from fibseg.io.errors import check_all
 from fibseg.pipeline.checks import check_config
-from fibseg.pipeline.sheet import (
-    check_external_inputs,
-    is_annotated,
-    is_painted,
-    missing_as_none,
-    read_sheet,
-)
+from fibseg.pipeline.sheet import is_annotated, is_painted, load_sheet
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
@@ -38,10 +33,11 @@ PRETRAINED = Pretrained.from_config(config)
 if PRETRAINED:
     check_pretrained(PRETRAINED)
 
-SHEET = read_sheet(config["datasets"])
-validate(SHEET, "../schemas/datasets.schema.yaml")
-SHEET = missing_as_none(SHEET)  # empty regions, labels, truth: None, not NaN
-check_external_inputs(SHEET, config["datasets"], generated_prefix="results/")
+# read, validated (defaults filled), empty cells None (not NaN), external files present; every
+# fault of every row at once
+SHEET = load_sheet(
+    config["datasets"], workflow.source_path("../schemas/datasets.schema.yaml"), "results/"
+)
 SHEET = SHEET.set_index("name", drop=False)
 ROWS = SHEET.to_dict("index")  # name -> {column: value}, for lookup(dpath="{ds}/column")
 DATASETS = list(SHEET.index)  # full volumes: preprocessed, predicted, segmented
@@ -187,8 +183,7 @@ def voxel_size(ds):
 
 # A bundle's model segments only volumes of about its training data's voxel size.
 if PRETRAINED:
-    for ds in DATASETS:
-        PRETRAINED.check_voxel_size(voxel_size(ds), ds)
+    check_all(lambda ds: PRETRAINED.check_voxel_size(voxel_size(ds), ds), DATASETS)
 
 
 def voxel_size_param(wildcards):
@@ -287,6 +282,10 @@ def training_voxel_sizes(wildcards):
     }
 
 
+# the data sets that rule align registers (the rest are flagged `aligned` in the sheet)
+ALIGNED_HERE = [ds for ds in DATASETS if not dataset(ds).aligned]
+
+
 def all_targets():
     """Every segmentation; with training also the selection, Tables 2-3 and Figure 8 (with
     `pretrained` the split of the regions is unknown, so no region tables)."""
@@ -309,6 +308,7 @@ def all_targets():
         ),
         *(expand("results/forest/{ds}/segmentation.tif", ds=DATASETS) if FOREST else []),
         *(["results/figures/fig9_slices.png"] if DATASETS else []),
+        *expand("results/figures/alignment_{ds}.png", ds=ALIGNED_HERE),
         *(STRUCTURE_TARGETS if config["structure"]["enabled"] and DATASETS else []),
     ]
 

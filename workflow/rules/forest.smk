@@ -30,6 +30,8 @@ if FOREST:
             split="results/split.csv",
         output:
             "results/forest/{ds}/region_scores.h5",
+        params:
+            trusted_forest=True,  # the pickle is this run's own (rule train_forest)
         log:
             "logs/predict_forest_regions/{ds}.log",
         benchmark:
@@ -57,6 +59,8 @@ if FOREST:
             volume="results/{ds}/preprocessed.h5",
         output:
             score_chunk("results/forest/{ds}/scores/{chunk}.h5"),
+        params:
+            trusted_forest=True,  # the pickle is this run's own (rule train_forest)
         resources:
             mem_mb=forest_mem_mb,
         log:

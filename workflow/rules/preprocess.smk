@@ -12,6 +12,12 @@ rule check_dataset:
         volume=lookup(dpath="{ds}/volume", within=ROWS),
         labels=lookup(dpath="{ds}/labels", within=ROWS),
         annotation=lambda wildcards: dataset(wildcards.ds).get("annotation"),
+        # only where the data set has a painted annotation: a new mapping reruns only those
+        annotation_labels=lambda wildcards: (
+            config["annotation_labels"] if dataset(wildcards.ds).get("annotation") else None
+        ),
+        voxel_size_nm=lambda wildcards: dataset(wildcards.ds).get("voxel_size_nm"),
+        config_voxel_size_nm=config["voxel_size_nm"],
     log:
         "logs/check_dataset/{ds}.log",
     conda:
@@ -60,3 +66,22 @@ rule correct_gradient:
         "../../envs/fibseg.yaml"
     script:
         "../../scripts/correct_gradient.py"
+
+
+rule figure_alignment:
+    input:
+        transforms="results/{ds}/alignment.csv",
+        report="results/{ds}/alignment.json",
+    output:
+        report(
+            "results/figures/alignment_{ds}.png",
+            caption="../report/alignment.rst",
+            category="Alignment",
+            subcategory="{ds}",
+        ),
+    log:
+        "logs/figure_alignment/{ds}.log",
+    conda:
+        "../../envs/fibseg.yaml"
+    script:
+        "../../scripts/figure_alignment.py"

@@ -9,6 +9,7 @@ rule align_annotation:
         "results/{ds}/annotation.h5",
     params:
         annotation=lambda wildcards: dataset(wildcards.ds).annotation,
+        annotation_labels=config["annotation_labels"],
     log:
         "logs/align_annotation/{ds}.log",
     wildcard_constraints:
@@ -28,6 +29,10 @@ rule extract_regions:
     params:
         labels=lookup(dpath="{ds}/labels", within=ROWS),
         annotation=annotation_spec,
+        # the sheet's values for `aligned` rows; align_annotation maps the others
+        annotation_labels=lambda wildcards: (
+            config["annotation_labels"] if dataset(wildcards.ds).aligned else None
+        ),
         margins=MARGINS,
     log:
         "logs/extract_regions/{ds}.log",
