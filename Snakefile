@@ -2,8 +2,9 @@
 # The DAG reads from the rule files in workflow/rules/, one per stage.
 import os
 
-from snakemake.common.configfile import load_configfile
-from snakemake.utils import min_version, update_config
+from snakemake.utils import min_version
+
+from fibseg.pipeline.project import merge_demo
 
 min_version("9.0")
 
@@ -31,17 +32,13 @@ configfile: local_or_workflow("config/config.yaml")
 # synthesize_demo), merged as a config file is: over the defaults, under the command line's
 # --configfile and --config. An overlay of your own names `datasets` and keeps the
 # real-data defaults.
-if "datasets" not in config:
-    DEMO_CONFIG = load_configfile(local_or_workflow("config/demo.yaml"))
-    DEMO_CONFIG["datasets"] = local_or_workflow(DEMO_CONFIG["datasets"])
-    update_config(config, DEMO_CONFIG)
-    update_config(config, workflow.config_settings.overwrite_config or {})
+merge_demo(config, workflow.config_settings.overwrite_config or {}, local_or_workflow)
 
 
 report: "workflow/report/workflow.rst"
 
 
-# the config's schema and checks, and the helpers of the rules
+# the config's schema, the plan of the run (PLAN) and the input functions of the rules
 include: "workflow/rules/common.smk"
 
 
@@ -80,4 +77,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        all_targets(),
+        PLAN.all_targets(),

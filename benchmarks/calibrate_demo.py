@@ -2,8 +2,9 @@
 
 Three synthetic data sets of the demo's size and budget (config/demo.yaml: HPC22, HPC30,
 HPC45, porosity 0.22 / 0.30 / 0.45, seeds 22 / 30 / 45, 32 x 256 x 256 voxels, 20 regions of
-48^2 each) go through the library as the workflow takes them: rule synthesize_demo (truth and
-labels as seen on the aligned volume), rule align (the default joint solve), rule
+48^2 each) go through the library as the workflow takes them (studies/common.py, with the
+settings of the demo's config): rule synthesize_demo (truth and labels as seen on the aligned
+volume), rule align (the default joint solve), rule
 correct_gradient, rule extract_regions (the context of the demo's 81 x 3 grid and the
 post-processing's smoothing), rule split (60/20/20, seed 1) and rule sample (8 % of the
 labelled voxels, seed 1, train 50/50 pore/solid). Then:
@@ -39,110 +40,75 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # studies/
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from fibseg.annotation.regions import extract_regions
-from fibseg.annotation.sampling import regions_in, sample_splits, split_regions
-from fibseg.baselines.forest import forest_scorer, forest_training_data, train_forest
 from fibseg.demo.films import FAMILIES, STYLES, random_film_spec, styled_spec
 from fibseg.demo.synth import SynthSpec, seen_after_alignment, synthesize
 from fibseg.evaluation.evaluate import otsu_volume, volume_row
-from fibseg.evaluation.postprocess import optimize, segment_as_chosen
-from fibseg.inference.ensemble import Member, ensemble_slices
-from fibseg.inference.infer import score_regions
-from fibseg.io.volume import Volume, read_volume
-from fibseg.io.writers import write_h5
-from fibseg.pipeline.dag import context_margins
-from fibseg.preprocess.alignment import align_volume
-from fibseg.preprocess.gradient import correct_gradient
+from fibseg.evaluation.postprocess import segment_as_chosen
+from fibseg.io.volume import read_volume
 from fibseg.runtime.job import configure_threads
-from fibseg.runtime.settings import AlignSettings
+from studies.common import (
+    Workflow,
+    choose_postprocess,
+    demo_config,
+    forest_member,
+    prepare_dataset,
+    sample_datasets,
+    score_volume,
+    split_datasets,
+)
 
-VOXEL_NM = (50.0, 10.0, 10.0)  # z, y, x: the schema's voxel_size_nm
-DEMO = {"HPC22": (0.22, 22), "HPC30": (0.30, 30), "HPC45": (0.45, 45)}  # config/demo.yaml
-SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}  # config/config.yaml, seed 1
-SPLIT_SEED = 1
-SAMPLING = {"fraction": 0.08, "seed": 1}  # config/demo.yaml
-FOREST = {"trees": 200, "sigma_max": 16.0, "n_z": 3, "seed": 0}  # the schema's defaults
-SIGMAS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # the schema's postprocess grids
-THRESHOLDS = [0.3, 0.325, 0.35, 0.375, 0.4, 0.425, 0.45, 0.475, 0.5, 0.525, 0.55, 0.575, 0.6]
-MIN_OBJECT_VOXELS = 10  # config/demo.yaml
-MARGINS = context_margins([81], [3, FOREST["n_z"]], SIGMAS)  # the demo's grid: 81 x 3
-ALIGN = AlignSettings()  # rule align's default
+N_XY, N_Z = 81, 3  # the regions' context: the 81 x 3 grid the calibration was made with
 TARGETS = {"rf": (0.70, 0.82), "otsu": (0.55, 0.70)}  # full-volume mIoU of real EC/HPC films
 
 
-def prepare(name: str, spec: SynthSpec, workdir: Path) -> dict:
+def prepare(name: str, spec: SynthSpec, workdir: Path, workflow: Workflow) -> dict:
     """One data set as the workflow makes it: synthesised with its truth and labels as seen
-    on the aligned volume, aligned, gradient-corrected, its regions' crops cut."""
+    on the aligned volume (rule synthesize_demo), then rules align, correct_gradient and
+    extract_regions (studies/common.py)."""
     started = time.perf_counter()
-    data = seen_after_alignment(synthesize(spec), ALIGN)
+    data = seen_after_alignment(synthesize(spec), workflow.align)
     synthesis = time.perf_counter() - started
-    raw, aligned = workdir / f"{name}_raw.h5", workdir / f"{name}_aligned.h5"
-    preprocessed = workdir / f"{name}_preprocessed.h5"
-    write_h5(raw, {"volume": data["volume"]})
-    with Volume(str(raw), name) as volume:
-        align_volume(volume, aligned, VOXEL_NM, ALIGN)
-    with Volume(str(aligned), name) as volume:
-        correct_gradient(volume, preprocessed, VOXEL_NM)
-    with Volume(str(preprocessed), name) as volume:
-        regions = extract_regions(
-            volume,
-            data["regions"],
-            data["labels"],
-            name,
-            MARGINS["xy"] + MARGINS["smooth"],
-            MARGINS["z"],
-        )
+    margins = workflow.margins(N_XY, N_Z)
+    made = prepare_dataset(name, data, workdir, workflow, margins, workflow.align)
     return {
         "name": name,
         "spec": spec,
-        "truth": data["truth"],
-        "regions": regions,
-        "preprocessed": str(preprocessed),
+        "truth": made.truth,
+        "regions": made.regions,
+        "preprocessed": str(made.preprocessed),
         "synthesis_s": synthesis,
         "prepare_s": time.perf_counter() - started,
     }
 
 
-def run_study(datasets: list[dict], threads: int) -> list[dict]:
+def run_study(datasets: list[dict], workflow: Workflow, threads: int) -> list[dict]:
     """The forest and Otsu on a study's data sets: one row per data set and method."""
     region_sets = {d["name"]: d["regions"] for d in datasets}
-    split = split_regions({k: r.table for k, r in region_sets.items()}, SPLIT, SPLIT_SEED)
-    samples = sample_splits(region_sets, split, SAMPLING["fraction"], SAMPLING["seed"])
+    split = split_datasets(region_sets, workflow)
+    samples = sample_datasets(region_sets, split, workflow)
     started = time.perf_counter()
-    features, labels = forest_training_data(
-        region_sets, samples["train"][0], FOREST["n_z"], FOREST["sigma_max"]
-    )
-    forest = train_forest(features, labels, FOREST["trees"], FOREST["seed"], threads)
-    scorer = forest_scorer(forest, FOREST["sigma_max"])
-    windows, val_labels = [], []
-    for name, regions in region_sets.items():
-        val = sorted(regions_in(split, name, "val"))
-        windows += list(score_regions(regions, scorer, FOREST["n_z"], MARGINS["smooth"], val))
-        val_labels += list(regions.labels[val])
-    chosen, _ = optimize(
-        windows, val_labels, MARGINS["smooth"], SIGMAS, THRESHOLDS, MIN_OBJECT_VOXELS
-    )
-    chosen = {**chosen, "min_object_voxels": MIN_OBJECT_VOXELS}
+    member = forest_member(region_sets, samples["train"][0], workflow.forest, threads)
+    smooth = workflow.margins(N_XY, N_Z)["smooth"]
+    chosen = choose_postprocess(region_sets, split, member, workflow, smooth)
     trained = time.perf_counter() - started
     rows = []
     for data in datasets:
         started = time.perf_counter()
         volume = read_volume(data["preprocessed"], data["name"])
-        member = Member("rf", FOREST["n_z"], scorer)
-        depth = volume.shape[0]
-        scores, _, _ = ensemble_slices(lambda z, v=volume: v[z], depth, range(depth), [member])
-        segmentation = segment_as_chosen(scores, chosen)
+        segmentation = segment_as_chosen(score_volume(volume, member), chosen)
         scored = time.perf_counter() - started
         otsu = otsu_volume(data["preprocessed"])
         spec = data["spec"]
@@ -173,11 +139,13 @@ def run_study(datasets: list[dict], threads: int) -> list[dict]:
     return rows
 
 
-def demo_specs(style: str, overrides: dict | None = None) -> list[tuple[str, SynthSpec]]:
-    """The demo's three data sets in a style, with SynthSpec fields overridden."""
+def demo_specs(
+    demo: dict[str, dict], style: str, overrides: dict | None = None
+) -> list[tuple[str, SynthSpec]]:
+    """The demo's data sets (config key `demo`) in a style, with SynthSpec fields overridden."""
     return [
-        (name, styled_spec(style, porosity=p, seed=s, **(overrides or {})))
-        for name, (p, s) in DEMO.items()
+        (name, styled_spec(style, porosity=e["porosity"], seed=e["seed"], **(overrides or {})))
+        for name, e in demo.items()
     ]
 
 
@@ -248,18 +216,21 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     configure_threads(args.threads)
+    config = demo_config()
+    workflow = Workflow.from_config(config)
     started = time.perf_counter()
     if args.family:
         specs = family_specs(args.family, args.draws, args.seed)
         what = f"family {args.family}, {args.draws} draws (seed {args.seed})"
     else:
-        specs = demo_specs(args.style, args.overrides)
+        specs = demo_specs(config["demo"], args.style, args.overrides)
         what = f"style {args.style}" + (f", {args.overrides}" if args.overrides else "")
     print(f"calibrate_demo: {what}")
     rows = []
     for first in range(0, len(specs), 3):
         with tempfile.TemporaryDirectory(prefix="calibrate_demo_") as tmp:
-            datasets = [prepare(name, spec, Path(tmp)) for name, spec in specs[first : first + 3]]
+            chunk = specs[first : first + 3]
+            datasets = [prepare(name, spec, Path(tmp), workflow) for name, spec in chunk]
             for data in datasets:
                 spec = data["spec"]
                 drawn = {
@@ -273,7 +244,7 @@ def main() -> None:
                     f"{data['prepare_s']:.0f} s; fields other than the easy defaults: {drawn}",
                     flush=True,
                 )
-            new = run_study(datasets, args.threads)
+            new = run_study(datasets, workflow, args.threads)
             for row in new:
                 if row["method"] == "rf":
                     print(f"  {row['dataset']} rf {row['mIoU']:.3f}", flush=True)

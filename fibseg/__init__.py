@@ -4,12 +4,15 @@ Subpackages, lowest layer first (tests/test_layers.py keeps imports pointing dow
 - runtime: typed settings, a job's log and threads, progress lines
 - io: volumes in every format behind one entry point, voxel sizes, errors, atomic writers
 - preprocess: registration, alignment and gradient correction (§3.1)
-- networks: the patch CNN, its fully convolutional twin, window geometry
+- networks: the architectures by name (registry): the U-Net and the patch CNN with its
+  fully convolutional twin; window geometry
 - annotation: labelled regions, splits and sampling, published annotations
 - demo: synthetic volumes with known truth for the demo
-- training: patch and dense training, unlabelled voxels, successive halving, selection
+- training: U-Net tiles, patch and dense training, unlabelled voxels, successive halving,
+  selection
 - baselines: the random forest
-- inference: the sliding window and the dense engine, ensembles, pretrained models
+- inference: the U-Net's engine, the sliding window and the dense engine, ensembles,
+  pretrained models and bundles
 - evaluation: metrics, scores, post-processing, figures
 - structure: pore-structure analysis
 - pipeline: the sheet, input and config checks, and the DAG's helpers for the Snakemake rules;
@@ -17,4 +20,9 @@ Subpackages, lowest layer first (tests/test_layers.py keeps imports pointing dow
 - cli: the `fibseg` command
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("fibseg")  # pyproject.toml's, as installed
+except PackageNotFoundError:  # run from a source tree that is not installed
+    __version__ = "unknown"

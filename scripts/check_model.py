@@ -12,8 +12,8 @@ log = start_log(snakemake.log[0])
 inference = InferenceSettings.from_config(snakemake.params.inference)
 summary = []
 for path in snakemake.input:
-    n_xy, n_z, padding = check_scorable(load_model(path), path, inference)
-    summary.append({"model": path, "n_xy": n_xy, "n_z": n_z, "padding": padding})
-    log.info("%s: n_xy %d, n_z %d, padding %s", path, n_xy, n_z, padding)
+    geometry = check_scorable(load_model(path), path, inference)
+    summary.append({"model": path, **geometry.record()})
+    log.info("%s: n_xy %d, n_z %d, padding %s", path, geometry.n_xy, geometry.n_z, geometry.padding)
 with atomic_output(snakemake.output[0]) as tmp:
     tmp.write_text(json.dumps(summary, indent=2))

@@ -14,11 +14,8 @@ best = json.loads(Path(snakemake.input.best).read_text())
 models = {Path(path).name: path for path in snakemake.input.models}
 architectures = []
 for name, path in models.items():
-    n_xy, n_z, padding = keras_input_geometry(path)  # fibseg wrote the file: it can be read
-    network = "unet" if padding == "unet" else "patch"
-    architectures.append(
-        {"file": name, "network": network, "n_xy": n_xy, "n_z": n_z, "padding": padding}
-    )
+    geometry = keras_input_geometry(path)  # fibseg wrote the file: it can be read
+    architectures.append({"file": name, **geometry.architecture.describe(geometry)})
 params = json.loads((Path(best["ensemble"][0]) / "params.json").read_text())
 volumes = snakemake.params.volumes  # data set -> its checked.json and preprocessed.h5
 training_data = [

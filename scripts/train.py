@@ -3,10 +3,11 @@ checkpoint; a later rung of successive halving resumes the run that its slot was
 
 from pathlib import Path
 
+from fibseg.networks.registry import architecture
 from fibseg.runtime.job import configure_threads, start_log
 from fibseg.runtime.settings import TrainingSettings
 from fibseg.training.halving import continue_promoted
-from fibseg.training.train import train_run
+from fibseg.training.train import RunFiles, TrainingRun, train_run
 
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)
@@ -16,22 +17,18 @@ if rung:
     seed = continue_promoted(snakemake.input.promoted, int(snakemake.wildcards.slot), run_dir, log)
 else:
     seed = int(snakemake.wildcards.seed)
-history = train_run(
+files = snakemake.input
+run = TrainingRun(
     run_dir,
-    snakemake.input.regions,
-    snakemake.input.train,
-    snakemake.input.val,
-    snakemake.input.split,
+    architecture(snakemake.params.architecture),
     int(snakemake.wildcards.nxy),
     int(snakemake.wildcards.nz),
     seed,
-    snakemake.params.padding,
     TrainingSettings.from_config(snakemake.params.training),
-    log,
-    snakemake.input.volumes,
+    RunFiles(files.regions, files.train, files.val, files.split, files.volumes, files.teachers),
+    padding=snakemake.params.padding,
     rung=rung,
     keep_last_state="last" in snakemake.output.keys(),
-    teacher_files=snakemake.input.teachers,
-    architecture=snakemake.params.architecture,
 )
+history = train_run(run, log)
 log.info("best val_loss %.5f", history["val_loss"].min())

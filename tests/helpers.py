@@ -4,7 +4,6 @@ Fixtures and hooks stay in conftest.py; everything a test imports by name lives 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -117,15 +116,6 @@ def edit_config(project: Path, **changes) -> None:
         else:
             config[section] = value
     path.write_text(yaml.safe_dump(config))
-
-
-def load_benchmark(name: str):
-    """The module of `benchmarks/<name>.py`, for the tests of its study-only helpers."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def region_tiles(

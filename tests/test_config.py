@@ -259,7 +259,7 @@ def test_schema_names_the_key_and_the_allowed_values(project, case):
         assert fragment in message, message
 
 
-# Options measured as no gain and removed (docs/label_budget.md keeps their numbers): a config
+# Options measured as no gain and removed (studies/label_budget.md keeps their numbers): a config
 # that still names one is refused by the schema, which names the key and what is allowed.
 REMOVED_UNLABELLED = {
     "blind-spot pretraining (method masked)": (

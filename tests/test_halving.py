@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import load_benchmark
 
 from fibseg.io.errors import LimitError
 from fibseg.training.halving import (
@@ -150,7 +149,8 @@ def test_continue_from_seeds_a_checkpoint_and_keeps_its_own_on_a_rerun(tmp_path)
 
 def test_simulate_replays_the_rungs_on_full_learning_curves():
     """benchmarks/halving_evidence.py replays halving plans on curves trained to the end."""
-    simulate = load_benchmark("halving_evidence").simulate
+    from benchmarks.halving_evidence import simulate
+
     curves = {  # seed -> val_loss per epoch (6 epochs)
         0: [0.9, 0.8, 0.7, 0.6, 0.5, 0.1],  # slow starter: the final best
         1: [0.5, 0.4, 0.4, 0.4, 0.4, 0.4],

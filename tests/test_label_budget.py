@@ -1,9 +1,6 @@
 """The label-budget study's `demo` budgets claim to score the workflow demo's own data sets."""
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,36 +9,36 @@ from scipy import ndimage as ndi
 
 from fibseg.demo.films import hard_film_spec, styled_spec
 from fibseg.demo.synth import SynthSpec, synthesize
-
-REPO = Path(__file__).resolve().parents[1]
+from studies import label_budget_data as data
+from studies.common import REPO, demo_workflow
+from studies.label_budget_data import BUDGETS, POROSITIES, QUICK, Budget, Context, make_data
+from studies.label_budget_methods import UNET_N_XY, Schedule, cnn_settings
 
 
 @pytest.fixture(scope="module")
-def label_budget():
-    spec = importlib.util.spec_from_file_location(
-        "label_budget", REPO / "benchmarks" / "label_budget.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def context():
+    return Context(demo_workflow())
+
+
+def prepare(kind, budget, directory, context):
+    return data.prepare(kind, 0.3, 22, budget, directory, context)
 
 
 @pytest.mark.parametrize("budget_name", ["demo", "demo_large"])
-def test_demo_budgets_synthesise_the_workflow_demo_volumes(label_budget, budget_name):
+def test_demo_budgets_synthesise_the_workflow_demo_volumes(context, budget_name):
     """Same spec (size, porosity, seed, and for `demo` the regions) as config/demo.yaml's
-    demo entries under config/demo_easy.yaml, so `--data workflow` scores the easy demo's
+    demo entries under config/demo_easy.yaml, so `--data demo_drift` scores the easy demo's
     HPC22 and HPC45 themselves, and `--data hard` the default demo's films without drift."""
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["demo"]
     by_seed = {entry["seed"]: entry for entry in demo.values()}
-    budget = label_budget.BUDGETS[budget_name]
-    for seed, porosity in label_budget.POROSITIES.items():
+    budget = BUDGETS[budget_name]
+    for seed, porosity in POROSITIES.items():
         entry = by_seed[seed]
         assert entry["style"] == "hard"
         hard = styled_spec(**entry)
         assert hard == hard_film_spec(porosity, seed)
         if budget_name == "demo":
-            made = label_budget.make_data("hard", porosity, seed, budget)
+            made = make_data("hard", porosity, seed, budget, context.workflow)
             still = synthesize(dataclasses.replace(hard, drift="none"))
             assert np.array_equal(made["volume"], still["volume"])
             assert np.array_equal(made["truth"], still["truth"])
@@ -64,42 +61,42 @@ def test_demo_budgets_synthesise_the_workflow_demo_volumes(label_budget, budget_
 
 
 @pytest.mark.parametrize("kind", ["demo_drift_previous", "demo_drift_translation"])
-def test_prepare_marks_where_the_aligned_volume_shows_the_sample(label_budget, tmp_path, kind):
+def test_prepare_marks_where_the_aligned_volume_shows_the_sample(context, tmp_path, kind):
     """The paper's chain (`demo_drift_previous`, `_translation`) moves every later slice and
     marks the voxels the drift moved out of view; the reference slice is the first, so all
     of it is seen, and its truth keeps the volume's shape. The drift-free kind has nothing
     to mark."""
-    budget = label_budget.Budget("tiny", 4, 24, slices=6, side=96)
-    drift = label_budget.prepare(kind, 0.3, 22, budget, tmp_path / "drift")
+    budget = Budget("tiny", 4, 24, slices=6, side=96)
+    drift = prepare(kind, budget, tmp_path / "drift", context)
     assert drift.truth.shape == drift.volume.shape == (6, 96, 96)
     assert drift.sampled.shape == drift.truth.shape and drift.sampled.dtype == bool
     assert drift.sampled[0].all()
     assert 0.8 < drift.sampled.mean() < 1.0  # the generator drifts by a few px per slice
     assert not drift.sampled[1:].all(axis=(1, 2)).all()
-    plain = label_budget.prepare("demo", 0.3, 22, budget, tmp_path / "plain")
+    plain = prepare("demo", budget, tmp_path / "plain", context)
     assert plain.sampled is None
     assert plain.volume.shape == (6, 96, 96)
 
 
-def test_prepare_keeps_a_stack_whose_drift_is_below_the_noise(label_budget, tmp_path):
+def test_prepare_keeps_a_stack_whose_drift_is_below_the_noise(context, tmp_path):
     """`demo_drift` aligns as rule align does: on 6 slices of 96 x 96 its 2.5 px walk stays
     within the registration's noise (steps of +-1.5 px on the slice's halves), so the joint
     solve keeps the slices as acquired and every voxel counts as seen; at the demo's
     32 x 256 x 256 it finds the drift (tests/test_registration.py)."""
-    budget = label_budget.Budget("tiny", 4, 24, slices=6, side=96)
-    drift = label_budget.prepare("demo_drift", 0.3, 22, budget, tmp_path / "drift")
+    budget = Budget("tiny", 4, 24, slices=6, side=96)
+    drift = prepare("demo_drift", budget, tmp_path / "drift", context)
     assert drift.sampled.shape == drift.truth.shape == (6, 96, 96)
     assert drift.sampled.all()
 
 
-def test_true_alignment_undoes_the_simulators_drift(label_budget, tmp_path):
+def test_true_alignment_undoes_the_simulators_drift(context, tmp_path):
     """`demo_drift_true` aligns with the inverse of the simulator's drift: its truth is the
     drift-free kind's (same seed, same structure), and its volume lies closer to the
     drift-free volume than the paper's chain registers it."""
-    budget = label_budget.Budget("tiny", 4, 24, slices=6, side=96)
+    budget = Budget("tiny", 4, 24, slices=6, side=96)
     kinds = ("demo", "demo_drift_previous", "demo_drift_true")
-    data = {kind: label_budget.prepare(kind, 0.3, 22, budget, tmp_path / kind) for kind in kinds}
-    plain, registered, exact = data["demo"], data["demo_drift_previous"], data["demo_drift_true"]
+    made = {kind: prepare(kind, budget, tmp_path / kind, context) for kind in kinds}
+    plain, registered, exact = made["demo"], made["demo_drift_previous"], made["demo_drift_true"]
     np.testing.assert_array_equal(exact.truth, plain.truth)
     assert not np.array_equal(registered.truth, plain.truth)
     seen = exact.sampled & registered.sampled
@@ -111,13 +108,13 @@ def test_true_alignment_undoes_the_simulators_drift(label_budget, tmp_path):
     assert distance(exact) < 0.95 * distance(registered)
 
 
-def test_offset_alignment_moves_the_image_off_the_truths_grid(label_budget, tmp_path):
+def test_offset_alignment_moves_the_image_off_the_truths_grid(context, tmp_path):
     """`demo_drift_offset` moves the exactly aligned slices by 0.4 px: the nearest voxel of the
     truth stays the same, the image does not."""
-    budget = label_budget.Budget("tiny", 4, 24, slices=6, side=96)
+    budget = Budget("tiny", 4, 24, slices=6, side=96)
     kinds = ("demo_drift_true", "demo_drift_offset")
-    data = {kind: label_budget.prepare(kind, 0.3, 22, budget, tmp_path / kind) for kind in kinds}
-    exact, offset = data["demo_drift_true"], data["demo_drift_offset"]
+    made = {kind: prepare(kind, budget, tmp_path / kind, context) for kind in kinds}
+    exact, offset = made["demo_drift_true"], made["demo_drift_offset"]
     np.testing.assert_array_equal(offset.truth, exact.truth)
     inner = (slice(None), slice(8, -8), slice(8, -8))
 
@@ -132,21 +129,21 @@ def test_offset_alignment_moves_the_image_off_the_truths_grid(label_budget, tmp_
 
 
 @pytest.mark.parametrize("kind", ["hard", "calibration", "held_out"])
-def test_film_kinds_are_still_films_at_the_studys_porosity(label_budget, kind):
+def test_film_kinds_are_still_films_at_the_studys_porosity(context, kind):
     """The hard films and the families' draws come without drift (the study measures the
     segmentation, not the alignment) and at the porosity the study asks for."""
-    demo = label_budget.BUDGETS["demo"]  # on 8 x 128^2 the large pores make porosity noisy
-    data = label_budget.make_data(kind, 0.30, 22, demo)
-    assert np.allclose(data["drift"], np.eye(3))
-    assert abs((data["truth"] == 0).mean() - 0.30) < 0.04
-    again = label_budget.make_data(kind, 0.30, 22, demo)
-    assert np.array_equal(data["volume"], again["volume"])
+    demo = BUDGETS["demo"]  # on 8 x 128^2 the large pores make porosity noisy
+    made = make_data(kind, 0.30, 22, demo, context.workflow)
+    assert np.allclose(made["drift"], np.eye(3))
+    assert abs((made["truth"] == 0).mean() - 0.30) < 0.04
+    again = make_data(kind, 0.30, 22, demo, context.workflow)
+    assert np.array_equal(made["volume"], again["volume"])
 
 
-def test_family_kinds_draw_different_films(label_budget):
+def test_family_kinds_draw_different_films(context):
     """calibration and held_out are different families; seeds draw different films."""
     volume = {
-        (kind, seed): label_budget.make_data(kind, 0.30, seed, label_budget.QUICK)["volume"]
+        (kind, seed): make_data(kind, 0.30, seed, QUICK, context.workflow)["volume"]
         for kind in ("calibration", "held_out")
         for seed in (22, 45)
     }
@@ -154,18 +151,15 @@ def test_family_kinds_draw_different_films(label_budget):
     assert not np.array_equal(volume["held_out", 22], volume["held_out", 45])
 
 
-def test_the_studys_unet_trains_as_the_default_config(label_budget):
+def test_the_studys_unet_trains_as_the_default_config():
     """The study's `unet` method is config/config.yaml's U-Net: tile side, slices, optimiser,
     learning rate and its schedule, tiles per step, steps and epochs."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    args = label_budget.argparse.Namespace(
-        epochs_unet=label_budget.UNET_EPOCHS, epochs_dense=40, epochs_patches=6, steps_per_epoch=25
-    )
-    settings = label_budget.cnn_settings("unet", args)
+    settings = cnn_settings("unet", Schedule())
     training = config["training"]
     assert config["model"]["architecture"] == "unet"
-    assert config["grid"]["n_xy"] == [label_budget.UNET_N_XY]
-    assert config["grid"]["n_z"] == [label_budget.N_Z]
+    assert config["grid"]["n_xy"] == [UNET_N_XY]
+    assert config["grid"]["n_z"] == [data.N_Z]
     assert settings.epochs == training["epochs"]
     assert settings.steps_per_epoch == training["steps_per_epoch"]
     assert settings.tiles_per_batch == training["tiles_per_batch"]

@@ -1,4 +1,5 @@
-"""The package's layers: a module imports only from its own subpackage and from lower layers.
+"""The package's layers: a module imports only from its own subpackage and from lower layers,
+and no modules import each other in a circle.
 
 Every import of every module is checked, function-level and TYPE_CHECKING ones included, as
 parsed by `ast` (nothing is imported). Subpackages of one layer are independent of each other.
@@ -97,6 +98,77 @@ def test_an_upward_import_is_caught(tmp_path, monkeypatch):
     monkeypatch.setitem(globals(), "PACKAGE", package)
     assert upward_imports(bad) == ["fibseg/io/reader.py:2 -> fibseg.training.train.train_run"]
     assert upward_imports(good) == []
+
+
+def module_name(path: Path) -> str:
+    parts = ["fibseg", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (at module level or in a function); a
+    name imported from a module counts as that module."""
+    paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in paths.items():
+        targets = set()
+        for _, dotted in imported(path):
+            parts = dotted.split(".")
+            while parts and ".".join(parts) not in paths:
+                parts.pop()
+            if parts and ".".join(parts) != name:
+                targets.add(".".join(parts))
+        graph[name] = targets
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The circles of `graph`: its strongly connected components of more than one module,
+    and modules that import themselves (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1 or module in graph.get(module, ()):
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_import_cycle():
+    """No modules import each other in a circle, not even inside functions (where Python would
+    let it pass): each module can be understood, and tested, from those below it."""
+    assert import_cycles(import_graph()) == []
+
+
+def test_an_import_cycle_is_caught(tmp_path, monkeypatch):
+    """The check itself fails on a circle closed by a function-level import."""
+    package = tmp_path / "fibseg"
+    (package / "networks").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "networks" / "__init__.py").write_text("")
+    (package / "networks" / "model.py").write_text("def f():\n    from .unet import g\n")
+    (package / "networks" / "unet.py").write_text("from .model import f\n")
+    (package / "networks" / "twin.py").write_text("from fibseg.networks import model\n")
+    monkeypatch.setitem(globals(), "PACKAGE", package)
+    assert import_cycles(import_graph()) == [["fibseg.networks.model", "fibseg.networks.unet"]]
 
 
 def test_module_size():

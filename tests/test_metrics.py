@@ -3,9 +3,7 @@ import pytest
 
 from fibseg.evaluation.metrics import (
     accuracy,
-    boundary_distance,
     confusion,
-    errors_by_boundary_distance,
     miou,
     porosity,
     porosity_ttest,
@@ -43,23 +41,3 @@ def test_porosity_ttest_against_the_formula():
     statistic, p_value = porosity_ttest(a, b)
     assert statistic == pytest.approx(t)
     assert 0 < p_value < 0.05
-
-
-def test_errors_by_boundary_distance_hand_computed():
-    # truth (one slice):   segmentation:
-    # 0 0 1 1 1 1          0 1 1 1 1 1     one pore voxel next to the boundary read as solid
-    # 0 0 1 1 1 1          0 0 1 1 1 0     one solid voxel 4 px from the boundary read as pore
-    truth = np.array([[[0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]]])
-    segmentation = np.array([[[0, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 0]]])
-    # distances to the other class: 2 1 | 1 2 3 4 in both rows
-    np.testing.assert_allclose(
-        boundary_distance(truth)[0], [[2, 1, 1, 2, 3, 4], [2, 1, 1, 2, 3, 4]]
-    )
-    near, middle, far = errors_by_boundary_distance(truth, segmentation, edges=(0, 1.5, 3))
-    assert (near["from_px"], near["to_px"], far["to_px"]) == (0, 1.5, np.inf)
-    # near: 4 of 12 voxels, 1 wrong; middle (1.5, 3]: 6 voxels, none wrong; far: 2, 1 wrong
-    assert near["voxel_share"] == pytest.approx(4 / 12) and near["error_rate"] == 0.25
-    assert middle["voxel_share"] == pytest.approx(6 / 12) and middle["error_rate"] == 0
-    assert far["voxel_share"] == pytest.approx(2 / 12) and far["error_rate"] == 0.5
-    assert near["error_share"] == far["error_share"] == 0.5
-    assert near["pore_as_solid_share"] == 0.5 and far["pore_as_solid_share"] == 0

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from helpers import load_benchmark
 
 from fibseg.networks.model import (
     ModelConfigError,
@@ -89,7 +88,9 @@ def test_step_learning_rate():
 @pytest.fixture(scope="module")
 def forward_flops():
     """The FLOP count of the grid-cost study (benchmarks/grid_cost.py)."""
-    return load_benchmark("grid_cost").forward_flops
+    from benchmarks.grid_cost import forward_flops
+
+    return forward_flops
 
 
 def test_forward_flops_of_patch_models_by_hand(forward_flops):

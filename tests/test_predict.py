@@ -159,6 +159,11 @@ def test_pretrained_model_skips_the_config_padding_check_of_the_dense_engine():
 # --- loading and checking a model file -----------------------------------------------------------
 
 
+def sizes(geometry) -> tuple[int, int, str]:
+    """(n_xy, n_z, padding) of a model's geometry."""
+    return geometry.n_xy, geometry.n_z, geometry.padding
+
+
 def save(model, path: Path) -> str:
     model.save(path)
     return str(path)
@@ -207,7 +212,7 @@ def test_a_model_fibseg_cannot_score_is_refused(tmp_path, inputs, activation, pr
 
 def test_the_sliding_engine_scores_any_model_of_that_geometry(tmp_path):
     path = save(small_model((17, 17, 3)), tmp_path / "other.keras")
-    assert check_scorable(load_model(path), path, inference()) == (17, 3, "unknown")
+    assert sizes(check_scorable(load_model(path), path, inference())) == (17, 3, "unknown")
     with pytest.raises(InputError, match=r"dense engine rebuilds.*lacks block1_conv1") as error:
         check_scorable(load_model(path), path, inference(engine="dense"))
     assert "inference.engine: sliding" in str(error.value)
@@ -216,14 +221,14 @@ def test_the_sliding_engine_scores_any_model_of_that_geometry(tmp_path):
 def test_the_dense_engine_needs_a_valid_model_or_the_opt_in(tmp_path):
     path = save(build_model(17, 1, "same"), tmp_path / "same.keras")
     model = load_model(path)
-    assert check_scorable(model, path, inference()) == (17, 1, "same")
+    assert sizes(check_scorable(model, path, inference())) == (17, 1, "same")
     with pytest.raises(InputError) as error:
         check_scorable(model, path, inference(engine="dense"))
     message = str(error.value)
     assert f"file '{path}'" in message and "padding 'same'" in message
     assert "allow_approximate_dense" in message
     dense = inference(engine="dense", allow_approximate_dense=True)
-    assert check_scorable(model, path, dense) == (17, 1, "same")
+    assert sizes(check_scorable(model, path, dense)) == (17, 1, "same")
     with pytest.raises(InputError, match="padding 'same'"):
         load_member(path, inference(engine="dense"))  # every load is checked
 
@@ -289,6 +294,7 @@ def test_the_config_schema_documents_pretrained():
 
 def test_the_memory_estimate_reads_a_model_file_without_loading_it(tmp_path):
     path = save(build_model(77, 3, "valid"), tmp_path / "valid.keras")
-    assert keras_input_geometry(path) == (77, 3, "valid")
+    geometry = keras_input_geometry(path)
+    assert geometry.architecture.name == "patch" and sizes(geometry) == (77, 3, "valid")
     (tmp_path / "junk.keras").write_text("junk")
     assert keras_input_geometry(str(tmp_path / "junk.keras")) is None

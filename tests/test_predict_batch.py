@@ -21,7 +21,8 @@ import fibseg.pipeline.predict as predict
 from fibseg.cli import main
 from fibseg.inference.bundle import METADATA, describe_model, export_bundle
 from fibseg.io.errors import InputError
-from fibseg.pipeline.predict import PredictOutputs, batch_jobs, folder_volumes, volume_stem
+from fibseg.pipeline.batch import batch_jobs, folder_volumes, volume_stem
+from fibseg.pipeline.predict import PredictOutputs
 from fibseg.runtime.settings import InferenceSettings
 
 VOXEL = ["--voxel-size", "50,10,10"]

@@ -10,11 +10,13 @@ import pytest
 import fibseg.training.train as training_module
 from fibseg.annotation.regions import RegionSet
 from fibseg.annotation.sampling import labelled_voxels, sample_split, split_regions
+from fibseg.networks.registry import architecture
 from fibseg.runtime.settings import TrainingSettings
 from fibseg.training.halving import continue_from
 from fibseg.training.selection import collect_histories, select_cells
-from fibseg.training.train import train_run
+from fibseg.training.train import RunFiles, TrainingRun, train_run
 
+PATCH = architecture("patch")
 TRAINING = TrainingSettings.from_config(
     {
         "epochs": 3,
@@ -57,19 +59,11 @@ def tiny_regions(tmp_path_factory):
 
 
 def run(directory, run_dir, seed=0, epochs=3, training=TRAINING, **options):
-    return train_run(
-        run_dir,
-        [str(directory / "T.h5")],
-        str(directory / "train.csv"),
-        str(directory / "val.csv"),
-        None,
-        17,
-        3,
-        seed,
-        "same",
-        replace(training, epochs=epochs),
-        **options,
+    files = RunFiles(
+        [str(directory / "T.h5")], str(directory / "train.csv"), str(directory / "val.csv")
     )
+    training = replace(training, epochs=epochs)
+    return train_run(TrainingRun(run_dir, PATCH, 17, 3, seed, training, files, **options))
 
 
 def test_training_writes_model_history_and_params(tiny_regions, tmp_path):
@@ -188,17 +182,9 @@ def valid_regions(tmp_path_factory):
 def test_dense_mode_trains_on_every_labelled_voxel_of_the_split(valid_regions, tmp_path):
     directory, split = valid_regions
     settings = replace(TRAINING, mode="dense", epochs=2, tiles_per_batch=2)
+    files = RunFiles([str(directory / "V.h5")], split_csv=str(directory / "split.csv"))
     history = train_run(
-        tmp_path / "d",
-        [str(directory / "V.h5")],
-        "unused when dense",
-        "unused when dense",
-        str(directory / "split.csv"),
-        81,
-        3,
-        0,
-        "valid",
-        settings,
+        TrainingRun(tmp_path / "d", PATCH, 81, 3, 0, settings, files, padding="valid")
     )
     assert history["epoch"].tolist() == [0, 1]
     assert np.isfinite(history[["loss", "val_loss", "val_mIoU"]].to_numpy()).all()

@@ -4,13 +4,9 @@ tiled inference, the loss over labelled voxels, its training tiles, seeded and r
 import json
 from dataclasses import replace
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import tifffile
-import yaml
-from helpers import load_benchmark
 
 import fibseg.training.train as training_module
 from fibseg.annotation.regions import IGNORE, RegionSet
@@ -18,11 +14,11 @@ from fibseg.annotation.sampling import split_regions
 from fibseg.inference.infer import check_scorable, make_scorer
 from fibseg.inference.unet_engine import UnetEngine
 from fibseg.io.errors import LimitError
-from fibseg.networks.model import model_geometry
+from fibseg.networks.registry import architecture, geometry_of
 from fibseg.networks.unet import build_unet, check_unet_grid, halo, receptive_radius
 from fibseg.runtime.settings import InferenceSettings, TrainingSettings
 from fibseg.training.dense import dense_loss
-from fibseg.training.train import train_run
+from fibseg.training.train import RunFiles, TrainingRun, train_run
 from fibseg.training.unet_tiles import UnetTiles, cut_unet_tile, tile_position
 
 
@@ -48,7 +44,9 @@ def test_shapes_and_parameter_count():
     assert model.input_shape == (None, None, None, 3)
     out = model.predict_on_batch(np.zeros((2, 40, 48, 3), np.float32))
     assert out.shape == (2, 40, 48, 1) and (0 <= out).all() and (out <= 1).all()
-    assert model_geometry(model) == (0, 3, "unet")
+    geometry = geometry_of(model)
+    assert geometry.architecture is architecture("unet")
+    assert (geometry.n_xy, geometry.n_z, geometry.padding) == (0, 3, "unet")
 
 
 def test_seeded_networks_are_identical_and_other_seeds_differ():
@@ -111,7 +109,11 @@ def test_the_scorer_picks_the_unet_engine_and_the_model_passes_check_model(model
     np.testing.assert_allclose(
         make_scorer(model, "sliding", inference)(stack), UnetEngine(model).scores(stack), atol=1e-5
     )
-    assert check_scorable(model, "unet.keras", inference) == (0, 3, "unet")
+    assert check_scorable(model, "unet.keras", inference).record() == {
+        "n_xy": 0,
+        "n_z": 3,
+        "padding": "unet",
+    }
 
 
 def test_the_loss_counts_labelled_voxels_only():
@@ -192,19 +194,10 @@ UNET_TRAINING = TrainingSettings.from_config(
 
 
 def unet_run(directory, run_dir, epochs=2, **options):
+    files = RunFiles([str(directory / "U.h5")], split_csv=str(directory / "split.csv"))
+    training = replace(UNET_TRAINING, epochs=epochs)
     return train_run(
-        run_dir,
-        [str(directory / "U.h5")],
-        "unused",
-        "unused",
-        str(directory / "split.csv"),
-        32,
-        3,
-        7,
-        "same",
-        replace(UNET_TRAINING, epochs=epochs),
-        architecture="unet",
-        **options,
+        TrainingRun(run_dir, architecture("unet"), 32, 3, 7, training, files, **options)
     )
 
 
@@ -246,79 +239,3 @@ def test_a_unet_run_is_seeded_and_resumes_exactly(regions, tmp_path, monkeypatch
     assert models[0].name.startswith("fibseg_unet")
     for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_z_window_study_shifts_the_volume_and_keeps_the_labels_frame(tmp_path):
-    """benchmarks/z_window.py: slice z of the prepared volume is the demo's slice z + shift
-    (mirrored at the ends), so the symmetric window of 3 around z sees z-2..z at shift -1;
-    the sheet keeps the demo's labels and truth, and the overlay trains only the U-Net."""
-    z_window = load_benchmark("z_window")
-    names = list(yaml.safe_load((z_window.REPO / "config/demo.yaml").read_text())["demo"])
-    depth = 6
-    for index, name in enumerate(names):
-        (tmp_path / "run/results" / name).mkdir(parents=True)
-        volume = np.arange(depth, dtype=np.uint16)[:, None, None] + 100 * index
-        with h5py.File(tmp_path / "run/results" / name / "aligned.h5", "w") as handle:
-            handle["volume"] = np.broadcast_to(volume, (depth, 4, 5)).copy()
-    z_window.prepare(tmp_path / "run", tmp_path / "front", shift=-1, n_z=3)
-
-    for index, name in enumerate(names):
-        shifted = tifffile.imread(tmp_path / "front/data" / f"{name}.tif")
-        assert shifted.shape == (depth, 4, 5)
-        assert list(shifted[:, 0, 0] - 100 * index) == [1, 0, 1, 2, 3, 4]
-    sheet = pd.read_csv(tmp_path / "front/datasets.tsv", sep="\t")
-    assert list(sheet["name"]) == names
-    assert set(sheet["aligned"]) == {True}
-    made = (tmp_path / "run/results/demo" / names[0]).resolve()
-    assert sheet.loc[0, "truth"] == str(made / "truth.tif")
-    assert sheet.loc[0, "labels"] == str(made / "labels.tif")
-    overlay = yaml.safe_load((tmp_path / "front/window.yaml").read_text())
-    assert overlay["grid"]["n_z"] == [3]
-    assert overlay["forest"] == {"enabled": False}
-    assert overlay["datasets"] == "datasets.tsv"
-
-
-def test_unet_errors_flip_mean_is_flip_equivariant_and_keeps_the_plain_view():
-    """benchmarks/unet_errors.py: the mean over the four flips of a flipped volume is the
-    flipped mean (so every view was flipped back), and its first view is the engine's own
-    scores of each slice."""
-    unet_errors = load_benchmark("unet_errors")
-    engine = UnetEngine(build_unet(3, seed=3), tile=32)
-    volume = np.random.default_rng(0).random((4, 40, 48)).astype(np.float32)
-    plain, mean = unet_errors.flipped_scores(engine, volume)
-    for axis in (1, 2):
-        _, mean_flipped = unet_errors.flipped_scores(engine, np.flip(volume, axis).copy())
-        np.testing.assert_allclose(mean_flipped, np.flip(mean, axis), atol=1e-5)
-    np.testing.assert_array_equal(plain[0], engine.scores(volume[[1, 0, 1]]))
-    assert np.abs(mean - plain).max() > 1e-4  # the flips see the slice differently
-
-
-def test_unet_errors_report_on_a_finished_run(tmp_path, capsys):
-    """The report of a finished run: each method's mIoU, porosity error and its error bands,
-    against the demo's truth, as computed by hand."""
-    unet_errors = load_benchmark("unet_errors")
-    results = tmp_path / "results"
-    truth = np.zeros((3, 8, 8), np.uint8)
-    truth[:, :, 4:] = 1  # solid on the right half
-    segmentation = truth.copy()
-    segmentation[:, 0, 3] = 1  # per slice one pore voxel next to the wall read as solid
-    (results / "demo/A").mkdir(parents=True)
-    (results / "A").mkdir()
-    tifffile.imwrite(results / "demo/A/truth.tif", truth, photometric="minisblack")
-    with h5py.File(results / "A/segmentation.h5", "w") as handle:
-        handle["segmentation"] = segmentation
-    with h5py.File(results / "A/preprocessed.h5", "w") as handle:
-        noise = np.random.default_rng(1).uniform(0, 0.1, truth.shape)
-        handle["volume"] = (truth * 0.5 + 0.2 + noise).astype(np.float32)  # Otsu splits it
-    (results / "postprocess.json").write_text(
-        json.dumps({"sigma": 0.0, "threshold": 0.5, "min_object_voxels": 1})
-    )
-    unet_errors.main([str(tmp_path)])
-    report = capsys.readouterr().out
-    # pore IoU 93/96, solid IoU 96/99; porosity 93/192 against 96/192
-    cnn = next(line for line in report.splitlines() if line.strip().startswith("cnn"))
-    assert f"mIoU {(93 / 96 + 96 / 99) / 2:.3f}" in cnn and "porosity -1.6 points" in cnn
-    # the band next to the wall: columns 3 and 4, 48 of 192 voxels, 3 of them wrong
-    assert "(0,1.5] 25% of voxels: 6.2% wrong, 100% of errors (100 pore as solid)" in report
-    otsu = next(line for line in report.splitlines() if line.strip().startswith("otsu"))
-    assert "mIoU 1.000, porosity +0.0 points" in otsu

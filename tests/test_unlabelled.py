@@ -14,11 +14,12 @@ import pytest
 from fibseg.annotation.regions import RegionSet
 from fibseg.annotation.sampling import split_regions
 from fibseg.networks.model import build_model
+from fibseg.networks.registry import architecture
 from fibseg.networks.twin import from_fragment_layout, twin_geometry
 from fibseg.runtime.settings import TrainingSettings, UnlabelledSettings
 from fibseg.training.dense import training_twin
 from fibseg.training.tiles import DenseTiles
-from fibseg.training.train import train_run
+from fibseg.training.train import RunFiles, TrainingRun, train_run
 from fibseg.training.unlabelled import (
     VolumeWindows,
     check_unlabelled,
@@ -26,6 +27,7 @@ from fibseg.training.unlabelled import (
     pseudo_labels,
 )
 
+PATCH = architecture("patch")
 SETTINGS = replace(
     TrainingSettings.from_config(
         {"momentum": 0.9, "search": {"log10_lr0": [-2.0], "k": [2], "p_d": [0, 0.2]}}
@@ -66,22 +68,14 @@ def data(tmp_path_factory):
     return directory, volume
 
 
-def train(directory, run_dir, settings, seed=0, **options):
-    options.setdefault("teacher_files", [str(directory / "forest.h5")])
-    return train_run(
-        run_dir,
+def train(directory, run_dir, settings, seed=0, teacher_files=None):
+    files = RunFiles(
         [str(directory / "V.h5")],
-        "unused when dense",
-        "unused when dense",
-        str(directory / "split.csv"),
-        81,
-        3,
-        seed,
-        "valid",
-        settings,
-        volume_files=[str(directory / "pre.h5")],
-        **options,
+        split_csv=str(directory / "split.csv"),
+        volumes=[str(directory / "pre.h5")],
+        teachers=[str(directory / "forest.h5")] if teacher_files is None else teacher_files,
     )
+    return train_run(TrainingRun(run_dir, PATCH, 81, 3, seed, settings, files, padding="valid"))
 
 
 def test_pseudo_labels_by_hand():
@@ -224,17 +218,9 @@ def test_unlabelled_off_is_todays_training(data, tmp_path):
     """method none ignores every other unlabelled setting and the volumes: the same history
     as the plain dense training, value for value."""
     directory, _ = data
+    files = RunFiles([str(directory / "V.h5")], split_csv=str(directory / "split.csv"))
     plain = train_run(
-        tmp_path / "plain",
-        [str(directory / "V.h5")],
-        "unused",
-        "unused",
-        str(directory / "split.csv"),
-        81,
-        3,
-        0,
-        "valid",
-        SETTINGS,
+        TrainingRun(tmp_path / "plain", PATCH, 81, 3, 0, SETTINGS, files, padding="valid")
     )
     off = replace(PSEUDO, method="none", weight=3.0, start_epoch=0)
     with_off = train(directory, tmp_path / "off", replace(SETTINGS, unlabelled=off))

@@ -263,7 +263,7 @@ def predict_command(args: argparse.Namespace) -> int:
 def predict_batch(args: argparse.Namespace, pretrained, config: dict) -> int:
     """`fibseg predict ... -o DIR`: every INPUT and --batch volume into DIR, the model loaded
     once; a JSON summary line per volume on stdout, then the failures: exit code 2 if any."""
-    from ..pipeline.predict import batch_jobs, folder_volumes, segment_batch
+    from ..pipeline.batch import batch_jobs, folder_volumes, segment_batch
 
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise InputError(

@@ -1,2 +1,3 @@
-"""The demo's synthetic FIB-SEM volumes with known truth (synth), and the hard films and
-random families built on them (films)."""
+"""The demo's synthetic FIB-SEM volumes with known truth (synth), the hard films and random
+families built on them (films), and a held-out simulator of particle packings that is never
+used for choices, only to check them (spheres)."""

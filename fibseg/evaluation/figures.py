@@ -24,9 +24,9 @@ from .postprocess import segment_as_chosen
 PORE_COLOUR, SOLID_COLOUR = "#1b9e77", "#d95f02"  # colour-blind safe pair (ColorBrewer Dark2)
 
 
-def save(figure: plt.Figure, path: str) -> None:
+def save(figure: plt.Figure, path: str, dpi: int = 120) -> None:
     with atomic_output(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -140,8 +140,9 @@ def region_panels(rows: list[dict], path: str) -> None:
     save(figure, path)
 
 
-def full_slices(rows: list[dict], path: str) -> None:
-    """Figure 9: one full slice per data set, its segmentation and its uncertainty."""
+def full_slices(rows: list[dict], path: str, dpi: int = 120) -> None:
+    """Figure 9: one full slice per data set, its segmentation and its uncertainty (also the
+    README's picture of a result, one data set at a lower `dpi`)."""
     figure, axes = plt.subplots(len(rows), 3, figsize=(13.5, 4.2 * len(rows)), squeeze=False)
     for (left, middle, right), row in zip(axes, rows, strict=True):
         left.imshow(row["image"], cmap="gray")
@@ -155,7 +156,7 @@ def full_slices(rows: list[dict], path: str) -> None:
             axis.set_xticks([])
             axis.set_yticks([])
     figure.legend(handles=LEGEND, loc="lower center", ncol=2, fontsize=9)
-    save(figure, path)
+    save(figure, path, dpi)
 
 
 def region_row(

@@ -2,31 +2,17 @@
 (fibseg.networks.twin). Slices are processed in tiles with a halo, so memory stays bounded and
 the seams are exact. For `valid` models it equals the sliding window up to float rounding; for
 `same` models it is an approximation (the zero padding inside a patch is not reproduced), used
-only on request (`check_dense_padding`).
+only on request (fibseg.networks.model.check_dense_padding).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..io.errors import LimitError
-from ..networks.model import VALID_MIN_NXY, model_geometry
+from ..networks.model import model_geometry
 from ..networks.twin import dense_twin, interleave_fragments, tile_sides, twin_geometry
 from ..networks.windows import Roi, mirrored_source, region_of_interest
 from ..runtime.progress import report_tile
-
-
-def check_dense_padding(padding: str, allow_approximate: bool) -> None:
-    """The dense engine is exact only for 'valid' models; 'same' ones need an opt-in."""
-    if padding == "same" and not allow_approximate:
-        raise LimitError(
-            "the dense engine is exact only for models with padding 'valid'; 'same' models "
-            "would get an approximation.",
-            f"set model.padding: valid (n_xy >= {VALID_MIN_NXY}) and retrain, or "
-            "inference.engine: sliding, or accept the approximation with "
-            "inference.allow_approximate_dense: true.",
-            "inference.engine",
-        )
 
 
 class DenseEngine:

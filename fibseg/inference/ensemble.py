@@ -19,11 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from ..annotation.regions import RegionSet
-from ..networks.model import model_geometry
+from ..networks.registry import Geometry
 from ..networks.windows import neighbour_slices
 from ..runtime.progress import Progress
 from ..runtime.settings import InferenceSettings
-from .infer import Scorer, check_scorable, label_agreement, load_model, make_scorer, score_regions
+from .infer import (
+    ENGINES,
+    Scorer,
+    check_scorable,
+    label_agreement,
+    load_model,
+    make_scorer,
+    score_regions,
+)
 from .pretrained import check_model_format
 
 SPREAD, MARGIN = "std across members", "0.5 - |p - 0.5| (one member)"
@@ -31,12 +39,14 @@ SPREAD, MARGIN = "std across members", "0.5 - |p - 0.5| (one member)"
 
 @dataclass
 class Member:
-    """One scoring method: its file, the slices it reads and its scorer (stack, roi)."""
+    """One scoring method: its file, the slices it reads and its scorer (stack, roi); for a
+    CNN also its Keras model and its geometry (with its architecture, found once on loading)."""
 
     path: str
     n_z: int
     scorer: Scorer
     model: object = None  # the Keras model of a CNN member
+    geometry: Geometry | None = None
 
 
 def load_member(
@@ -59,8 +69,9 @@ def load_member(
         return Member(path, int(metadata["n_z"]), forest_scorer(forest, metadata["sigma_max"]))
     check_model_format(path)
     model = load_model(path)
-    _, n_z, _ = check_scorable(model, path, inference)
-    return Member(path, n_z, make_scorer(model, inference.engine, inference, tile), model)
+    geometry = check_scorable(model, path, inference)
+    scorer = make_scorer(model, inference.engine, inference, tile, geometry)
+    return Member(path, geometry.n_z, scorer, model, geometry)
 
 
 def combine(scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, str]:
@@ -120,14 +131,16 @@ def approximation_agreement(
     margin: int,
     check_regions: list[int],
 ) -> float | None:
-    """For a 'same' CNN scored by the (approximate) dense engine, the label agreement with
-    the exact sliding window over `check_regions` (the validation regions); else None."""
-    if member.model is None or inference.engine != "dense":
+    """Where the member's engine approximates its network (a 'same' CNN on the dense
+    engine), the label agreement with the exact scores (the sliding window) over
+    `check_regions` (the validation regions); else None."""
+    geometry = member.geometry
+    if member.model is None or geometry is None:
         return None
-    if model_geometry(member.model)[2] != "same":
+    exact_scorer = geometry.architecture.exact_scorer(member.model, geometry, inference, ENGINES)
+    if exact_scorer is None:
         return None
-    sliding = make_scorer(member.model, "sliding", inference)
-    exact = score_regions(regions, sliding, member.n_z, margin, check_regions)
+    exact = score_regions(regions, exact_scorer, member.n_z, margin, check_regions)
     return label_agreement(scores[check_regions], exact)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..io.errors import LimitError
 from ..runtime.settings import SearchRanges
+from .architecture import ModelConfigError, check_slices
 
 FILTERS = (16, 32, 64, 80)
 DENSE = (128, 64)
@@ -16,10 +17,6 @@ MIN_NXY = 2 ** len(FILTERS)  # four 2x2 poolings
 VALID_MIN_NXY = 76  # four blocks of two valid 3x3 convolutions and a 2x2 pool need this
 GRID_NXY_EXAMPLES = "33, 49, 65, 81, 97, 113"
 VALID_NXY_EXAMPLES = "81, 97 or 113"
-
-
-class ModelConfigError(LimitError):
-    """A neighbourhood size the architecture (or the grid) cannot take."""
 
 
 def feature_size(n_xy: int, padding: str) -> int:
@@ -33,27 +30,13 @@ def feature_size(n_xy: int, padding: str) -> int:
 
 
 def model_geometry(model) -> tuple[int, int, str]:
-    """(n_xy, n_z, padding) of a trained model of the grid; padding 'unknown' for a model
-    of another architecture (which only the sliding engine scores), and (0, n_z, 'unet') for
-    fibseg's U-Net (fibseg.networks.unet), which takes slices of any size."""
-    from .unet import is_unet
-
-    if is_unet(model):
-        return 0, int(model.input_shape[-1]), "unet"
+    """(n_xy, n_z, padding) of a patch model, one (n_xy, n_xy, n_z) neighbourhood in; padding
+    'unknown' for a model of another make (which only the sliding engine scores). A model of
+    any architecture: fibseg.networks.registry.architecture_of(model).geometry(model)."""
     _, n_xy, _, n_z = model.input_shape
     names = {layer.name for layer in model.layers}
     padding = model.get_layer("block1_conv1").padding if "block1_conv1" in names else "unknown"
     return int(n_xy), int(n_z), padding
-
-
-def check_slices(n_z: int, key: str = "grid.n_z") -> None:
-    """The slice to classify is the centre of its n_z slices: n_z is odd (CNN and forest)."""
-    if n_z % 2 == 0:
-        raise ModelConfigError(
-            f"n_z={n_z} must be odd: the slice to classify is the centre of its n_z slices.",
-            "use odd sizes such as 1, 3, 5, 7, 9, 11.",
-            key,
-        )
 
 
 def check_architecture(n_xy: int, n_z: int, padding: str) -> None:
@@ -75,6 +58,32 @@ def check_architecture(n_xy: int, n_z: int, padding: str) -> None:
             f"n_xy={n_xy} is too small: four 2x2 poolings need n_xy >= {MIN_NXY}.",
             f"use {MIN_NXY + 1} or more.",
             "grid.n_xy",
+        )
+
+
+def check_dense_padding(padding: str, allow_approximate: bool) -> None:
+    """The dense engine (the twin) is exact only for 'valid' models; 'same' ones need an
+    opt-in."""
+    if padding == "same" and not allow_approximate:
+        raise LimitError(
+            "the dense engine is exact only for models with padding 'valid'; 'same' models "
+            "would get an approximation.",
+            f"set model.padding: valid (n_xy >= {VALID_MIN_NXY}) and retrain, or "
+            "inference.engine: sliding, or accept the approximation with "
+            "inference.allow_approximate_dense: true.",
+            "inference.engine",
+        )
+
+
+def check_dense_training(padding: str) -> None:
+    """Dense training needs a 'valid' model: the zero padding inside a patch of a 'same'
+    model cannot be reproduced by a convolution over a tile."""
+    if padding != "valid":
+        raise LimitError(
+            f"dense training needs a 'valid' model, not '{padding}': the zero padding inside "
+            "a patch of a 'same' model cannot be reproduced by a convolution over a tile.",
+            f"set model.padding: valid (n_xy >= {VALID_MIN_NXY}) or training.mode: patches.",
+            "training.mode",
         )
 
 

@@ -7,18 +7,24 @@ Three levels of two 3 x 3 convolutions with batch normalisation and ELU (24, 48,
 whole. Keras 3 API only (TensorFlow, JAX or PyTorch).
 
 In the grid, n_z is the number of slices and n_xy the side of the training tiles (the context
-one training step sees around a labelled region), a multiple of `ALIGN`.
+one training step sees around a labelled region), a multiple of `ALIGN`. The architecture
+(`Unet`, registered as `unet`) trains on those tiles (fibseg.training.unet_tiles) and scores
+whole slices in exact tiles (fibseg.inference.unet_engine).
 """
 
 from __future__ import annotations
 
-from ..io.errors import LimitError
+from ..io.errors import InputError, LimitError
+from .architecture import Architecture, Geometry, check_slices, register
 
 FILTERS = (24, 48, 96)
 BOTTOM = 192
 ALIGN = 2 ** len(FILTERS)  # three 2 x 2 poolings: sides must be multiples of 8
 MIN_TILE = 4 * ALIGN
 NAME_PREFIX = "fibseg_unet"
+# What `padding` says of a U-Net in the records (rule check_model, bundles): its convolutions
+# pad 'same' and its engine mirror-pads the slice by the halo; model.padding does not apply.
+PADDING = "unet"
 
 
 def receptive_radius() -> int:
@@ -46,8 +52,6 @@ def is_unet(model) -> bool:
 def check_unet_grid(n_xys: list[int], n_zs: list[int]) -> None:
     """For the U-Net, n_xy is the training tile's side (a multiple of 8, at least 32) and n_z
     the odd number of input slices."""
-    from .model import check_slices
-
     bad = [n for n in n_xys if n % ALIGN or n < MIN_TILE]
     if bad:
         raise LimitError(
@@ -61,12 +65,21 @@ def check_unet_grid(n_xys: list[int], n_zs: list[int]) -> None:
         check_slices(n_z)
 
 
+def check_unet_training(unlabelled_method: str) -> None:
+    """The U-Net learns from labelled voxels only: pseudo-labels are built for the patch CNN."""
+    if unlabelled_method != "none":
+        raise LimitError(
+            f"is '{unlabelled_method}', which trains the patch CNN on unlabelled voxels; the "
+            "U-Net (model.architecture: unet) learns from the labelled voxels only.",
+            "set training.unlabelled.method: none, or model.architecture: patch.",
+            "training.unlabelled.method",
+        )
+
+
 def build_unet(n_z: int, seed: int | None = None):
     """The U-Net for n_z input slices; input (None, None, n_z), output (None, None, 1)."""
     import keras
     from keras import layers
-
-    from .model import check_slices
 
     check_slices(n_z)
     counter = iter(range(1000))
@@ -98,3 +111,75 @@ def build_unet(n_z: int, seed: int | None = None):
         1, 1, activation="sigmoid", kernel_initializer=init(), name="score", dtype="float32"
     )(x)
     return keras.Model(inputs, outputs, name=f"{NAME_PREFIX}_nz{n_z}")
+
+
+class Unet(Architecture):
+    """fibseg's 2.5-D U-Net: n_xy the side of the training tiles (a multiple of `ALIGN`),
+    n_z odd; trained on tiles around the labels, scored slice by slice in tiles with the
+    `halo` (exact), whatever inference.engine says."""
+
+    name = "unet"
+
+    def build(self, n_xy, n_z, padding, hyper, seed):
+        return build_unet(n_z, seed)
+
+    def check_grid(self, n_xys, n_zs, padding) -> None:
+        check_unet_grid(list(n_xys), list(n_zs))
+
+    def grid_geometry(self, n_xy, n_z, padding) -> Geometry:
+        return Geometry(self, n_xy, n_z, PADDING)
+
+    def context_xy(self, n_xy: int) -> int:
+        return n_xy // 2
+
+    def owns(self, model) -> bool:
+        return is_unet(model)
+
+    def owns_description(self, description) -> bool:
+        return str(description["name"]).startswith(NAME_PREFIX)
+
+    def geometry(self, model) -> Geometry:
+        return Geometry(self, 0, int(model.input_shape[-1]), PADDING)
+
+    def file_geometry(self, description) -> Geometry:
+        n_z = int(description["layers"][0]["config"]["batch_shape"][-1])
+        return Geometry(self, 0, n_z, PADDING)
+
+    def check_training(self, mode, unlabelled_method, padding) -> None:
+        check_unet_training(unlabelled_method)
+
+    def epochs(self, loops, mode):
+        return loops.unet_tiles()
+
+    def check_engine(self, engine, allow_approximate_dense, padding) -> None:
+        """inference.engine does not apply: the U-Net has an engine of its own."""
+
+    def check_scorable(self, model, path, inference) -> Geometry:
+        """Slices in, one sigmoid score per voxel out."""
+        import keras
+
+        last = model.layers[-1]
+        shape = tuple(model.output_shape)
+        if len(shape) != 4 or shape[-1] != 1 or last.activation is not keras.activations.sigmoid:
+            raise InputError(
+                f"the U-Net's output is {shape} from layer '{last.name}'; fibseg needs one "
+                "sigmoid score, P(solid), per voxel.",
+                file=path,
+                fix="set pretrained.model to a U-Net trained by fibseg "
+                "(results/model/best.keras of a run with model.architecture: unet).",
+            )
+        return self.geometry(model)
+
+    def scorer(self, model, geometry, engine, inference, tile, engines):
+        return engines.unet(model, inference, tile)
+
+    def exact_scorer(self, model, geometry, inference, engines):
+        return None  # the tiles are exact
+
+    def predict_work_bytes(self, geometry, height, width, inference) -> int:
+        """A tile with its halo: the full-resolution maps of the way up."""
+        side = min(inference.tile, max(height, width)) + 2 * halo()
+        return side * side * 3 * FILTERS[0] * 4 * 4
+
+
+register(Unet())

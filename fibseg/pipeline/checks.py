@@ -294,21 +294,19 @@ def check_config(config: dict, config_name: str = "config") -> None:
     from ..annotation.labels import check_annotation_labels
     from ..annotation.published import check_published_context
     from ..annotation.sampling import check_split_fractions
-    from ..inference.dense_engine import check_dense_padding
-    from ..networks.model import check_grid_sizes, check_slices
-    from ..networks.unet import check_unet_grid
-    from ..training.dense import check_dense_training
+    from ..networks.architecture import check_slices
+    from ..networks.registry import architecture
     from ..training.halving import check_search
     from ..training.selection import check_ensemble_size
-    from ..training.unet_tiles import check_unet_training
     from ..training.unlabelled import check_unlabelled
 
-    grid, inference = config["grid"], config["inference"]
-    unet = config["model"]["architecture"] == "unet"
+    grid, inference, model = config["grid"], config["inference"], config["model"]
+    try:  # model.architecture names a registered one (the schema takes any name)
+        network = architecture(model["architecture"])
+    except LimitError as error:
+        raise InputError(error.problem, file=f"{config_name}: {error.key}", fix=error.fix) from None
     checks = [
-        (lambda: check_unet_grid(grid["n_xy"], grid["n_z"]))
-        if unet
-        else (lambda: check_grid_sizes(grid["n_xy"], grid["n_z"], config["model"]["padding"])),
+        lambda: network.check_grid(grid["n_xy"], grid["n_z"], model["padding"]),
         lambda: check_split_fractions(config["split"]),
         lambda: check_annotation_labels(config.get("annotation_labels")),
     ]
@@ -318,11 +316,10 @@ def check_config(config: dict, config_name: str = "config") -> None:
     if config["forest"]["enabled"]:
         checks.append(lambda: check_slices(config["forest"]["n_z"], "forest.n_z"))
     training = config["training"]
-    if training["mode"] == "dense" and not unet:
-        checks.append(lambda: check_dense_training(config["model"]["padding"]))
     unlabelled = training["unlabelled"]
-    if unet:
-        checks.append(lambda: check_unet_training(unlabelled["method"]))
+    checks.append(
+        lambda: network.check_training(training["mode"], unlabelled["method"], model["padding"])
+    )
     checks.append(
         lambda: check_unlabelled(
             training["mode"], unlabelled["method"], config["forest"]["enabled"]
@@ -330,16 +327,18 @@ def check_config(config: dict, config_name: str = "config") -> None:
     )
     pretrained = config.get("pretrained") or {}
     reused = pretrained.get("model") or pretrained.get("bundle")
-    if inference["engine"] == "dense" and not reused and not unet:
+    if not reused:
         # a pretrained model's own padding is checked when it is loaded (rule check_model)
         checks.append(
-            lambda: check_dense_padding(
-                config["model"]["padding"], inference["allow_approximate_dense"]
+            lambda: network.check_engine(
+                inference["engine"], inference["allow_approximate_dense"], model["padding"]
             )
         )
     if config["published"]["datasets"]:
         checks.append(
-            lambda: check_published_context(max(grid["n_xy"]) // 2, max(grid["n_z"]) // 2)
+            lambda: check_published_context(
+                max(network.context_xy(n_xy) for n_xy in grid["n_xy"]), max(grid["n_z"]) // 2
+            )
         )
     for check in checks:
         try:

@@ -8,55 +8,38 @@ import json
 import math
 import zipfile
 
-from ..networks.model import DENSE, FILTERS
-from ..networks.twin import twin_geometry
+from ..networks.registry import (
+    Architecture,
+    Geometry,
+    architecture_of_description,
+    default_architecture,
+)
 from ..runtime.settings import InferenceSettings
 
 MB = 1024**2
 BASE_MB = 1500  # Python, TensorFlow and the model
-WIDEST = max(*FILTERS, *DENSE)  # channels of the dense twin's widest feature map
 
 
 def predict_memory_mb(
-    height: int, width: int, n_xy: int, n_z: int, padding: str, inference: InferenceSettings
+    height: int, width: int, geometry: Geometry, inference: InferenceSettings
 ) -> int:
-    """Peak memory of one predict_slices job, with 50 % headroom."""
+    """Peak memory of one predict_slices job for a model of `geometry`, with 50 % headroom:
+    the slices and the working memory of the engine its architecture scores with."""
     slice_bytes = height * width * 4
-    source = (n_z + 1) * slice_bytes * 3  # neighbour slices, their mirrored copy, scores
-    if padding == "unet":  # fibseg.inference.unet_engine: a tile with its halo
-        from ..networks.unet import FILTERS, halo
-
-        side = min(inference.tile, max(height, width)) + 2 * halo()
-        work = side * side * 3 * FILTERS[0] * 4 * 4  # the full-resolution maps of the way up
-    elif inference.engine == "sliding":
-        batch = inference.extract_batch * n_xy * n_xy * n_z * 4 * 2  # view copy + transpose
-        work = batch
-    else:
-        field, _ = twin_geometry(n_xy, padding)
-        side = min(inference.tile, max(height, width)) + field - 1
-        work = side * side * WIDEST * 4 * 3  # a few feature maps of the widest layer
+    source = (geometry.n_z + 1) * slice_bytes * 3  # neighbour slices, their mirrored copy, scores
+    work = geometry.architecture.predict_work_bytes(geometry, height, width, inference)
     return BASE_MB + math.ceil(1.5 * (source + work) / MB)
 
 
-def keras_input_geometry(path: str) -> tuple[int, int, str] | None:
-    """(n_xy, n_z, padding) read from a `.keras` file's config.json without loading the
-    model (for a pretrained model's memory estimate); None where it cannot be read. Not a
-    check: rule check_model loads and checks the model."""
+def keras_input_geometry(path: str) -> Geometry | None:
+    """The geometry (architecture, n_xy, n_z, padding) read from a `.keras` file's config.json
+    without loading the model (for a pretrained model's memory estimate and a bundle's
+    description); None where it cannot be read. Not a check: rule check_model loads and
+    checks the model."""
     try:
         with zipfile.ZipFile(path) as archive:
             description = json.loads(archive.read("config.json"))["config"]
-        layers = description["layers"]
-        if str(description["name"]).startswith("fibseg_unet"):
-            return 0, int(layers[0]["config"]["batch_shape"][-1]), "unet"
-        shape = next(
-            layer["config"]["batch_shape"]
-            for layer in layers
-            if layer["class_name"] == "InputLayer"
-        )
-        paddings = [
-            layer["config"].get("padding") for layer in layers if layer["name"] == "block1_conv1"
-        ]
-        return int(shape[1]), int(shape[3]), paddings[0] if paddings else "same"
+        return architecture_of_description(description).file_geometry(description)
     except (
         OSError,
         KeyError,
@@ -115,11 +98,20 @@ def smoothing_margin(sigmas: list[float]) -> int:
     return math.ceil(4 * max(sigmas))
 
 
-def context_margins(n_xys: list[int], n_zs: list[int], sigmas: list[float]) -> dict[str, int]:
-    """Context kept around every region: the largest neighbourhood (x-y, z) of the grid and
-    the widest smoothing of the post-processing. (The forest's widest feature, 4 x 16 px,
-    reaches a little beyond the demo's 56 px; its weight out there is below 0.3 %.)"""
-    return {"xy": max(n_xys) // 2, "z": max(n_zs) // 2, "smooth": smoothing_margin(sigmas)}
+def context_margins(
+    n_xys: list[int],
+    n_zs: list[int],
+    sigmas: list[float],
+    architecture: Architecture | None = None,
+) -> dict[str, int]:
+    """Context kept around every region: what the grid's networks see (x-y: as the
+    `architecture` says, the patch CNN's by default: half the largest neighbourhood; z: half
+    the most slices) and the widest smoothing of the post-processing. (The forest's widest
+    feature, 4 x 16 px, reaches a little beyond the demo's 56 px; its weight out there is
+    below 0.3 %.)"""
+    architecture = architecture or default_architecture()
+    xy = max(architecture.context_xy(n_xy) for n_xy in n_xys)
+    return {"xy": xy, "z": max(n_zs) // 2, "smooth": smoothing_margin(sigmas)}
 
 
 def chunk_names(depth: int, slices_per_job: int) -> list[str]:

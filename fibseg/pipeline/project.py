@@ -1,28 +1,30 @@
 """A project as the `fibseg` command sees it: the workflow beside the package, the config a run
 would get (the working directory's config/config.yaml, else the packaged one, with overlays on
-top and the schema's defaults), and every input check of the workflow run in-process, without
-a job (`fibseg check`)."""
+top and the schema's defaults), the plan of the run (fibseg.pipeline.plan, as the Snakefile
+builds it), and every input check of the workflow run in-process, without a job
+(`fibseg check`)."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
 
-from ..inference.pretrained import Pretrained, check_annotations_needed, check_pretrained
-from ..io.errors import Faults, InputError, collect
+from ..inference.pretrained import Pretrained, check_pretrained
+from ..io.errors import InputError, collect
 from ..io.formats import split_spec
-from ..io.volume import report_voxel_size, voxel_size_with_source
+from ..io.volume import report_voxel_size
 from ..runtime.settings import InferenceSettings
 from .checks import check_config, check_dataset
-from .sheet import is_annotated, schema_problem
-from .sheet import load_sheet as load_sheet_file
+from .plan import RunPlan
+from .sheet import schema_problem
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: Snakefile, config/, workflow/
 BASE_CONFIG = Path("config/config.yaml")  # the Snakefile's configfile, relative to the workdir
-GENERATED = "results/"  # volumes that rules make (the demo): checked when they are made
+DEMO_CONFIG = "config/demo.yaml"  # added when no config file names a sheet
 
 
 def workflow_root() -> Path:
@@ -99,17 +101,45 @@ def read_yaml(path: str | Path) -> dict:
     return loaded
 
 
-def load_config(overlays: list[str] | None = None, extra: dict | None = None) -> dict:
+def merge_demo(config: dict, overrides: Mapping, find: Callable[[str], str]) -> None:
+    """No config file names a sheet (`datasets`): the synthetic demo's config/demo.yaml is
+    merged into `config` as a config file is, over the defaults and under `overrides` (the
+    run's --configfile and --config); `find` locates a file of config/ (the working
+    directory's, else the workflow's). The Snakefile and `load_config` both call this."""
+    from snakemake.common.configfile import load_configfile
+    from snakemake.utils import update_config
+
+    if "datasets" in config:
+        return
+    demo = load_configfile(find(DEMO_CONFIG))
+    demo["datasets"] = find(demo["datasets"])
+    update_config(config, demo)
+    update_config(config, dict(overrides))
+
+
+def config_file(path: str) -> str:
+    """A file of config/: the working directory's where it is there, else the packaged one
+    (as the Snakefile finds it)."""
+    return path if Path(path).exists() else str(workflow_root() / path)
+
+
+def load_config(
+    overlays: list[str] | None = None, extra: dict | None = None, demo: bool = False
+) -> dict:
     """The config a run would see: the base file (`base_config_file`), each overlay merged on
-    top key by key, then `extra`; validated against the schema, which fills the defaults, and
-    checked across keys (`check_config`)."""
+    top key by key, then `extra`; with `demo`, config/demo.yaml where none of them names a
+    sheet, as the Snakefile adds it (`merge_demo`); validated against the schema, which fills
+    the defaults, and checked across keys (`check_config`)."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import update_config, validate
 
-    config = read_yaml(base_config_file())
+    config, overrides = read_yaml(base_config_file()), {}
     for overlay in overlays or []:
-        update_config(config, read_yaml(overlay))
-    update_config(config, extra or {})
+        update_config(overrides, read_yaml(overlay))
+    update_config(overrides, extra or {})
+    update_config(config, overrides)
+    if demo:
+        merge_demo(config, overrides, config_file)
     try:
         validate(config, str(workflow_root() / "workflow/schemas/config.schema.yaml"))
     except WorkflowError as error:
@@ -122,86 +152,83 @@ def load_config(overlays: list[str] | None = None, extra: dict | None = None) ->
     return config
 
 
-def load_sheet(path: str, faults: Faults | None = None):
-    """The data set sheet as rule-writing code sees it (common.smk): read, validated against
-    the sheet schema (defaults), empty cells None, external files present. Every fault is
-    raised at once, or, given `faults`, added to it."""
-    schema = str(workflow_root() / "workflow/schemas/datasets.schema.yaml")
-    return load_sheet_file(path, schema, GENERATED, faults)
+def sheet_schema() -> str:
+    return str(workflow_root() / "workflow/schemas/datasets.schema.yaml")
+
+
+def load_plan(overlays: list[str] | None = None, extra: dict | None = None) -> RunPlan:
+    """The plan of the run that `fibseg run` with these --configfile overlays (and `extra` as
+    --config) would make: the same as the Snakefile's PLAN (tests/test_plan.py)."""
+    return RunPlan.from_config(load_config(overlays, extra, demo=True), sheet_schema())
 
 
 def check_project(config: dict, log: logging.Logger) -> list[dict]:
-    """Every check the workflow runs on its inputs, in its order, with no job: the model
-    (`pretrained`), the sheet and its files, that something can be trained, each data set's
-    voxel size against a bundle's, rule check_dataset's checks of every volume, region table,
-    label stack and annotation (reading every slice), and rule check_model's of a pretrained
-    model. Returns their summaries; the faults of every data set are raised together (an
-    InputErrors), a data set whose sheet row is faulty is not read."""
-    pretrained = Pretrained.from_config(config)
-    sheet_path = config["datasets"]
+    """Every check the workflow runs on its inputs, in its order, with no job: the plan's
+    (`RunPlan.from_config`: the model (`pretrained`), the sheet and its files, that something
+    can be trained, each data set's voxel size against a bundle's), rule check_dataset's
+    checks of every volume, region table, label stack and annotation (reading every slice),
+    and rule check_model's of a pretrained model. Returns their summaries; the faults of every
+    data set are raised together (an InputErrors), a data set whose sheet row is faulty is
+    not read."""
     summaries = []
     with collect() as faults:
-        if pretrained:
-            with faults.check():
-                check_pretrained(pretrained)
-        models_ok = not faults.errors
-        sheet = load_sheet(sheet_path, faults)
-        rows = sheet.to_dict("records")
-        region_datasets = [row.get("name") for row in rows if is_annotated(row)]
-        region_datasets += [n for n in config["published"]["datasets"] if n not in region_datasets]
-        with faults.check():
-            check_annotations_needed(region_datasets, pretrained, sheet_path)
+        plan = RunPlan.from_config(config, sheet_schema(), faults)
         faulty = faults.datasets()
-        for row in rows:
-            name, volume = row.get("name"), row.get("volume")
-            if not name or not volume or name in faulty:
+        for row in plan.table:
+            if not row.name or not row.volume or row.name in faulty:
                 continue  # its sheet row's faults are reported
-            if str(volume).startswith(GENERATED) and not Path(split_spec(volume)[0]).exists():
-                log.info("%s: %s is made by the workflow; checked when it is made", name, volume)
+            if not row.external and not Path(split_spec(row.volume)[0]).exists():
+                log.info(
+                    "%s: %s is made by the workflow; checked when it is made", row.name, row.volume
+                )
                 continue
             with faults.check():
-                external = not str(volume).startswith(GENERATED)
-                voxel, sources = voxel_size_with_source(
-                    volume if external else None,
-                    tuple(config["voxel_size_nm"]),
-                    row.get("voxel_size_nm"),
-                    name,
-                    sheet_path,
-                )
-                report_voxel_size(log, name, voxel, sources, searched=external)
-                if pretrained:
-                    pretrained.check_voxel_size(voxel, name)
+                voxel, sources = plan.voxel_size_with_source(row.name)
+                report_voxel_size(log, row.name, voxel, sources, searched=row.external)
                 summary = check_dataset(
-                    name,
-                    volume,
-                    row.get("regions"),
-                    row.get("labels"),
-                    row.get("annotation"),
+                    row.name,
+                    row.volume,
+                    row.regions,
+                    row.labels,
+                    row.annotation,
                     config.get("annotation_labels"),
                 )
                 summary["voxel_size_nm"] = list(voxel)
                 summary["voxel_size_source"] = list(sources)
-                log.info("%s: %s", name, summary)
+                log.info("%s: %s", row.name, summary)
                 summaries.append(summary)
-        if pretrained and models_ok:
+        if plan.pretrained and usable(plan.pretrained):
             with faults.check():
-                summaries += check_models(pretrained, config, log)
+                summaries += check_models(plan.pretrained, plan.inference, log)
     return summaries
 
 
-def check_models(pretrained: Pretrained, config: dict, log: logging.Logger) -> list[dict]:
-    """Rule check_model's checks: each model loads in safe mode and the engine can score it
-    (imports TensorFlow)."""
+def usable(pretrained: Pretrained) -> bool:
+    """Whether the pretrained files pass their checks (else those faults are reported)."""
+    try:
+        check_pretrained(pretrained)
+    except InputError:
+        return False
+    return True
+
+
+def check_models(
+    pretrained: Pretrained, inference: InferenceSettings, log: logging.Logger
+) -> list[dict]:
+    """Rule check_model's checks: each model loads in safe mode and `inference` (a bundle's
+    engine) can score it (imports TensorFlow)."""
     from ..inference.infer import check_scorable, load_model
 
-    inference = InferenceSettings.from_config(config["inference"])
-    if pretrained.bundle is not None:
-        inference = pretrained.bundle.inference(inference)
     found = []
     for path in pretrained.models:
-        n_xy, n_z, padding = check_scorable(load_model(path), path, inference)
-        found.append({"model": path, "n_xy": n_xy, "n_z": n_z, "padding": padding})
+        geometry = check_scorable(load_model(path), path, inference)
+        found.append({"model": path, **geometry.record()})
         log.info(
-            "%s: n_xy %d, n_z %d, padding %s, engine %s", path, n_xy, n_z, padding, inference.engine
+            "%s: n_xy %d, n_z %d, padding %s, engine %s",
+            path,
+            geometry.n_xy,
+            geometry.n_z,
+            geometry.padding,
+            inference.engine,
         )
     return found

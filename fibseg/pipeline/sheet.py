@@ -10,7 +10,9 @@ import re
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -25,6 +27,7 @@ ANNOTATION_COLUMNS = ("regions", "labels")  # both (rectangles), or neither
 REQUIRED_COLUMNS = ("name", "volume")
 TRUE_WORDS, FALSE_WORDS = {"true", "yes", "1"}, {"false", "no", "0", ""}
 SCHEMA_FIX = "see workflow/schemas/datasets.schema.yaml (and config/README.md) for its columns."
+GENERATED = "results/"  # files that rules make (the demo's volumes): checked when they are made
 
 
 def check_sheet(sheet: pd.DataFrame, sheet_path: str) -> None:
@@ -261,6 +264,38 @@ def is_annotated(row: Mapping[str, object]) -> bool:
     """Whether a sheet row has regions and labels, or a painted annotation (else it is
     segmented only)."""
     return is_painted(row) or all(row.get(column) for column in ANNOTATION_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One row of the sheet as the workflow uses it (`load_sheet`), empty cells None."""
+
+    name: str
+    volume: str
+    regions: str | None = None
+    labels: str | None = None
+    annotation: str | None = None  # a painted label volume instead of regions and labels
+    aligned: bool = False  # true: rule align is skipped
+    truth: str | None = None
+    voxel_size_nm: str | None = None  # the sheet's "z,y,x" nm; None: the volume's, the config's
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Dataset:
+        return cls(**{f.name: row.get(f.name, f.default) for f in fields(cls)})
+
+    @property
+    def painted(self) -> bool:
+        return is_painted(asdict(self))
+
+    @property
+    def annotated(self) -> bool:
+        """Regions and labels, or a painted annotation (else it is only segmented)."""
+        return is_annotated(asdict(self))
+
+    @property
+    def external(self) -> bool:
+        """Whether its volume comes from outside the run (no rule makes it)."""
+        return not str(self.volume).startswith(GENERATED)
 
 
 def check_annotation_columns(sheet: pd.DataFrame, sheet_path: str) -> None:

@@ -22,21 +22,8 @@ import functools
 
 import numpy as np
 
-from ..io.errors import LimitError
-from ..networks.model import VALID_MIN_NXY, model_geometry
+from ..networks.model import check_dense_training, model_geometry
 from ..networks.twin import build_twin
-
-
-def check_dense_training(padding: str) -> None:
-    """Dense training needs a 'valid' model: the zero padding inside a patch of a 'same'
-    model cannot be reproduced by a convolution over a tile."""
-    if padding != "valid":
-        raise LimitError(
-            f"dense training needs a 'valid' model, not '{padding}': the zero padding inside "
-            "a patch of a 'same' model cannot be reproduced by a convolution over a tile.",
-            f"set model.padding: valid (n_xy >= {VALID_MIN_NXY}) or training.mode: patches.",
-            "training.mode",
-        )
 
 
 def training_twin(model):

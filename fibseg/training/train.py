@@ -6,6 +6,10 @@ in memory once (their size does not grow with the number of samples).
 Every finished epoch is committed as one directory `checkpoint/epoch_NNNN/` (written under a
 temporary name, then renamed), holding the last model with its optimiser state, the best model
 so far and the history. A re-run resumes after the newest committed epoch.
+
+What a run trains is its architecture's (fibseg.networks.registry): it builds the network
+and picks its training loop among the run's `RunLoops` (fibseg.training.loops: the patches,
+the dense tiles, or the U-Net's tiles of fibseg.training.unet_tiles, the default's).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +29,11 @@ import pandas as pd
 
 from ..annotation.regions import RegionSet
 from ..io.atomic import atomic_output
-from ..io.errors import LimitError
-from ..networks.model import build_model, draw_hyperparameters, learning_rate
+from ..networks.model import draw_hyperparameters, learning_rate
+from ..networks.registry import Architecture
 from ..runtime.job import versions
 from ..runtime.settings import TrainingSettings
-from .patches import PatchSource, make_sequence
+from .loops import RunLoops
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -76,120 +82,37 @@ class TerminationRequested(RuntimeError):
     """SIGTERM (a SLURM time limit or pre-emption) arrived; the last epoch is saved."""
 
 
-class PatchEpochs:
-    """The paper's way (§3.5): batches of sampled patches, `model.fit` one epoch at a time."""
+@dataclass(frozen=True)
+class RunFiles:
+    """The files a run reads: its data sets' regions (regions.h5), the sampled patches
+    (`train_csv`, `val_csv`; patch mode), the split of the regions (`split_csv`; dense and
+    U-Net tiles), and for pseudo-labels the preprocessed `volumes` with the forest's score
+    volumes `teachers`, one per volume, in the same order (fibseg.training.unlabelled)."""
 
-    def __init__(self, region_sets, train_csv, val_csv, n_xy, n_z, seed, augment, training):
-        self.train = PatchSource(region_sets, pd.read_csv(train_csv))
-        val = PatchSource(region_sets, pd.read_csv(val_csv))
-        size = training.batch_size
-        self.train_batches = make_sequence(
-            self.train, n_xy, n_z, size, seed, augment, True, training.steps_per_epoch
-        )
-        self.val_batches = make_sequence(val, n_xy, n_z, size, seed)
-        self.counts = {"train_samples": len(self.train), "val_samples": len(val)}
-
-    def fit(self, model, epoch: int) -> dict[str, list[float]]:
-        self.train_batches.set_epoch(epoch)
-        return model.fit(
-            self.train_batches, validation_data=self.val_batches, epochs=1, verbose=0
-        ).history
+    regions: Sequence[str]
+    train_csv: str | None = None
+    val_csv: str | None = None
+    split_csv: str | None = None
+    volumes: Sequence[str] = ()
+    teachers: Sequence[str] = ()
 
 
-class DenseEpochs:
-    """Dense training (`training.mode: dense`): tiles of the train regions through the
-    fully convolutional twin that shares the model's weights; the loss on every labelled
-    voxel, pore and solid weighted equally. An epoch sees every labelled train voxel once, or
-    runs `training.steps_per_epoch` steps; `training.unlabelled` adds tiles of `volume_files`
-    pseudo-labelled by the forest's score volumes `teacher_files` (pseudo)."""
+@dataclass(frozen=True)
+class TrainingRun:
+    """One run of the grid: the (n_xy, n_z) cell and seed of an architecture, with
+    model.padding, written to `directory`; `rung` (successive halving) is recorded, and
+    `keep_last_state` keeps the last epoch's state (last.keras) for the next rung."""
 
-    def __init__(
-        self,
-        region_sets,
-        split_csv,
-        n_xy,
-        n_z,
-        seed,
-        augment,
-        training,
-        volume_files=(),
-        teacher_files=(),
-    ):
-        from .tiles import DenseTiles, region_selection
-
-        table = pd.read_csv(split_csv)
-        tiles = {"tiles_per_batch": training.tiles_per_batch, "tile": training.tile, "seed": seed}
-        self.train_tiles = DenseTiles(
-            region_sets,
-            region_selection(table, "train"),
-            n_xy,
-            n_z,
-            augment=augment,
-            shuffle=True,
-            max_batches=training.steps_per_epoch,
-            **tiles,
-        )
-        self.val_tiles = DenseTiles(region_sets, region_selection(table, "val"), n_xy, n_z, **tiles)
-        self.counts = {
-            "train_samples": self.train_tiles.labelled,
-            "val_samples": self.val_tiles.labelled,
-        }
-        self.twin = None
-        self.unlabelled = training.unlabelled
-        self.windows = None
-        if self.unlabelled.method == "pseudo":
-            from .unlabelled import VolumeWindows
-
-            if not teacher_files:
-                raise LimitError(
-                    "pseudo-labels (training.unlabelled.method: pseudo) need the forest's "
-                    "score volumes, and none were given.",
-                    "turn the forest on (forest.enabled: true) or set "
-                    "training.unlabelled.method: none.",
-                    "training.unlabelled.method",
-                )
-            side = self.train_tiles.side
-            self.windows = VolumeWindows(volume_files, teacher_files, n_xy, n_z, side, seed)
-
-    def fit(self, model, epoch: int) -> dict[str, list[float]]:
-        from .dense import compile_training_twin, fit_dense_epoch
-        from .unlabelled import fit_epoch_with_unlabelled
-
-        if self.twin is None:
-            self.twin = compile_training_twin(model)
-        if self.unlabelled.method == "pseudo":
-            return fit_epoch_with_unlabelled(
-                self.twin, self.train_tiles, self.val_tiles, self.windows, self.unlabelled, epoch
-            )
-        return fit_dense_epoch(self.twin, self.train_tiles, self.val_tiles, epoch)
-
-
-def new_model(architecture: str, n_xy: int, n_z: int, padding: str, hyper: dict, seed: int):
-    """A fresh, uncompiled network of the grid cell: the paper's patch CNN or the U-Net."""
-    if architecture == "unet":
-        from ..networks.unet import build_unet
-
-        return build_unet(n_z, seed)
-    return build_model(n_xy, n_z, padding, hyper["p_d"], hyper["p_sd"], hyper["c"], seed)
-
-
-def compile_model(model, architecture: str, optimizer) -> None:
-    """The patch CNN's loss and metrics per patch; the U-Net's over its labelled voxels."""
-    import keras
-
-    if architecture == "unet":
-        from .dense import dense_loss, dense_metrics
-
-        model.compile(optimizer=optimizer, loss=dense_loss(), weighted_metrics=dense_metrics())
-        return
-    model.compile(
-        optimizer=optimizer,
-        loss="binary_crossentropy",
-        metrics=[
-            "accuracy",
-            keras.metrics.BinaryIoU(target_class_ids=[0, 1], threshold=0.5, name="mIoU"),
-        ],
-    )
+    directory: str | os.PathLike
+    architecture: Architecture
+    n_xy: int
+    n_z: int
+    seed: int
+    training: TrainingSettings
+    files: RunFiles
+    padding: str = "same"
+    rung: int = 0
+    keep_last_state: bool = False
 
 
 def make_optimizer(training: TrainingSettings, lr: float):
@@ -202,73 +125,39 @@ def make_optimizer(training: TrainingSettings, lr: float):
     return keras.optimizers.SGD(lr, momentum=training.momentum)
 
 
-def train_run(
-    run_dir: str | os.PathLike,
-    region_files: list[str],
-    train_csv: str,
-    val_csv: str,
-    split_csv: str | None,
-    n_xy: int,
-    n_z: int,
-    seed: int,
-    padding: str,
-    training: TrainingSettings,
-    log=None,
-    volume_files: list[str] | tuple = (),
-    rung: int = 0,
-    keep_last_state: bool = False,
-    teacher_files: list[str] | tuple = (),
-    architecture: str = "patch",
-) -> pd.DataFrame:
-    """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch: on the
-    sampled patches of `train_csv`/`val_csv`, or (`training.mode` dense) on every labelled
-    voxel of the train/val regions of `split_csv`, and with `training.unlabelled` on also
-    on tiles of the preprocessed `volume_files` pseudo-labelled by the forest's score volumes
-    `teacher_files`, one per volume, in the same order (pseudo; fibseg.training.unlabelled).
+def train_run(run: TrainingRun, log=None) -> pd.DataFrame:
+    """Train one (n_xy, n_z, seed) run, resuming from its last committed epoch, with the loop
+    its architecture picks: for the patch CNN on the sampled patches, or (`training.mode`
+    dense) on every labelled voxel of the train/val regions, and with `training.unlabelled`
+    on also on tiles of the preprocessed volumes pseudo-labelled by the forest's score volumes
+    (pseudo; fibseg.training.unlabelled); for the U-Net on tiles of n_xy x n_xy around the
+    labels (`UnetEpochs`).
 
-    Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into `run_dir`,
-    and with `keep_last_state` also `last.keras` (the last epoch's weights and optimiser
-    state, from which the next rung of successive halving resumes; fibseg.training.halving). A run
-    trains up to `training.epochs`; `rung` is recorded in params.json. With `architecture`
-    unet the network is the U-Net (n_xy the side of its training tiles; `UnetEpochs`).
+    Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into the run's
+    directory, and with `keep_last_state` also `last.keras` (the last epoch's weights and
+    optimiser state, from which the next rung of successive halving resumes;
+    fibseg.training.halving). A run trains up to `training.epochs`; `rung` is recorded in
+    params.json.
     """
     import keras
 
     started = time.time()
-    run_dir = Path(run_dir)
+    run_dir = Path(run.directory)
+    n_xy, n_z, seed, training = run.n_xy, run.n_z, run.seed, run.training
+    architecture = run.architecture
     checkpoint_dir = run_dir / "checkpoint"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     search = training.search
     hyper = draw_hyperparameters(seed, n_xy, n_z, search)
     keras.utils.set_random_seed(seed)
-    region_sets = {r.dataset: r for r in map(RegionSet.read, region_files)}
+    region_sets = {r.dataset: r for r in map(RegionSet.read, run.files.regions)}
     augment = {"a": hyper["a"], "b": hyper["b"], "probability": search.augment_probability}
-    if architecture == "unet":
-        from .unet_tiles import UnetEpochs, check_unet_training
+    architecture.check_training(training.mode, training.unlabelled.method, run.padding)
+    if training.unlabelled.method != "none":
+        from .unlabelled import check_unlabelled
 
-        check_unet_training(training.unlabelled.method)
-        epochs = UnetEpochs(region_sets, split_csv, n_xy, n_z, seed, augment, training)
-    else:
-        if training.unlabelled.method != "none":
-            from .unlabelled import check_unlabelled
-
-            check_unlabelled(training.mode, training.unlabelled.method)
-        if training.mode == "dense":
-            epochs = DenseEpochs(
-                region_sets,
-                split_csv,
-                n_xy,
-                n_z,
-                seed,
-                augment,
-                training,
-                volume_files,
-                teacher_files,
-            )
-        else:
-            epochs = PatchEpochs(
-                region_sets, train_csv, val_csv, n_xy, n_z, seed, augment, training
-            )
+        check_unlabelled(training.mode, training.unlabelled.method)
+    epochs = architecture.epochs(RunLoops(run, region_sets, augment), training.mode)
 
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
@@ -284,9 +173,9 @@ def train_run(
         if log:
             log.info("resuming after epoch %d from %s", first_epoch - 1, resume)
     else:
-        model = new_model(architecture, n_xy, n_z, padding, hyper, seed)
+        model = architecture.build(n_xy, n_z, run.padding, hyper, seed)
         optimizer = make_optimizer(training, learning_rate(0, hyper["log10_lr0"], hyper["k"]))
-        compile_model(model, architecture, optimizer)
+        epochs.compile(model, optimizer)
         history = pd.DataFrame(columns=HISTORY_COLUMNS)
         first_epoch = 0
 
@@ -326,7 +215,7 @@ def train_run(
     final = latest_checkpoint(checkpoint_dir)
     with atomic_output(run_dir / "model.keras") as tmp:
         shutil.copyfile(final / "best.keras", tmp)
-    if keep_last_state:
+    if run.keep_last_state:
         with atomic_output(run_dir / "last.keras") as tmp:
             shutil.copyfile(final / "last.keras", tmp)
     history["epoch"] = history["epoch"].astype(int)
@@ -336,9 +225,9 @@ def train_run(
         "n_xy": n_xy,
         "n_z": n_z,
         "seed": seed,
-        "rung": rung,
-        "padding": padding,
-        "architecture": architecture,
+        "rung": run.rung,
+        "padding": run.padding,
+        "architecture": architecture.name,
         **hyper,
         "epochs": training.epochs,
         "mode": training.mode,

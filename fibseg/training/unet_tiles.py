@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..annotation.regions import IGNORE, RegionSet, known
-from ..io.errors import LimitError
 from ..networks.windows import mirror_index
 from .augment import rescale_intensity
 from .tiles import (
@@ -26,17 +25,6 @@ from .tiles import (
     tile_origins,
     voxel_weights,
 )
-
-
-def check_unet_training(unlabelled_method: str) -> None:
-    """The U-Net learns from labelled voxels only: pseudo-labels are built for the patch CNN."""
-    if unlabelled_method != "none":
-        raise LimitError(
-            f"is '{unlabelled_method}', which trains the patch CNN on unlabelled voxels; the "
-            "U-Net (model.architecture: unet) learns from the labelled voxels only.",
-            "set training.unlabelled.method: none, or model.architecture: patch.",
-            "training.unlabelled.method",
-        )
 
 
 def cut_unet_tile(
@@ -197,6 +185,12 @@ class UnetEpochs:
             "train_samples": self.train_tiles.labelled,
             "val_samples": self.val_tiles.labelled,
         }
+
+    def compile(self, model, optimizer) -> None:
+        """The loss and metrics over the labelled voxels of the tiles."""
+        from .dense import dense_loss, dense_metrics
+
+        model.compile(optimizer=optimizer, loss=dense_loss(), weighted_metrics=dense_metrics())
 
     def fit(self, model, epoch: int) -> dict[str, list[float]]:
         from .dense import fit_dense_epoch

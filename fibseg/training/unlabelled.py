@@ -17,7 +17,7 @@ which scale-space features get right from few labels, while keeping its own cont
 The windows come from whole volumes, so a tile's context is real data everywhere. All tiles of
 one step come from the same n_z slices of one data set: the preprocessed volumes are stored in
 whole-slice chunks, so a step reads n_z slices, not n_z per tile. Measurements, and those of
-the options since removed: docs/label_budget.md.
+the options since removed: studies/label_budget.md.
 """
 
 from __future__ import annotations

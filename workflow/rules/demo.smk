@@ -9,11 +9,11 @@ rule synthesize_demo:
         labels="results/demo/{demo}/labels.tif",
     params:
         spec=lambda wildcards: config["demo"][wildcards.demo],
-        align=asdict(ALIGN),  # the truth and labels as seen after rule align
+        align=asdict(PLAN.align),  # the truth and labels as seen after rule align
     log:
         "logs/synthesize_demo/{demo}.log",
     wildcard_constraints:
-        demo=constraint(DEMO),
+        demo=constraint(list(PLAN.demo)),
     conda:
         "../../envs/fibseg.yaml"
     script:

@@ -3,11 +3,11 @@
 
 rule evaluate:
     input:
-        scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
-        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+        scores=expand("results/{ds}/region_scores.h5", ds=PLAN.region_datasets),
+        regions=expand("results/{ds}/regions.h5", ds=PLAN.region_datasets),
         split="results/split.csv",
         postprocess="results/postprocess.json",
-        forest_scores=forest_files("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),
+        forest_scores=forest_files("results/forest/{ds}/region_scores.h5", ds=PLAN.region_datasets),
         forest_postprocess=forest_files("results/forest/postprocess.json"),
     output:
         table2=report(
@@ -31,9 +31,11 @@ rule evaluate:
 
 rule evaluate_volume:
     input:
-        segmentations=expand("results/{ds}/segmentation.h5", ds=TRUTH_DATASETS),
-        forest_segmentations=forest_files("results/forest/{ds}/segmentation.h5", ds=TRUTH_DATASETS),
-        volumes=expand("results/{ds}/preprocessed.h5", ds=TRUTH_DATASETS),
+        segmentations=expand("results/{ds}/segmentation.h5", ds=PLAN.truth_datasets),
+        forest_segmentations=forest_files(
+            "results/forest/{ds}/segmentation.h5", ds=PLAN.truth_datasets
+        ),
+        volumes=expand("results/{ds}/preprocessed.h5", ds=PLAN.truth_datasets),
         truths=truth_files,
     output:
         report(
@@ -42,8 +44,8 @@ rule evaluate_volume:
             category="Evaluation",
         ),
     params:
-        datasets=TRUTH_DATASETS,
-        truths=[dataset(ds).truth for ds in TRUTH_DATASETS],
+        datasets=PLAN.truth_datasets,
+        truths=[PLAN.dataset(ds).truth for ds in PLAN.truth_datasets],
     log:
         "logs/evaluate_volume.log",
     conda:
@@ -54,11 +56,11 @@ rule evaluate_volume:
 
 rule figures:
     input:
-        scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
-        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+        scores=expand("results/{ds}/region_scores.h5", ds=PLAN.region_datasets),
+        regions=expand("results/{ds}/regions.h5", ds=PLAN.region_datasets),
         split="results/split.csv",
         postprocess="results/postprocess.json",
-        forest_scores=forest_files("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),
+        forest_scores=forest_files("results/forest/{ds}/region_scores.h5", ds=PLAN.region_datasets),
         forest_postprocess=forest_files("results/forest/postprocess.json"),
     output:
         fig8=report(
@@ -76,9 +78,9 @@ rule figures:
 
 rule figure_slices:
     input:
-        volumes=expand("results/{ds}/preprocessed.h5", ds=DATASETS),
-        segmentations=expand("results/{ds}/segmentation.h5", ds=DATASETS),
-        volume_scores=expand("results/{ds}/scores.h5", ds=DATASETS),
+        volumes=expand("results/{ds}/preprocessed.h5", ds=PLAN.datasets),
+        segmentations=expand("results/{ds}/segmentation.h5", ds=PLAN.datasets),
+        volume_scores=expand("results/{ds}/scores.h5", ds=PLAN.datasets),
     output:
         fig9=report(
             "results/figures/fig9_slices.png",
@@ -86,7 +88,7 @@ rule figure_slices:
             category="Segmentation",
         ),
     params:
-        datasets=DATASETS,
+        datasets=PLAN.datasets,
     log:
         "logs/figure_slices.log",
     conda:

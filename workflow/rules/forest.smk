@@ -2,18 +2,18 @@
 # the CNN's train samples, scored on the same regions and volumes with the CNN's own rules.
 
 # Off with forest.enabled: false, and with `pretrained` (nothing is trained).
-if FOREST:
+if PLAN.forest.enabled:
 
     rule train_forest:
         input:
-            regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+            regions=expand("results/{ds}/regions.h5", ds=PLAN.region_datasets),
             train="results/samples/train.csv",
         output:
             "results/forest/forest.joblib",
         params:
             forest=config["forest"],
-            n_z=FOREST_NZ,
-        threads: THREADS
+            n_z=PLAN.forest.n_z,
+        threads: PLAN.resources.threads
         log:
             "logs/train_forest.log",
         benchmark:
@@ -44,8 +44,8 @@ if FOREST:
 
     use rule optimize_postprocess as optimize_forest_postprocess with:
         input:
-            scores=expand("results/forest/{ds}/region_scores.h5", ds=REGION_DATASETS),
-            regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+            scores=expand("results/forest/{ds}/region_scores.h5", ds=PLAN.region_datasets),
+            regions=expand("results/{ds}/regions.h5", ds=PLAN.region_datasets),
             split="results/split.csv",
         output:
             params="results/forest/postprocess.json",
@@ -62,7 +62,7 @@ if FOREST:
         params:
             trusted_forest=True,  # the pickle is this run's own (rule train_forest)
         resources:
-            mem_mb=forest_mem_mb,
+            mem_mb=memory(PLAN.forest_mem_mb),
         log:
             "logs/predict_forest_slices/{ds}_{chunk}.log",
         benchmark:

@@ -3,16 +3,16 @@
 
 rule predict_regions:
     input:
-        models=CNN_MODELS,
-        checked=MODEL_CHECKED,
+        models=PLAN.cnn_models,
+        checked=PLAN.model_checked,
         regions="results/{ds}/regions.h5",
         split="results/split.csv",
     output:
         "results/{ds}/region_scores.h5",
     params:
-        inference=asdict(INFERENCE),
-        margin=SMOOTH_MARGIN,
-    threads: THREADS
+        inference=asdict(PLAN.inference),
+        margin=PLAN.margins["smooth"],
+    threads: PLAN.resources.threads
     log:
         "logs/predict_regions/{ds}.log",
     benchmark:
@@ -24,12 +24,12 @@ rule predict_regions:
 
 
 # With pretrained.postprocess the chosen sigma and T come from an earlier run instead.
-if OPTIMIZES_POSTPROCESS:
+if PLAN.optimizes_postprocess:
 
     rule optimize_postprocess:
         input:
-            scores=expand("results/{ds}/region_scores.h5", ds=REGION_DATASETS),
-            regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+            scores=expand("results/{ds}/region_scores.h5", ds=PLAN.region_datasets),
+            regions=expand("results/{ds}/regions.h5", ds=PLAN.region_datasets),
             split="results/split.csv",
         output:
             params="results/postprocess.json",
@@ -46,23 +46,23 @@ if OPTIMIZES_POSTPROCESS:
 
 rule predict_slices:
     input:
-        models=CNN_MODELS,
-        checked=MODEL_CHECKED,
+        models=PLAN.cnn_models,
+        checked=PLAN.model_checked,
         volume="results/{ds}/preprocessed.h5",
     output:
         score_chunk("results/{ds}/scores/{chunk}.h5"),
     params:
-        inference=asdict(INFERENCE),
+        inference=asdict(PLAN.inference),
         slices=slices_of_chunk,
-    threads: THREADS
+    threads: PLAN.resources.threads
     resources:
-        mem_mb=predict_mem_mb,
+        mem_mb=memory(PLAN.predict_mem_mb),
     log:
         "logs/predict_slices/{ds}_{chunk}.log",
     benchmark:
         "results/benchmarks/predict_slices/{ds}_{chunk}.tsv"
     wildcard_constraints:
-        ds=constraint(DATASETS),
+        ds=constraint(PLAN.datasets),
         chunk=r"\d{4}",
     conda:
         "../../envs/fibseg-gpu.yaml"
@@ -81,7 +81,7 @@ rule stitch:
     log:
         "logs/stitch/{ds}.log",
     wildcard_constraints:
-        ds=constraint(DATASETS),
+        ds=constraint(PLAN.datasets),
     conda:
         "../../envs/fibseg.yaml"
     script:
@@ -91,21 +91,21 @@ rule stitch:
 rule postprocess:
     input:
         scores="results/{ds}/scores.h5",
-        postprocess=POSTPROCESS_JSON,
+        postprocess=PLAN.postprocess_json,
     output:
         h5="results/{ds}/segmentation.h5",
         tif="results/{ds}/segmentation.tif",
     params:
         voxel_size_nm=voxel_size_param,
-        slab_depth=config["postprocess"]["slab_depth"],
+        slab_depth=PLAN.slab_depth,
     resources:
-        mem_mb=postprocess_mem_mb,
+        mem_mb=memory(PLAN.postprocess_mem_mb),
     log:
         "logs/postprocess/{ds}.log",
     benchmark:
         "results/benchmarks/postprocess/{ds}.tsv"
     wildcard_constraints:
-        ds=constraint(DATASETS),
+        ds=constraint(PLAN.datasets),
     conda:
         "../../envs/fibseg.yaml"
     script:
@@ -121,13 +121,13 @@ rule export_ome_zarr:
         directory("results/{ds}/{ds}.ome.zarr"),
     params:
         voxel_size_nm=voxel_size_param,
-    threads: EXPORT_THREADS
+    threads: PLAN.resources.export_threads
     resources:
-        mem_mb=export_mem_mb,
+        mem_mb=memory(PLAN.export_mem_mb),
     log:
         "logs/export_ome_zarr/{ds}.log",
     wildcard_constraints:
-        ds=constraint(DATASETS),
+        ds=constraint(PLAN.datasets),
     conda:
         "../../envs/fibseg.yaml"
     script:
@@ -136,11 +136,11 @@ rule export_ome_zarr:
 
 rule check_model:
     input:
-        CNN_MODELS,
+        PLAN.cnn_models,
     output:
         "results/pretrained/checked.json",
     params:
-        inference=asdict(INFERENCE),
+        inference=asdict(PLAN.inference),
     log:
         "logs/check_model.log",
     conda:

@@ -9,14 +9,14 @@ rule check_dataset:
     output:
         "results/{ds}/checked.json",
     params:
-        volume=lookup(dpath="{ds}/volume", within=ROWS),
-        labels=lookup(dpath="{ds}/labels", within=ROWS),
-        annotation=lambda wildcards: dataset(wildcards.ds).get("annotation"),
+        volume=lookup(dpath="{ds}/volume", within=PLAN.rows),
+        labels=lookup(dpath="{ds}/labels", within=PLAN.rows),
+        annotation=lookup(dpath="{ds}/annotation", within=PLAN.rows),
         # only where the data set has a painted annotation: a new mapping reruns only those
         annotation_labels=lambda wildcards: (
-            config["annotation_labels"] if dataset(wildcards.ds).get("annotation") else None
+            config["annotation_labels"] if PLAN.dataset(wildcards.ds).annotation else None
         ),
-        voxel_size_nm=lambda wildcards: dataset(wildcards.ds).get("voxel_size_nm"),
+        voxel_size_nm=lookup(dpath="{ds}/voxel_size_nm", within=PLAN.rows),
         config_voxel_size_nm=config["voxel_size_nm"],
     log:
         "logs/check_dataset/{ds}.log",
@@ -36,9 +36,9 @@ rule align:
         pairs="results/{ds}/alignment_pairs.csv",
         report="results/{ds}/alignment.json",
     params:
-        volume=lookup(dpath="{ds}/volume", within=ROWS),
+        volume=lookup(dpath="{ds}/volume", within=PLAN.rows),
         voxel_size_nm=voxel_size_param,
-        align=asdict(ALIGN),
+        align=asdict(PLAN.align),
     log:
         "logs/align/{ds}.log",
     benchmark:

@@ -8,12 +8,12 @@ rule align_annotation:
     output:
         "results/{ds}/annotation.h5",
     params:
-        annotation=lambda wildcards: dataset(wildcards.ds).annotation,
+        annotation=lookup(dpath="{ds}/annotation", within=PLAN.rows),
         annotation_labels=config["annotation_labels"],
     log:
         "logs/align_annotation/{ds}.log",
     wildcard_constraints:
-        ds=constraint(DATASETS),
+        ds=constraint(PLAN.datasets),
     conda:
         "../../envs/fibseg.yaml"
     script:
@@ -27,17 +27,17 @@ rule extract_regions:
     output:
         "results/{ds}/regions.h5",
     params:
-        labels=lookup(dpath="{ds}/labels", within=ROWS),
+        labels=lookup(dpath="{ds}/labels", within=PLAN.rows),
         annotation=annotation_spec,
         # the sheet's values for `aligned` rows; align_annotation maps the others
         annotation_labels=lambda wildcards: (
-            config["annotation_labels"] if dataset(wildcards.ds).aligned else None
+            config["annotation_labels"] if PLAN.dataset(wildcards.ds).aligned else None
         ),
-        margins=MARGINS,
+        margins=PLAN.margins,
     log:
         "logs/extract_regions/{ds}.log",
     wildcard_constraints:
-        ds=constraint(DATASETS),
+        ds=constraint(PLAN.datasets),
     conda:
         "../../envs/fibseg.yaml"
     script:
@@ -46,17 +46,17 @@ rule extract_regions:
 
 rule import_published:
     input:
-        regions=lambda wildcards: PUBLISHED[wildcards.ds]["regions"],
-        masks=lambda wildcards: PUBLISHED[wildcards.ds]["masks"],
+        regions=lambda wildcards: PLAN.published[wildcards.ds]["regions"],
+        masks=lambda wildcards: PLAN.published[wildcards.ds]["masks"],
         split=config["published"]["split"] or [],
     output:
         "results/{ds}/regions.h5",
     params:
-        margins=MARGINS,
+        margins=PLAN.margins,
     log:
         "logs/import_published/{ds}.log",
     wildcard_constraints:
-        ds=constraint(PUBLISHED),
+        ds=constraint(list(PLAN.published)),
     conda:
         "../../envs/fibseg.yaml"
     script:
@@ -65,7 +65,7 @@ rule import_published:
 
 rule split:
     input:
-        expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+        expand("results/{ds}/regions.h5", ds=PLAN.region_datasets),
     output:
         "results/split.csv",
     params:
@@ -81,7 +81,7 @@ rule split:
 rule sample:
     input:
         split="results/split.csv",
-        regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+        regions=expand("results/{ds}/regions.h5", ds=PLAN.region_datasets),
     output:
         **{split: f"results/samples/{split}.csv" for split in ("train", "val", "test")},
     params:

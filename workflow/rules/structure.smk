@@ -10,17 +10,17 @@ rule analyze_structure:
         json="results/{ds}/structure.json",
         maps="results/{ds}/structure_maps.h5",
     params:
-        truth=lambda wildcards: dataset(wildcards.ds).truth,
+        truth=lookup(dpath="{ds}/truth", within=PLAN.rows),
         voxel_size_nm=voxel_size_param,
         structure=config["structure"],
     resources:
-        mem_mb=structure_mem_mb,
+        mem_mb=memory(PLAN.structure_mem_mb),
     log:
         "logs/analyze_structure/{ds}.log",
     benchmark:
         "results/benchmarks/analyze_structure/{ds}.tsv"
     wildcard_constraints:
-        ds=constraint(DATASETS),
+        ds=constraint(PLAN.datasets),
     conda:
         "../../envs/fibseg.yaml"
     script:
@@ -29,8 +29,8 @@ rule analyze_structure:
 
 rule structure_table:
     input:
-        analyses=expand("results/{ds}/structure.json", ds=DATASETS),
-        maps=expand("results/{ds}/structure_maps.h5", ds=DATASETS),
+        analyses=expand("results/{ds}/structure.json", ds=PLAN.datasets),
+        maps=expand("results/{ds}/structure_maps.h5", ds=PLAN.datasets),
     output:
         table=report(
             "results/tables/structure.csv", caption="../report/structure.rst", category="Structure"
@@ -41,7 +41,7 @@ rule structure_table:
             category="Structure",
         ),
     params:
-        datasets=DATASETS,
+        datasets=PLAN.datasets,
     log:
         "logs/structure_table.log",
     conda:

@@ -4,7 +4,7 @@
 
 # With `pretrained` nothing is trained or selected: no rule here is defined, so that no
 # file of an earlier run that the config names can be rebuilt.
-if TRAINS:
+if PLAN.trains:
 
     localrules:
         promote,
@@ -13,19 +13,19 @@ if TRAINS:
 
     rule train:
         input:
-            regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+            regions=expand("results/{ds}/regions.h5", ds=PLAN.region_datasets),
             train="results/samples/train.csv",
             val="results/samples/val.csv",
             split="results/split.csv",
-            volumes=UNLABELLED_VOLUMES,
-            teachers=UNLABELLED_TEACHERS,
+            volumes=PLAN.unlabelled_volumes,
+            teachers=PLAN.unlabelled_teachers,
         output:
-            **run_outputs("results/train/nxy{nxy}_nz{nz}/seed{seed}", GRID_PLAN.halving),
+            **PLAN.run_outputs("results/train/nxy{nxy}_nz{nz}/seed{seed}", PLAN.grid.rungs.halving),
         params:
-            training=asdict(RUNG_TRAINING[0]),
-            padding=config["model"]["padding"],
-            architecture=config["model"]["architecture"],
-        threads: THREADS
+            training=asdict(PLAN.rung_training[0]),
+            padding=PLAN.padding,
+            architecture=PLAN.architecture.name,
+        threads: PLAN.resources.threads
         log:
             "logs/train/nxy{nxy}_nz{nz}_seed{seed}.log",
         benchmark:
@@ -46,7 +46,7 @@ if TRAINS:
             "results/train/nxy{nxy}_nz{nz}/rung{rung}/promoted.json",
         params:
             runs=previous_rung_runs,
-            slots=lambda wildcards: GRID_PLAN.slots[int(wildcards.rung)],
+            slots=lambda wildcards: PLAN.grid.rungs.slots[int(wildcards.rung)],
         log:
             "logs/promote/nxy{nxy}_nz{nz}_rung{rung}.log",
         wildcard_constraints:
@@ -62,19 +62,19 @@ if TRAINS:
         input:
             promoted="results/train/nxy{nxy}_nz{nz}/rung{rung}/promoted.json",
             previous=previous_rung_files,
-            regions=expand("results/{ds}/regions.h5", ds=REGION_DATASETS),
+            regions=expand("results/{ds}/regions.h5", ds=PLAN.region_datasets),
             train="results/samples/train.csv",
             val="results/samples/val.csv",
             split="results/split.csv",
-            volumes=UNLABELLED_VOLUMES,
-            teachers=UNLABELLED_TEACHERS,
+            volumes=PLAN.unlabelled_volumes,
+            teachers=PLAN.unlabelled_teachers,
         output:
-            **run_outputs("results/train/nxy{nxy}_nz{nz}/rung{rung}/slot{slot}", True),
+            **PLAN.run_outputs("results/train/nxy{nxy}_nz{nz}/rung{rung}/slot{slot}", True),
         params:
-            training=lambda wildcards: asdict(RUNG_TRAINING[int(wildcards.rung)]),
-            padding=config["model"]["padding"],
-            architecture=config["model"]["architecture"],
-        threads: THREADS
+            training=lambda wildcards: asdict(PLAN.rung_training[int(wildcards.rung)]),
+            padding=PLAN.padding,
+            architecture=PLAN.architecture.name,
+        threads: PLAN.resources.threads
         log:
             "logs/train/nxy{nxy}_nz{nz}_rung{rung}_slot{slot}.log",
         benchmark:
@@ -91,8 +91,8 @@ if TRAINS:
 
     rule select_model:
         input:
-            histories=expand("{run}/history.csv", run=RUN_DIRS),
-            run_params=expand("{run}/params.json", run=RUN_DIRS),
+            histories=expand("{run}/history.csv", run=PLAN.grid.run_dirs),
+            run_params=expand("{run}/params.json", run=PLAN.grid.run_dirs),
         output:
             cells=report(
                 "results/selection/cells.csv",
@@ -101,7 +101,7 @@ if TRAINS:
             ),
             best="results/selection/best.json",
             model="results/model/best.keras",
-            members=ENSEMBLE_MEMBERS,
+            members=PLAN.ensemble_members,
             fig3=report(
                 "results/figures/fig3_val_loss.png",
                 caption="../report/fig3.rst",
@@ -123,8 +123,8 @@ if TRAINS:
                 category="Model selection",
             ),
         params:
-            run_dirs=RUN_DIRS,
-            rung_epochs=GRID_PLAN.rung_epochs,
+            run_dirs=PLAN.grid.run_dirs,
+            rung_epochs=PLAN.grid.rungs.rung_epochs,
         log:
             "logs/select_model.log",
         conda:
@@ -135,17 +135,17 @@ if TRAINS:
     # What `fibseg export-model` puts into a bundle beside the model files.
     rule describe_model:
         input:
-            models=CNN_MODELS,
+            models=PLAN.cnn_models,
             best="results/selection/best.json",
             postprocess="results/postprocess.json",
-            volumes=[path for files in TRAINING_VOLUMES.values() for path in files],
+            volumes=[path for files in PLAN.training_volumes.values() for path in files],
         output:
             "results/model/fibseg-model.json",
         params:
             voxel_sizes=training_voxel_sizes,
-            volumes=TRAINING_VOLUMES,
-            inference=asdict(INFERENCE),
-            align=asdict(ALIGN),
+            volumes=PLAN.training_volumes,
+            inference=asdict(PLAN.inference),
+            align=asdict(PLAN.align),
         log:
             "logs/describe_model.log",
         conda:

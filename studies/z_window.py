@@ -13,10 +13,10 @@ and window.yaml (the demo's settings, the forest and the structure analysis off,
 given). `report` prints the U-Net's full-volume mIoU and porosity error of each folder.
 
     snakemake --cores all                                    # the demo, in the repository
-    python benchmarks/z_window.py prepare --out z_front --shift -1 --n-z 3
+    python studies/z_window.py prepare --out z_front --shift -1 --n-z 3
     cd z_front && snakemake -s ../Snakefile results/tables/full_volume.csv --cores all \\
         --configfile window.yaml && cd ..                   # about 6 minutes on 2 cores
-    python benchmarks/z_window.py report . z_front
+    python studies/z_window.py report . z_front
 """
 
 from __future__ import annotations

@@ -2,15 +2,15 @@
 
 For each data set and method (the default network `cnn`, the forest `rf`, the Otsu floor),
 the full-volume mIoU and porosity error, the errors in bands of in-plane distance to the
-truth's boundary (fibseg.evaluation.metrics.errors_by_boundary_distance), and the mIoU of
-the first and last slices against the slices between. With `--flips`, the U-Net of the run
+truth's boundary (`errors_by_boundary_distance`), and the mIoU of the first and last slices
+against the slices between. With `--flips`, the U-Net of the run
 (results/model/best.keras) also scores every slice four times, as it is and flipped in y, in
 x and in both, and the mean of the four scores (test-time augmentation) is post-processed
 with the run's own sigma, T and minimum object size, beside the run's own single scores
 post-processed the same way.
 
     snakemake --cores all                       # the demo, in the repository
-    python benchmarks/unet_errors.py --flips    # 3 minutes on 2 cores with --flips
+    python studies/unet_errors.py --flips       # 3 minutes on 2 cores with --flips
 """
 
 from __future__ import annotations
@@ -24,14 +24,57 @@ from pathlib import Path
 import h5py
 import numpy as np
 import tifffile
+from scipy import ndimage
 
 from fibseg.evaluation.evaluate import otsu_volume
-from fibseg.evaluation.metrics import errors_by_boundary_distance, miou, porosity
+from fibseg.evaluation.metrics import miou, porosity
 from fibseg.evaluation.postprocess import segment_as_chosen
 from fibseg.networks.windows import neighbour_slices
 
 EDGES = (0, 1.5, 3, 6)
 FLIPS = ((), (1,), (2,), (1, 2))  # axes of an (n_z, y, x) stack
+
+
+def boundary_distance(truth: np.ndarray) -> np.ndarray:
+    """Per voxel of a (z, y, x) truth, the in-plane distance (px) to the nearest voxel of the
+    other class in its slice: 1 next to the boundary, sqrt(2) diagonally next to it."""
+    # each transform is 0 on the other class: their sum is every voxel's own distance
+    truth = np.asarray(truth).astype(bool)
+    return np.stack(
+        [ndimage.distance_transform_edt(p) + ndimage.distance_transform_edt(~p) for p in truth]
+    )
+
+
+def errors_by_boundary_distance(
+    truth: np.ndarray, segmentation: np.ndarray, edges: tuple[float, ...] = EDGES
+) -> list[dict]:
+    """Where a segmentation's errors lie, in bands of in-plane distance to the truth's
+    boundary (`boundary_distance`): each band (edges[i], edges[i+1]], the last open-ended,
+    with its share of the voxels, its error rate, its share of all errors and its pores read
+    as solid (as a share of all errors)."""
+    truth, segmentation = np.asarray(truth), np.asarray(segmentation)
+    if truth.shape != segmentation.shape:
+        raise ValueError(f"truth {truth.shape} and segmentation {segmentation.shape} differ")
+    solid = truth.astype(bool)
+    distance = boundary_distance(solid)
+    wrong = solid != segmentation.astype(bool)
+    pore_as_solid = wrong & ~solid
+    errors = max(int(np.count_nonzero(wrong)), 1)
+    rows = []
+    for low, high in zip(edges, (*edges[1:], np.inf), strict=True):
+        band = (distance > low) & (distance <= high)
+        voxels = int(np.count_nonzero(band))
+        rows.append(
+            {
+                "from_px": low,
+                "to_px": high,
+                "voxel_share": voxels / truth.size,
+                "error_rate": np.count_nonzero(wrong & band) / voxels if voxels else 0.0,
+                "error_share": np.count_nonzero(wrong & band) / errors,
+                "pore_as_solid_share": np.count_nonzero(pore_as_solid & band) / errors,
+            }
+        )
+    return rows
 
 
 def read(path: Path, key: str) -> np.ndarray:

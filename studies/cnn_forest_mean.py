@@ -6,7 +6,7 @@ diagnostic, not a method (the workflow chooses T on the validation regions).
 Reads a finished demo run: results/{ds}/scores.h5, results/forest/{ds}/scores.h5 and
 results/demo/{ds}/truth.tif for the demo data sets of config/demo.yaml.
 
-    snakemake --cores all && python benchmarks/cnn_forest_mean.py     # the check: 10 s
+    snakemake --cores all && python studies/cnn_forest_mean.py     # the check: 10 s
 """
 
 from __future__ import annotations
