@@ -3,7 +3,7 @@
 import json
 
 from fibseg.io.atomic import atomic_output
-from fibseg.io.volume import report_voxel_size, voxel_size_with_source
+from fibseg.io.volume import report_voxel_size
 from fibseg.pipeline.checks import check_dataset
 from fibseg.runtime.job import start_log
 
@@ -17,12 +17,7 @@ summary = check_dataset(
     snakemake.params.annotation_labels,  # its values: pore, solid, unlabelled
 )
 made = str(snakemake.params.volume).startswith("results/")  # the demo's: config voxel size
-voxel, sources = voxel_size_with_source(
-    None if made else snakemake.params.volume,
-    tuple(snakemake.params.config_voxel_size_nm),
-    snakemake.params.voxel_size_nm,
-    snakemake.wildcards.ds,
-)
+voxel, sources = snakemake.params.voxel_size["nm"], snakemake.params.voxel_size["source"]
 report_voxel_size(log, snakemake.wildcards.ds, voxel, sources, searched=not made)
 summary |= {"voxel_size_nm": list(voxel), "voxel_size_source": list(sources)}
 log.info("checked: %s", summary)

@@ -4,7 +4,12 @@ import pandas as pd
 
 from fibseg.annotation.regions import RegionSet
 from fibseg.annotation.sampling import regions_in
-from fibseg.inference.ensemble import load_member, region_window, score_dataset_regions
+from fibseg.inference.ensemble import (
+    TRUSTED_FOREST_RULES,
+    load_member,
+    region_window,
+    score_dataset_regions,
+)
 from fibseg.io.writers import write_h5
 from fibseg.runtime.job import configure_threads, start_log
 from fibseg.runtime.settings import InferenceSettings
@@ -15,8 +20,9 @@ inference = InferenceSettings.from_config(snakemake.params.inference)
 margin = snakemake.params.margin
 regions = RegionSet.read(snakemake.input.regions)
 tile = region_window(regions, margin)
-# a pickle (.joblib) is read only where the rule says it is the run's own forest
-trusted = snakemake.params.get("trusted_forest", False)
+# a pickle (.joblib) is read only by the forest's rules, whose model is the run's own forest
+# (rule train_forest): never a file named by the config
+trusted = snakemake.rule in TRUSTED_FOREST_RULES
 members = [
     load_member(p, inference, tile, snakemake.threads, trusted) for p in snakemake.input.models
 ]

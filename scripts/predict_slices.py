@@ -1,6 +1,6 @@
 """Rule predict_slices: scores of `slices_per_job` consecutive slices (one GPU job)."""
 
-from fibseg.inference.ensemble import ensemble_slices, load_member
+from fibseg.inference.ensemble import TRUSTED_FOREST_RULES, ensemble_slices, load_member
 from fibseg.io.volume import Volume
 from fibseg.io.writers import write_h5
 from fibseg.runtime.job import configure_threads, start_log
@@ -9,8 +9,9 @@ from fibseg.runtime.settings import InferenceSettings
 log = start_log(snakemake.log[0])
 configure_threads(snakemake.threads)
 inference = InferenceSettings.from_config(snakemake.params.inference)
-# a pickle (.joblib) is read only where the rule says it is the run's own forest
-trusted = snakemake.params.get("trusted_forest", False)
+# a pickle (.joblib) is read only by the forest's rules, whose model is the run's own forest
+# (rule train_forest): never a file named by the config
+trusted = snakemake.rule in TRUSTED_FOREST_RULES
 members = [
     load_member(p, inference, None, snakemake.threads, trusted) for p in snakemake.input.models
 ]

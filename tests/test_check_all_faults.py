@@ -279,3 +279,15 @@ def test_dry_run_lists_every_bad_data_set(external):
     assert "2 problems in the inputs:" in output, output[-3000:]
     assert "- data set 'GONE', file 'data/missing.tif': the 'volume' file does not exist" in output
     assert "- data set 'BADVOX', file 'config/datasets.tsv': column 'voxel_size_nm'" in output
+
+
+def test_fibseg_check_on_a_sheet_without_its_volume_column(tmp_path, monkeypatch, capsys):
+    """A misspelt required column is named once; no row is then checked against a made-up
+    volume path."""
+    monkeypatch.chdir(tmp_path)
+    Path("s.tsv").write_text("name\tvolum\nA\ta.tif\n")
+    Path("run.yaml").write_text("voxel_size_nm: [50, 10, 10]\n")
+    code, output = run(capsys, "check", "s.tsv", "--config", "run.yaml")
+    assert code == 2
+    assert "lacks the required column(s) volume" in output
+    assert "MISSING" not in output and "the volume file does not exist" not in output

@@ -169,3 +169,15 @@ def test_rule_align_annotation_maps_the_ilastik_values(tmp_path):
     )
     with h5py.File(tmp_path / "annotation.h5", "r") as handle:
         np.testing.assert_array_equal(handle["annotation"][:], fibseg_painting())
+
+
+def test_a_single_slice_ilastik_export_keeps_its_slice_axis(tmp_path):
+    """(1, y, x, 1): the channel axis is dropped first, so one slice stays (1, y, x)."""
+    path = tmp_path / "one.h5"
+    labels = np.zeros((1, 8, 9, 1), np.uint8)
+    labels[0, 2:4, 3:5, 0] = 1
+    with h5py.File(path, "w") as handle:
+        handle["exported_data"] = labels
+    with Volume(str(path)) as volume:
+        assert volume.shape == (1, 8, 9)
+        np.testing.assert_array_equal(volume.read(), labels[..., 0])

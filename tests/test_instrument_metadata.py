@@ -182,7 +182,8 @@ def test_fibseg_check_logs_the_voxel_size_and_its_source(tmp_path, monkeypatch, 
 def test_rule_check_dataset_logs_the_voxel_size(tmp_path):
     """scripts/check_dataset.py with a stand-in `snakemake` object, in a child process (the
     script sends its log lines to the rule's log)."""
-    write(tmp_path / "fei.tif", extratags=fei_tag())
+    fei = write(tmp_path / "fei.tif", extratags=fei_tag())
+    voxel, sources = voxel_size_with_source(fei, (50.0, 10.0, 10.0))  # as the plan gives it
     job = {
         "wildcards": {"ds": "FEI"},
         "input": {"volume": str(tmp_path / "fei.tif")},
@@ -192,8 +193,7 @@ def test_rule_check_dataset_logs_the_voxel_size(tmp_path):
             "labels": None,
             "annotation": None,
             "annotation_labels": {"pore": [1], "solid": [2], "unlabelled": []},
-            "voxel_size_nm": None,
-            "config_voxel_size_nm": [50, 10, 10],
+            "voxel_size": {"nm": list(voxel), "source": list(sources)},
         },
         "log": [str(tmp_path / "check_dataset.log")],
     }
@@ -236,3 +236,24 @@ def test_fibseg_check_prints_the_voxel_size_its_source_and_the_warning(
     assert "FEI: voxel size 50 x 6.1035 x 4.8828 nm (z from config, y/x from file (FEI" in err
     assert "WARNING: data set 'FEI': the voxel size of z was not found in the data" in err
     assert code == 2  # the stand-in model files do not exist: reported after the data sets
+
+
+def test_the_rule_gets_the_plans_voxel_size_and_source(tmp_path, monkeypatch):
+    """Rule check_dataset's param is the plan's size and source of each data set, so that
+    a new config voxel_size_nm reruns only the data sets whose size or source it changes."""
+    from fibseg.pipeline.plan import RunPlan
+    from fibseg.pipeline.sheet import Dataset
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "fei.tif", extratags=fei_tag())
+    config = load_config(extra={"datasets": "datasets.tsv", "voxel_size_nm": [40, 7, 7]})
+    rows = [Dataset("FEI", "fei.tif"), Dataset("GIVEN", "fei.tif", voxel_size_nm="30,5,5")]
+    plan = RunPlan.of(config, rows)
+    assert plan.voxel_size_with_source("FEI") == (
+        pytest.approx((40, 6.1035, 4.8828)),
+        ("config", "file (FEI metadata)", "file (FEI metadata)"),
+    )
+    assert plan.voxel_size_with_source("GIVEN") == ((30, 5, 5), ("sheet",) * 3)
+    rule = (REPO / "workflow/rules/preprocess.smk").read_text().split("rule align:")[0]
+    assert "voxel_size=voxel_size_with_source_param" in rule
+    assert 'config["voxel_size_nm"]' not in rule

@@ -269,14 +269,17 @@ def test_the_runs_own_forest_loads_with_the_trust_flag(tmp_path):
 
 
 def test_only_the_forest_rules_trust_the_pickle():
-    """The forest rules say that their forest.joblib is the run's own; the CNN rules (which
-    read the pretrained models) say nothing, and the scripts' default trusts nothing."""
+    """Only the forest's rules, whose model is the run's own forest.joblib, may read a pickle;
+    the CNN rules (which read the pretrained models) may not, and the scripts trust by the
+    rule's name alone (no param: a finished forest job is not rerun by an upgrade)."""
+    from fibseg.inference.ensemble import TRUSTED_FOREST_RULES
+
     forest = (REPO / "workflow/rules/forest.smk").read_text()
-    for rule in ("predict_forest_regions", "predict_forest_slices"):
+    for rule in TRUSTED_FOREST_RULES:
         block = forest.split(f"as {rule} with:")[1].split("use rule")[0]
         assert 'models=["results/forest/forest.joblib"]' in block
-        assert "trusted_forest=True" in block
-    assert "trusted_forest" not in (REPO / "workflow/rules/prediction.smk").read_text()
+    prediction = (REPO / "workflow/rules/prediction.smk").read_text()
+    assert not any(f"rule {rule}:" in prediction for rule in TRUSTED_FOREST_RULES)
     for script in ("predict_regions.py", "predict_slices.py"):
         text = (REPO / "scripts" / script).read_text()
-        assert 'snakemake.params.get("trusted_forest", False)' in text
+        assert "trusted = snakemake.rule in TRUSTED_FOREST_RULES" in text

@@ -294,3 +294,27 @@ def test_the_help_states_each_formats_labels(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "hold uint8 0 = pore, 1 = solid" in text and "label image 1 = pore, 2 = solid" in text
     assert "--batch FOLDER" in text and "--format" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["B", "--aligned", "in.tif", "out.tif"],
+        ["B", "in.tif", "--aligned", "out.tif"],
+        ["B", "in.tif", "out.tif", "--aligned"],
+    ],
+)
+def test_predict_takes_its_paths_around_its_options(argv):
+    from fibseg.cli import build_parser, parse
+
+    args = parse(build_parser(), ["predict", *argv])
+    assert args.bundle == "B" and args.paths == ["in.tif", "out.tif"] and args.aligned
+
+
+def test_predict_batch_paths_after_the_output_dir_and_unknown_options():
+    from fibseg.cli import build_parser, parse
+
+    args = parse(build_parser(), ["predict", "B", "-o", "D", "a.tif", "b.tif"])
+    assert args.paths == ["a.tif", "b.tif"] and str(args.output_dir) == "D"
+    with pytest.raises(SystemExit):
+        parse(build_parser(), ["predict", "B", "a.tif", "--no-such-option"])

@@ -350,6 +350,20 @@ COMMANDS = {
 }
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The command line's arguments. `fibseg predict` takes its paths before, between and
+    after its options (argparse alone gives a positional list only the paths before the first
+    option)."""
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "predict":
+        unknown = [arg for arg in extra if arg.startswith("-")]
+        args.paths = [*args.paths, *(arg for arg in extra if not arg.startswith("-"))]
+        extra = unknown
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `fibseg` console script; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -357,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["run"] and argv[1:2] not in (["-h"], ["--help"]):
             return run_command(argv[1:])  # every argument is snakemake's
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
         return COMMANDS[args.command](args)
     except (InputError, OSError) as error:
         print(f"fibseg {argv[0] if argv else ''}: error: {error}", file=sys.stderr)

@@ -34,6 +34,9 @@ from .infer import (
 )
 from .pretrained import check_model_format
 
+# The rules whose model is the run's own forest (rule train_forest's forest.joblib, a pickle):
+# the only ones that may read one (scripts/predict_regions.py, predict_slices.py).
+TRUSTED_FOREST_RULES = ("predict_forest_regions", "predict_forest_slices")
 SPREAD, MARGIN = "std across members", "0.5 - |p - 0.5| (one member)"
 
 

@@ -75,10 +75,11 @@ class Volume:
                 self.inner = self._data.name  # the dataset read, also when none was named
             self.h5_path = self.inner if self.format == "hdf5" else None
             shape = tuple(self._data.shape)
-            while len(shape) > 3 and shape[0] == 1:
-                self._prefix, shape = (*self._prefix, 0), shape[1:]
+            # a channel axis after x first: a single-slice (1, y, x, 1) export stays (1, y, x)
             while len(shape) > 3 and shape[-1] == 1:
                 self._suffix, shape = (*self._suffix, 0), shape[:-1]
+            while len(shape) > 3 and shape[0] == 1:
+                self._prefix, shape = (*self._prefix, 0), shape[1:]
             self.shape, self.dtype = shape, np.dtype(self._data.dtype)
         except InputError:
             self.close()

@@ -10,7 +10,7 @@ import re
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +281,12 @@ class Dataset:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Dataset:
-        return cls(**{f.name: row.get(f.name, f.default) for f in fields(cls)})
+        return cls(
+            **{
+                f.name: row.get(f.name, None if f.default is MISSING else f.default)
+                for f in fields(cls)
+            }
+        )
 
     @property
     def painted(self) -> bool:

@@ -69,6 +69,11 @@ def voxel_size_param(wildcards):
     return list(PLAN.voxel_size(wildcards.ds))
 
 
+def voxel_size_with_source_param(wildcards):
+    voxel, sources = PLAN.voxel_size_with_source(wildcards.ds)
+    return {"nm": list(voxel), "source": list(sources)}
+
+
 def training_voxel_sizes(wildcards):
     return PLAN.training_voxel_sizes()
 

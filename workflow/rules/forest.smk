@@ -30,8 +30,6 @@ if PLAN.forest.enabled:
             split="results/split.csv",
         output:
             "results/forest/{ds}/region_scores.h5",
-        params:
-            trusted_forest=True,  # the pickle is this run's own (rule train_forest)
         log:
             "logs/predict_forest_regions/{ds}.log",
         benchmark:
@@ -59,8 +57,6 @@ if PLAN.forest.enabled:
             volume="results/{ds}/preprocessed.h5",
         output:
             score_chunk("results/forest/{ds}/scores/{chunk}.h5"),
-        params:
-            trusted_forest=True,  # the pickle is this run's own (rule train_forest)
         resources:
             mem_mb=memory(PLAN.forest_mem_mb),
         log:

@@ -16,8 +16,9 @@ rule check_dataset:
         annotation_labels=lambda wildcards: (
             config["annotation_labels"] if PLAN.dataset(wildcards.ds).annotation else None
         ),
-        voxel_size_nm=lookup(dpath="{ds}/voxel_size_nm", within=PLAN.rows),
-        config_voxel_size_nm=config["voxel_size_nm"],
+        # the voxel size the run uses and where each axis came from (logged; a change reruns
+        # only the data sets whose size or source changed)
+        voxel_size=voxel_size_with_source_param,
     log:
         "logs/check_dataset/{ds}.log",
     conda:

@@ -29,9 +29,11 @@ rule extract_regions:
     params:
         labels=lookup(dpath="{ds}/labels", within=PLAN.rows),
         annotation=annotation_spec,
-        # the sheet's values for `aligned` rows; align_annotation maps the others
+        # the painted values of `aligned` rows; align_annotation maps the others
         annotation_labels=lambda wildcards: (
-            config["annotation_labels"] if PLAN.dataset(wildcards.ds).aligned else None
+            config["annotation_labels"]
+            if PLAN.dataset(wildcards.ds).aligned and PLAN.dataset(wildcards.ds).painted
+            else None
         ),
         margins=PLAN.margins,
     log:
