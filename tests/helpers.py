@@ -254,3 +254,25 @@ def read_napari_store(store: Path) -> dict:
         units = [axis.get("unit") for axis in metadata["axes"] if axis["type"] == "space"]
         found[f"{key}_scale"], found[f"{key}_units"] = scale[-3:], units
     return found
+
+
+def run_script(script: str, job: dict) -> None:
+    """A workflow script of scripts/ with a stand-in `snakemake` object built from `job`
+    (wildcards, input, output, params, log), in a child process (scripts log to the rule's
+    log and configure threads, which a test process must not)."""
+    import json
+
+    runner = (
+        "import json, runpy, sys, types\n"
+        "job = json.loads(sys.argv[1])\n"
+        "class Named(dict):\n"
+        "    __getattr__ = dict.get\n"
+        "snakemake = types.SimpleNamespace(**{k: Named(v) if isinstance(v, dict) else v "
+        "for k, v in job.items()})\n"
+        "runpy.run_path(sys.argv[2], init_globals={'snakemake': snakemake})\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", runner, json.dumps(job), str(REPO / "scripts" / script)],
+        check=True,
+        cwd=REPO,
+    )

@@ -3,9 +3,6 @@
 through the config key annotation_labels; napari label layers saved as TIFF or Zarr."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,6 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 import zarr
+from helpers import run_script
 
 from fibseg.annotation.labels import check_annotation_labels, painted_labels
 from fibseg.io.errors import InputError, LimitError
@@ -20,7 +18,6 @@ from fibseg.io.volume import Volume, read_volume
 from fibseg.pipeline.checks import check_dataset
 from fibseg.pipeline.project import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 SHAPE = (4, 16, 18)
 # ilastik's label order in this project: "solid" was added first, then "pore", then "resin"
 ILASTIK = {"pore": [2], "solid": [1], "unlabelled": [3]}
@@ -133,24 +130,6 @@ def test_the_mapping_is_checked_in_the_config(tmp_path, monkeypatch):
         load_config(extra={"annotation_labels": {"pore": [0]}})
     with pytest.raises(LimitError, match="label value 2 is given for both pore and unlabelled"):
         check_annotation_labels({"pore": [2], "solid": [1], "unlabelled": [2]})
-
-
-def run_script(script, job):
-    """A workflow script with a stand-in `snakemake` object, in a child process."""
-    runner = (
-        "import json, runpy, sys, types\n"
-        "job = json.loads(sys.argv[1])\n"
-        "class Named(dict):\n"
-        "    __getattr__ = dict.get\n"
-        "snakemake = types.SimpleNamespace(**{k: Named(v) if isinstance(v, dict) else v "
-        "for k, v in job.items()})\n"
-        "runpy.run_path(sys.argv[2], init_globals={'snakemake': snakemake})\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", runner, json.dumps(job), str(REPO / "scripts" / script)],
-        check=True,
-        cwd=REPO,
-    )
 
 
 def test_rule_align_annotation_maps_the_ilastik_values(tmp_path):

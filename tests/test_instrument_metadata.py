@@ -5,13 +5,12 @@ check_dataset)."""
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from helpers import run_script
 
 from fibseg.io.volume import (
     describe_voxel_size,
@@ -197,20 +196,7 @@ def test_rule_check_dataset_logs_the_voxel_size(tmp_path):
         },
         "log": [str(tmp_path / "check_dataset.log")],
     }
-    runner = (
-        "import json, runpy, sys, types\n"
-        "job = json.loads(sys.argv[1])\n"
-        "class Named(dict):\n"
-        "    __getattr__ = dict.get\n"
-        "snakemake = types.SimpleNamespace(**{k: Named(v) if isinstance(v, dict) else v "
-        "for k, v in job.items()})\n"
-        "runpy.run_path(sys.argv[2], init_globals={'snakemake': snakemake})\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", runner, json.dumps(job), str(REPO / "scripts/check_dataset.py")],
-        check=True,
-        cwd=REPO,
-    )
+    run_script("check_dataset.py", job)
     log = (tmp_path / "check_dataset.log").read_text()
     assert "FEI: voxel size 50 x 6.1035 x 4.8828 nm (z from config, y/x from file (FEI" in log
     assert "WARNING data set 'FEI': the voxel size of z was not found in the data" in log

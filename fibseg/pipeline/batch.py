@@ -12,10 +12,9 @@ from pathlib import Path
 
 from ..inference.pretrained import Pretrained
 from ..io.errors import InputError
-from ..io.formats import ZARR_SUFFIX
+from ..io.formats import TIFF_SUFFIXES, ZARR_SUFFIX
 from .predict import (
     FORMATS,
-    TIFF_SUFFIXES,
     VOLUME_SUFFIXES,
     LoadedModel,
     PredictOutputs,

@@ -27,7 +27,14 @@ from ..inference.ensemble import Member, ensemble_slices, load_member
 from ..inference.pretrained import Pretrained, check_pretrained
 from ..io.atomic import atomic_output
 from ..io.errors import InputError
-from ..io.formats import H5_SUFFIXES, MRC_SUFFIXES, ZARR_SUFFIX, split_spec, volume_format
+from ..io.formats import (
+    H5_SUFFIXES,
+    MRC_SUFFIXES,
+    TIFF_SUFFIXES,
+    ZARR_SUFFIX,
+    split_spec,
+    volume_format,
+)
 from ..io.omezarr import write_ome_zarr
 from ..io.volume import Volume
 from ..io.voxel_size import imagej_calibration
@@ -41,7 +48,8 @@ from .checks import check_dataset
 from .dag import chunk_names, chunk_slices
 
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)  # what an ImageJ TIFF stack can hold
-TIFF_SUFFIXES, HDF5_SUFFIXES, OME_ZARR_SUFFIX = (".tif", ".tiff"), (".h5", ".hdf5"), ".ome.zarr"
+# the HDF5 endings fibseg writes (it reads H5_SUFFIXES)
+HDF5_SUFFIXES, OME_ZARR_SUFFIX = (".h5", ".hdf5"), ".ome.zarr"
 # The segmentation's formats: each one's file name ending (in a batch) and label values
 FORMATS = {"tif": ".tif", "h5": ".h5", "ome.zarr": OME_ZARR_SUFFIX}
 LABELS = {
