@@ -6,9 +6,12 @@
 - time and peak RSS for one full 2247 x 3372 slice with the dense engine (in a child process,
   so the peak is its own);
 - the same for the U-Net (model.architecture: unet, n_z=3, random weights): voxels/s, FLOPs
-  per voxel and the full slice, beside the dense engine's.
+  per voxel and the full slice, beside the dense engine's;
+- what rule predict_slices does with that U-Net (fibseg.inference.ensemble.score_chunk: load
+  the saved `.keras`, read `--rule-slices` full slices from a compressed preprocessed.h5,
+  score them, write the score chunk), per slice and against the engine's full slice.
 
-    python benchmarks/inference.py [--tile 1024] [--skip-full-slice]
+    python benchmarks/inference.py [--tile 1024] [--skip-full-slice] [--rule-slices 4]
     KERAS_BACKEND=jax python benchmarks/inference.py --sliding-side 256 --batch 8192  # a GPU
 """
 
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -25,6 +27,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+from fibseg.runtime.job import peak_rss_mb
 
 N_XY, N_Z = 113, 3
 FULL_SLICE = (2247, 3372)
@@ -79,15 +83,6 @@ def model():
     return build_model(N_XY, N_Z, "valid", seed=0)
 
 
-def own_peak_rss_mb() -> float:
-    """Peak RSS of this process image. ru_maxrss would carry the parent's peak over fork and
-    exec on Linux; VmHWM belongs to the new address space."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def full_slice(tile: int) -> None:
     """Child process: one full slice with the dense engine; prints seconds and peak RSS."""
     from fibseg.inference.dense_engine import DenseEngine
@@ -100,7 +95,7 @@ def full_slice(tile: int) -> None:
     start = time.perf_counter()
     scores = engine.scores(stack)
     seconds = time.perf_counter() - start
-    peak_mb = own_peak_rss_mb()
+    peak_mb = peak_rss_mb()
     print(f"FULL {seconds:.2f} {peak_mb:.0f} {scores.shape[0]}x{scores.shape[1]}")
 
 
@@ -115,7 +110,41 @@ def unet_full_slice(tile: int) -> None:
     start = time.perf_counter()
     scores = engine.scores(stack)
     seconds = time.perf_counter() - start
-    print(f"FULL {seconds:.2f} {own_peak_rss_mb():.0f} {scores.shape[0]}x{scores.shape[1]}")
+    print(f"FULL {seconds:.2f} {peak_rss_mb():.0f} {scores.shape[0]}x{scores.shape[1]}")
+
+
+def rule_path(tile: int, slices: int) -> None:
+    """Child process: rule predict_slices on `slices` full slices of a compressed HDF5
+    volume, with the U-Net of `unet_full_slice` saved as `.keras`; prints seconds per slice
+    (the whole job: loading, reading, scoring, writing) and peak RSS."""
+    import tempfile
+
+    from fibseg.inference.ensemble import score_chunk
+    from fibseg.io.writers import write_h5
+    from fibseg.networks.unet import build_unet
+    from fibseg.runtime.job import configure_threads
+    from fibseg.runtime.settings import InferenceSettings
+
+    configure_threads(os.cpu_count() or 1)  # as scripts/predict_slices.py does
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        build_unet(N_Z, seed=0).save(f"{folder}/model.keras")
+        volume = rng.random((slices, *FULL_SLICE), dtype=np.float32)
+        write_h5(f"{folder}/preprocessed.h5", {"volume": volume})
+        del volume
+        start = time.perf_counter()
+        score_chunk(
+            f"{folder}/preprocessed.h5",
+            "bench",
+            [f"{folder}/model.keras"],
+            (0, slices),
+            InferenceSettings(engine="dense", tile=tile),
+            os.cpu_count() or 1,
+            False,
+            f"{folder}/chunk.h5",
+        )
+        seconds = (time.perf_counter() - start) / slices
+    print(f"FULL {seconds:.2f} {peak_rss_mb():.0f} {FULL_SLICE[0]}x{FULL_SLICE[1]}")
 
 
 def unet_flops_per_voxel(n_z: int, side: int = 512) -> float:
@@ -156,7 +185,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2048, help="sliding-window batch size")
     parser.add_argument("--child-full-slice", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-unet-slice", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rule-slices", type=int, default=4, help="full slices of the predict_slices job"
+    )
+    parser.add_argument("--child-rule-path", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_rule_path:
+        rule_path(args.tile, args.rule_slices)
+        return
     if args.child_full_slice:
         full_slice(args.tile)
         return
@@ -225,6 +261,15 @@ def main() -> None:
             f"full slice     : {shape} in {unet_seconds:.1f} s, peak RSS "
             f"{unet_mb / 1024:.2f} GB (U-Net, tile {args.tile}); "
             f"{seconds / unet_seconds:.1f} x the dense engine's speed"
+        )
+        rule_seconds, rule_mb, _ = run_child(
+            "--child-rule-path", "--tile", str(args.tile), "--rule-slices", str(args.rule_slices)
+        )
+        print(
+            f"rule predict_slices: {rule_seconds:.1f} s per full slice over "
+            f"{args.rule_slices} slices (loading, reading, scoring, writing), peak RSS "
+            f"{rule_mb / 1024:.2f} GB; the job runs at {unet_seconds / rule_seconds:.2f} x "
+            f"the engine's rate ({100 * (rule_seconds / unet_seconds - 1):+.0f} % time per slice)"
         )
         print(
             f"sliding, same slice (extrapolated): "

@@ -19,7 +19,12 @@ with h5py.File(snakemake.input.scores, "r") as handle:
         settings,
         snakemake.output.h5,
         snakemake.output.tif,
-        {**settings, "voxel_size_nm_zyx": snakemake.params.voxel_size_nm},
+        {
+            **settings,
+            "voxel_size_nm_zyx": snakemake.params.voxel_size_nm,
+            # the first slice scored (rule stitch's; the forest may score a block)
+            **{k: int(v) for k, v in handle.attrs.items() if k == "first_slice"},
+        },
         slab_depth,
         snakemake.params.voxel_size_nm,
     )

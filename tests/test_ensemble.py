@@ -3,6 +3,7 @@ scores, members of different n_z, and the choice of the k best runs."""
 
 import json
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,11 +14,14 @@ from fibseg.inference.ensemble import (
     MARGIN,
     SPREAD,
     Member,
+    cached_stack,
     combine,
     ensemble_regions,
     ensemble_slices,
+    score_chunk,
 )
 from fibseg.inference.infer import make_scorer
+from fibseg.io.writers import write_h5
 from fibseg.networks.windows import neighbour_slices
 from fibseg.runtime.settings import InferenceSettings
 from fibseg.training.selection import collect_histories, select_model, top_runs
@@ -66,6 +70,25 @@ def test_members_read_their_own_slices_and_are_averaged(members):
     assert kind == SPREAD and scores.shape == (2, 32, 32)
 
 
+def test_a_job_reads_each_slice_once(members):
+    """Slices 0-5 of a 6-slice volume with members of n_z 1 and 3: six reads of one slice
+    each (mirroring at the ends reads nothing twice) and the same scores as reading every
+    stack; a stack read through the cache is the volume's."""
+    volume = image_like(np.random.default_rng(6), (6, 32, 32))
+    reads = []
+
+    def read_slices(indices):
+        reads.extend(int(i) for i in indices)
+        return volume[indices]
+
+    scores, _, _ = ensemble_slices(read_slices, 6, range(6), members)
+    assert sorted(reads) == list(range(6))
+    direct = [ensemble_slices(lambda z: volume[z], 6, range(6), [m])[0] for m in members]
+    np.testing.assert_allclose(scores, (direct[0] + direct[1]) / 2, atol=1e-6)
+    indices = neighbour_slices(0, 3, 6)  # [1, 0, 1]
+    assert np.array_equal(cached_stack(read_slices, indices, {}), volume[indices])
+
+
 def test_region_scores_of_an_ensemble_average_the_members(members):
     rng = np.random.default_rng(5)
     crops = np.stack([image_like(rng, (5, 88, 88)) for _ in range(3)])  # margins 40 and 2
@@ -104,3 +127,31 @@ def test_top_runs_are_the_lowest_validation_losses_over_all_cells(tmp_path):
     cells, best, ensemble = select_model(runs, 1)
     assert ensemble == [best["run_dir"]] == [runs[1]]
     assert select_model(runs, 4)[2] == [runs[1], runs[2], runs[0], runs[3]]
+
+
+def test_score_chunk_writes_what_the_ensemble_scores_slice_by_slice(members, tmp_path):
+    """Rule predict_slices' job (score_chunk) on slices 1-3 of a 5-slice HDF5 volume: the
+    chunk holds exactly ensemble_slices' scores and uncertainty, LZF-compressed one slice per
+    chunk, with the slice range and the uncertainty's kind; rule stitch reads it."""
+    volume = image_like(np.random.default_rng(7), (5, 40, 36))
+    write_h5(tmp_path / "preprocessed.h5", {"volume": volume})
+    paths = []
+    for member in members:
+        paths.append(str(tmp_path / f"{member.path}.keras"))
+        member.model.save(paths[-1])
+    score_chunk(
+        str(tmp_path / "preprocessed.h5"),
+        "D",
+        paths,
+        (1, 4),
+        DENSE,
+        1,
+        False,
+        str(tmp_path / "chunk.h5"),
+    )
+    expected = ensemble_slices(lambda z: volume[z], 5, range(1, 4), members)
+    with h5py.File(tmp_path / "chunk.h5", "r") as handle:
+        for name, array in zip(("scores", "uncertainty"), expected[:2], strict=True):
+            np.testing.assert_allclose(handle[name][:], array, atol=1e-6)
+            assert handle[name].compression == "lzf" and handle[name].chunks == (1, 40, 36)
+        assert dict(handle.attrs) == {"first_slice": 1, "stop_slice": 4, "uncertainty": SPREAD}

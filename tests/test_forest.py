@@ -144,3 +144,33 @@ def test_default_forest_is_200_balanced_full_trees():
     assert forest.n_estimators == len(forest.estimators_) == 200
     assert forest.class_weight == "balanced"
     assert forest.max_depth is None and forest.random_state == 0 and forest.n_jobs == 1
+
+
+def test_a_volume_scored_slice_by_slice_computes_each_slices_features_once(monkeypatch):
+    """Five slices scored in turn (mirrored at the ends) give exactly the scores of each
+    stack's features computed afresh; each slice's features are computed once, and the
+    scorer never holds more than three slices' features."""
+    from fibseg.baselines import forest as module
+    from fibseg.networks.windows import neighbour_slices
+
+    rng = np.random.default_rng(6)
+    model = trained(rng)
+    volume = np.stack([two_phase(rng, 1, 40)[1][0] for _ in range(5)])
+    stacks = [volume[neighbour_slices(z, 3, 5)] for z in range(5)]
+    fresh = [
+        module.solid_probability(model, forest_features(stack, SIGMA_MAX)[2:30, 5:38])
+        for stack in stacks
+    ]
+    computed, held = [], []
+    original = module.forest_features
+
+    def counting(stack, sigma_max):
+        computed.append(stack.shape[0])
+        return original(stack, sigma_max)
+
+    monkeypatch.setattr(module, "forest_features", counting)
+    scorer = forest_scorer(model, SIGMA_MAX)
+    for stack, expected in zip(stacks, fresh, strict=True):
+        np.testing.assert_array_equal(scorer(stack, (2, 30, 5, 38)), expected)
+        held.append(len(scorer._features))
+    assert computed == [1] * 5 and max(held) <= 3

@@ -127,3 +127,23 @@ def test_stitching_puts_every_slice_in_its_place(tmp_path):
     np.testing.assert_allclose(scores[:, 2, 3], np.arange(7) / 10, atol=1e-3)
     with pytest.raises(ValueError, match="exactly once"):
         stitch_chunks(paths[:2] + [paths[0]], tmp_path / "bad.h5")
+
+
+def test_stitching_a_block_of_slices_keeps_its_first_slice(tmp_path):
+    """Chunks of slices 4-7 (the forest's centre block): a volume of 4 slices whose attribute
+    `first_slice` is 4; a span they do not cover is refused."""
+    paths = []
+    for first, stop in ((6, 8), (4, 6)):
+        path = tmp_path / f"{first}.h5"
+        with h5py.File(path, "w") as handle:
+            handle["scores"] = np.stack(
+                [np.full((3, 2), z / 10, np.float32) for z in range(first, stop)]
+            )
+            handle.attrs.update(first_slice=first, stop_slice=stop, uncertainty="kind")
+        paths.append(str(path))
+    assert stitch_chunks(paths, tmp_path / "block.h5", span=(4, 8)) == (4, 3, 2)
+    with h5py.File(tmp_path / "block.h5") as handle:
+        assert dict(handle.attrs) == {"first_slice": 4, "uncertainty": "kind"}
+        np.testing.assert_allclose(handle["scores"][:, 0, 0], [0.4, 0.5, 0.6, 0.7], atol=1e-7)
+    with pytest.raises(ValueError, match="should cover 0-7"):
+        stitch_chunks(paths, tmp_path / "bad.h5", span=(0, 8))

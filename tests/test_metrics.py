@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from fibseg.evaluation.evaluate import slicewise_volume_row, volume_row
 from fibseg.evaluation.metrics import (
     accuracy,
     confusion,
@@ -41,3 +42,17 @@ def test_porosity_ttest_against_the_formula():
     statistic, p_value = porosity_ttest(a, b)
     assert statistic == pytest.approx(t)
     assert 0 < p_value < 0.05
+
+
+def test_volume_row_slice_by_slice_against_hand_counts():
+    """Two slices, one voxel of the truth unlabelled (255): 7 labelled voxels, of which the
+    truth has 3 pore, the segmentation (8 voxels) 4 pore; pore IoU 2/4, solid IoU 3/5."""
+    truth = np.array([[[0, 0], [1, 1]], [[0, 1], [1, 255]]], np.uint8)
+    segmentation = np.array([[[0, 1], [1, 0]], [[0, 1], [1, 0]]], np.uint8)
+    row = volume_row("D", truth, segmentation)
+    assert row["mIoU"] == pytest.approx((2 / 4 + 3 / 5) / 2)
+    assert row["accuracy"] == pytest.approx(5 / 7)
+    assert row["porosity_truth"] == pytest.approx(3 / 7)
+    assert row["porosity_automatic"] == pytest.approx(4 / 8)
+    assert row["voxels"] == 8
+    assert slicewise_volume_row("D", iter(zip(truth, segmentation, strict=True))) == row

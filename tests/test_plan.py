@@ -174,9 +174,32 @@ def test_the_paper_plans_3600_runs_and_600_chunks(paper):
     assert len(plan.grid.run_dirs) == 3600 and plan.grid.run_dirs[-1].endswith("seed99")
     assert sum(len(plan.chunks(name)) for name in plan.datasets) == 600
     assert plan.chunk_slices("HPC30", "0199") == [199, 200]
+    # the forest's full-volume row: the 32 slices around the centre (forest.volume_slices)
+    assert plan.forest_chunks("HPC30") == [f"{z:04d}" for z in range(84, 116)]
+    assert plan.stitched_slices("HPC30", forest=True) == [84, 116]
+    assert plan.stitched_slices("HPC30") == [0, 200]
     assert plan.volume_shape("HPC30") == (200, 2, 2)  # read from the file's header
     assert plan.margins == {"xy": 56, "z": 5, "smooth": plan.margins["smooth"]}
     assert "results/tables/full_volume.csv" not in plan.all_targets()  # no truth
+
+
+def test_the_forest_scores_whole_jobs_around_the_centre(demo):
+    """At least forest.volume_slices slices, in whole predict jobs around the centre; every
+    slice when that reaches the depth (the demo's 32), when it is 0, or when the CNN learns
+    from the forest's scores (training.unlabelled: pseudo)."""
+    assert dag.centre_chunks(200, 16, 32) == ["0005", "0006", "0007"]  # slices 80-127 hold 84-115
+    assert dag.centre_chunks(200, 1, 3) == ["0098", "0099", "0100"]
+    assert dag.centre_chunks(7, 2, 2) == ["0001"]  # slices 2-3: job 0001 alone
+    assert dag.centre_chunks(7, 2, 3) == ["0001", "0002"]  # 2-4: jobs 2-3 and 4-5
+    assert dag.centre_chunks(200, 16, 0) == dag.chunk_names(200, 16)
+    assert demo.forest_chunks("HPC22") == demo.chunks("HPC22")
+    pseudo = {
+        "model": {"architecture": "patch", "padding": "valid"},
+        "grid": {"n_xy": [81]},
+        "training": {"mode": "dense", "unlabelled": {"method": "pseudo"}},
+    }
+    config = with_overlays(demo_config(), pseudo)
+    assert RunPlan.from_config(config, SHEET_SCHEMA).forest.volume_slices == 0
 
 
 def test_the_paper_with_halving_plans_each_rung(paper):

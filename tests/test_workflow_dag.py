@@ -133,8 +133,9 @@ def test_paper_plans_3600_training_and_600_prediction_jobs(paper_project):
     assert counts["select_model"] == 1
     assert counts["predict_slices"] == 600
     assert counts["stitch"] == counts["postprocess"] == counts["predict_regions"] == 3
-    # The random-forest baseline runs beside it on the CPU: one forest, the same 600 slices.
-    assert counts["train_forest"] == 1 and counts["predict_forest_slices"] == 600
+    # The random-forest baseline runs beside it on the CPU: one forest, and for its
+    # full-volume row the 32 slices around each volume's centre (forest.volume_slices)
+    assert counts["train_forest"] == 1 and counts["predict_forest_slices"] == 3 * 32
     assert counts["stitch_forest"] == counts["postprocess_forest"] == 3
 
 

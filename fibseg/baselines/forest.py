@@ -9,8 +9,8 @@ of `fibseg.inference.infer`, so `score_slices` and `score_regions` apply it like
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable
 
 import joblib
 import numpy as np
@@ -40,29 +40,63 @@ def forest_features(stack: np.ndarray, sigma_max: float = 16.0) -> np.ndarray:
     return features.astype(np.float32, copy=False)
 
 
-def solid_probability(forest: RandomForestClassifier, features: np.ndarray) -> np.ndarray:
-    """P(solid) of (y, x, F) features, predicted a block of rows at a time."""
-    height, width, count = features.shape
+def solid_probability(
+    forest: RandomForestClassifier, features: np.ndarray | list[np.ndarray]
+) -> np.ndarray:
+    """P(solid) of (y, x, F) features, or of several (y, x, F_i) arrays whose columns follow
+    one another (a slice's each), predicted a block of rows at a time: the (pixels, F) rows
+    are put together block by block, never for the whole slice."""
+    parts = features if isinstance(features, list) else [features]
+    height, width = parts[0].shape[:2]
     column = list(forest.classes_).index(1)
     rows = max(1, PREDICT_PIXELS // width)
     scores = np.empty((height, width), np.float32)
     for top in range(0, height, rows):
-        block = features[top : top + rows].reshape(-1, count)
+        block = np.concatenate(
+            [part[top : top + rows].reshape(-1, part.shape[-1]) for part in parts], axis=1
+        )
         scores[top : top + rows] = forest.predict_proba(block)[:, column].reshape(-1, width)
     return scores
 
 
-def forest_scorer(
-    forest: RandomForestClassifier, sigma_max: float
-) -> Callable[[np.ndarray, Roi | None], np.ndarray]:
+class ForestScorer:
     """A scorer (stack, roi=None) -> (h, w) float32 P(solid) of the centre slice over roi,
-    from the features of the whole stack."""
+    from the features of the whole stack (the scorer protocol of `fibseg.inference.infer`).
 
-    def scorer(stack: np.ndarray, roi: Roi | None = None) -> np.ndarray:
+    The features of a stack are those of its slices side by side (`multiscale_basic_features`
+    treats each channel alone), so each slice's features are computed once and kept while
+    the next stack holds that slice: scoring a volume slice by slice computes them once per
+    slice, not n_z times, and holds the features of at most n_z + 1 slices, never their
+    concatenation. A slice is known by a digest of its bytes, so the result is exactly that of
+    computing every stack's features afresh."""
+
+    def __init__(self, forest: RandomForestClassifier, sigma_max: float) -> None:
+        self.forest = forest
+        self.sigma_max = sigma_max
+        self._features: dict[bytes, np.ndarray] = {}
+
+    def __call__(self, stack: np.ndarray, roi: Roi | None = None) -> np.ndarray:
         y0, y1, x0, x1 = region_of_interest(stack, roi)
-        return solid_probability(forest, forest_features(stack, sigma_max)[y0:y1, x0:x1])
+        images = [np.ascontiguousarray(image, np.float32) for image in stack]
+        keys = [slice_key(image) for image in images]
+        for key in set(self._features) - set(keys):
+            del self._features[key]
+        for key, image in zip(keys, images, strict=True):
+            if key not in self._features:
+                self._features[key] = forest_features(image[None], self.sigma_max)
+        return solid_probability(self.forest, [self._features[k][y0:y1, x0:x1] for k in keys])
 
-    return scorer
+
+def slice_key(image: np.ndarray) -> bytes:
+    """A digest of a float32 slice's shape and bytes."""
+    digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16)
+    digest.update(repr(image.shape).encode())
+    return digest.digest()
+
+
+def forest_scorer(forest: RandomForestClassifier, sigma_max: float) -> ForestScorer:
+    """The forest's scorer (`ForestScorer`)."""
+    return ForestScorer(forest, sigma_max)
 
 
 def forest_training_data(

@@ -6,6 +6,7 @@ data set and split; "Combined" pools all data sets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,14 +100,29 @@ def ttest_table(results: list[RegionResult]) -> pd.DataFrame:
 
 def volume_row(dataset: str, truth: np.ndarray, segmentation: np.ndarray) -> dict:
     """Full-volume agreement with a ground truth (only the synthetic demo has one)."""
-    counts = confusion(truth, segmentation)
+    return slicewise_volume_row(dataset, zip(truth, segmentation, strict=True))
+
+
+def slicewise_volume_row(dataset: str, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """`volume_row` from (truth, segmentation) pairs of slices, one at a time: counts are
+    summed, so a volume of any depth is held a slice at a time."""
+    counts = np.zeros((2, 2), np.int64)
+    pores, knowns = np.zeros(2, np.int64), np.zeros(2, np.int64)
+    voxels = 0
+    for truth, segmentation in pairs:
+        counts += confusion(truth, segmentation)
+        for which, image in enumerate((truth, segmentation)):
+            mask = known(image)
+            pores[which] += np.count_nonzero((np.asarray(image) == 0) & mask)
+            knowns[which] += np.count_nonzero(mask)
+        voxels += np.asarray(truth).size
     return {
         "dataset": dataset,
         "mIoU": miou_from_confusion(counts),
         "accuracy": accuracy_from_confusion(counts),
-        "porosity_truth": porosity(truth),
-        "porosity_automatic": porosity(segmentation),
-        "voxels": int(truth.size),
+        "porosity_truth": float(pores[0] / knowns[0]),
+        "porosity_automatic": float(pores[1] / knowns[1]),
+        "voxels": int(voxels),
     }
 
 
@@ -202,15 +218,20 @@ def split_windows(
 def otsu_volume(volume_spec: str) -> np.ndarray:
     """The floor on a whole volume: solid where the preprocessed intensity exceeds the global
     Otsu threshold of the volume (from a histogram of 1024 bins built slice by slice)."""
+    return np.stack(list(otsu_slices(volume_spec))).astype(np.uint8)
+
+
+def otsu_slices(volume_spec: str) -> Iterator[np.ndarray]:
+    """`otsu_volume` a slice at a time (uint8, 1 = solid): the volume is read twice, once
+    for the histogram and once for the slices."""
     from ..io.volume import Volume
 
     edges = np.linspace(0, 1, 1025)
     with Volume(volume_spec) as volume:
         counts = sum(np.histogram(volume.read(z, z + 1), edges)[0] for z in range(len(volume)))
         threshold = threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2))
-        return np.concatenate(
-            [volume.read(z, z + 1) > threshold for z in range(len(volume))]
-        ).astype(np.uint8)
+        for z in range(len(volume)):
+            yield (volume.read(z, z + 1)[0] > threshold).astype(np.uint8)
 
 
 def volume_rows(
@@ -219,19 +240,30 @@ def volume_rows(
     segmentations: dict[str, list[str]],
     preprocessed: list[str],
 ) -> list[dict]:
-    """full_volume.csv: every method's whole segmentation, and the Otsu floor of the
-    preprocessed volume, against each data set's truth."""
+    """full_volume.csv: every method's whole segmentation (or the block of slices it
+    segmented, `first_slice` on; column `slices`), and the Otsu floor of the preprocessed
+    volume, against each data set's truth; every volume is read a slice at a time."""
     import h5py
 
-    from ..io.volume import read_volume
+    from ..io.volume import Volume
 
     rows = []
     for index, (name, spec) in enumerate(zip(datasets, truth_specs, strict=True)):
-        truth = read_volume(spec, name)
-        for method, paths in segmentations.items():
-            with h5py.File(paths[index], "r") as handle:
-                segmentation = handle["segmentation"][:]
-            rows.append({"method": method} | volume_row(name, truth, segmentation))
-        otsu = otsu_volume(preprocessed[index])
-        rows.append({"method": "otsu"} | volume_row(name, truth, otsu))
+        with Volume(spec, name) as truth:
+
+            def truth_slices(first: int = 0, stop: int | None = None, volume=truth):
+                stop = len(volume) if stop is None else stop
+                return (volume.read(z, z + 1)[0] for z in range(first, stop))
+
+            for method, paths in segmentations.items():
+                with h5py.File(paths[index], "r") as handle:
+                    segmentation = handle["segmentation"]
+                    first = int(handle.attrs.get("first_slice", 0))
+                    stop = first + len(segmentation)
+                    pairs = zip(truth_slices(first, stop), segmentation, strict=True)
+                    row = slicewise_volume_row(name, pairs)
+                rows.append({"method": method} | row | {"slices": f"{first}-{stop - 1}"})
+            pairs = zip(truth_slices(), otsu_slices(preprocessed[index]), strict=True)
+            row = slicewise_volume_row(name, pairs) | {"slices": f"0-{len(truth) - 1}"}
+            rows.append({"method": "otsu"} | row)
     return rows

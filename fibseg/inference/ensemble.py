@@ -1,6 +1,6 @@
 """Scoring with one or several members: CNN runs (`.keras`, loaded in safe mode) or the random
 forest the run trained itself (`.joblib`, a pickle: read only when the caller says the file is
-the run's own). Each member reads its own n_z slices; the ensemble's score is the members'
+the run's own). Each member scores from its own n_z slices; the ensemble's score is the members'
 mean, and its uncertainty is their spread.
 
 The uncertainty map is the standard deviation of the members' scores. With a single member
@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from ..annotation.regions import RegionSet
+from ..io.atomic import atomic_output
+from ..io.volume import Volume
+from ..io.writers import compression
 from ..networks.registry import Geometry
 from ..networks.windows import neighbour_slices
 from ..runtime.progress import Progress
@@ -93,15 +97,33 @@ def ensemble_slices(
     log: logging.Logger | None = None,
     tile_every_s: float = 15.0,
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Scores and uncertainty (len(z_range), y, x) of slices of a volume of `depth` slices.
-    With `log`, every slice of every member (and the tiles of big slices, at most one line
-    per `tile_every_s`) is logged with its rate and the time left."""
+    """Scores and uncertainty (len(z_range), y, x) of the consecutive slices `z_range` of a
+    volume of `depth` slices (`slice_scores`, stacked)."""
+    scored = list(slice_scores(read_slices, depth, z_range, members, log, tile_every_s))
+    return np.stack([s[0] for s in scored]), np.stack([s[1] for s in scored]), scored[0][2]
+
+
+def slice_scores(
+    read_slices: Callable[[np.ndarray], np.ndarray],
+    depth: int,
+    z_range: range,
+    members: list[Member],
+    log: logging.Logger | None = None,
+    tile_every_s: float = 15.0,
+) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+    """Scores, uncertainty (y, x) and what the uncertainty is, of each of the consecutive
+    slices `z_range` in turn, so that a caller can write each slice and hold none. Each slice
+    is read once, whatever the members' n_z: the slices the next z needs stay in memory (at
+    most the largest n_z of them). With `log`, every slice of every member (and the tiles of
+    big slices, at most one line per `tile_every_s`) is logged with its rate and the time
+    left."""
     progress = None
-    per_member = []
-    for rank, member in enumerate(members, start=1):
+    widest = max(member.n_z for member in members)
+    cache: dict[int, np.ndarray] = {}
+    for z in z_range:
         scores = []
-        for z in z_range:
-            stack = read_slices(neighbour_slices(z, member.n_z, depth))
+        for rank, member in enumerate(members, start=1):
+            stack = cached_stack(read_slices, neighbour_slices(z, member.n_z, depth), cache)
             if log is not None and progress is None:
                 voxels = stack.shape[1] * stack.shape[2]
                 progress = Progress(log, len(z_range) * len(members), voxels, tile_every_s)
@@ -110,8 +132,69 @@ def ensemble_slices(
                 scores.append(member.scorer(stack))
             if progress:
                 progress.slice_done(label)
-        per_member.append(np.stack(scores))
-    return combine(per_member)
+        needed = {int(i) for i in neighbour_slices(z + 1, widest, depth)}
+        for index in set(cache) - needed:
+            del cache[index]
+        yield combine(scores)
+
+
+def cached_stack(
+    read_slices: Callable[[np.ndarray], np.ndarray],
+    indices: np.ndarray,
+    cache: dict[int, np.ndarray],
+) -> np.ndarray:
+    """The slices at `indices` as one stack, reading (in one call) only those not in `cache`,
+    which keeps them."""
+    missing = sorted({int(i) for i in indices} - set(cache))
+    if missing:
+        cache.update(zip(missing, read_slices(np.asarray(missing)), strict=True))
+    return np.stack([cache[int(i)] for i in indices])
+
+
+def score_chunk(
+    volume_spec: str,
+    dataset: str,
+    models: list[str],
+    slices: tuple[int, int],
+    inference: InferenceSettings,
+    threads: int,
+    trusted_forest: bool,
+    output: str,
+    log: logging.Logger | None = None,
+) -> None:
+    """What rule predict_slices does: load the members once, score slices `first` to
+    `stop - 1` of the volume and write each slice's scores and uncertainty to `output` as it
+    is scored (LZF: a file read once by rule stitch), so that the job holds a few slices,
+    whatever their number. benchmarks/inference.py times it against the engine alone."""
+    members = [load_member(p, inference, None, threads, trusted_forest) for p in models]
+    first, stop = slices
+    with (
+        Volume(volume_spec, dataset) as volume,
+        atomic_output(output) as tmp,
+        h5py.File(tmp, "w") as handle,
+    ):
+        if log is not None:
+            log.info("scoring slices %d-%d of %s", first, stop - 1, volume.shape)
+        shape = (stop - first, *volume.shape[1:])
+        arrays = {
+            name: handle.create_dataset(
+                name, shape, np.float32, chunks=(1, *shape[1:]), **compression(shape, fast=True)
+            )
+            for name in ("scores", "uncertainty")
+        }
+        total = 0.0
+        scored = slice_scores(volume.read_slices, volume.shape[0], range(first, stop), members, log)
+        for offset, (scores, uncertainty, _) in enumerate(scored):
+            arrays["scores"][offset] = scores
+            arrays["uncertainty"][offset] = uncertainty
+            total += float(scores.mean(dtype=np.float64))
+        kind = SPREAD if len(members) > 1 else MARGIN
+        handle.attrs.update({"first_slice": first, "stop_slice": stop, "uncertainty": kind})
+    if log is not None:
+        log.info(
+            "slices %d-%d scored by %d member(s), mean %.4f",
+            *(first, stop - 1, len(members), total / max(1, stop - first)),
+        )
 
 
 def ensemble_regions(

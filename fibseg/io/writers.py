@@ -13,12 +13,18 @@ import tifffile
 from .atomic import atomic_output
 from .voxel_size import hdf5_axes, imagej_calibration
 
-H5_COMPRESSION = {"compression": "gzip", "compression_opts": 1}  # every HDF5 output fibseg writes
+H5_COMPRESSION = {"compression": "gzip", "compression_opts": 1}  # every HDF5 output fibseg keeps
+# Files deleted once read (the score chunks of predict jobs): LZF, about 3 times faster to
+# write than gzip level 1 on scores, so that writing stays a small part of a predict job.
+H5_FAST_COMPRESSION = {"compression": "lzf"}
 
 
-def compression(array_shape: tuple[int, ...]) -> dict[str, object]:
-    """`create_dataset` keywords that compress a dataset (none for scalars and empty ones)."""
-    return H5_COMPRESSION if len(array_shape) and math.prod(array_shape) else {}
+def compression(array_shape: tuple[int, ...], fast: bool = False) -> dict[str, object]:
+    """`create_dataset` keywords that compress a dataset (none for scalars and empty ones):
+    gzip level 1, or with `fast` LZF (for intermediate files)."""
+    if not (len(array_shape) and math.prod(array_shape)):
+        return {}
+    return H5_FAST_COMPRESSION if fast else H5_COMPRESSION
 
 
 def write_tiff(
@@ -74,9 +80,12 @@ def stitch_chunks(
     output: str,
     dtype: str = "float32",
     voxel_nm: tuple[float, float, float] | None = None,
+    span: tuple[int, int] | None = None,
 ) -> tuple:
     """Write the chunks' `/scores` (and `/uncertainty`, where present) into one compressed
-    volume each (with `element_size_um` of `voxel_nm`); every slice exactly once. The chunks'
+    volume each (with `element_size_um` of `voxel_nm`): the contiguous slices they cover,
+    every one exactly once, from attribute `first_slice` on (0 for a whole volume; the forest
+    may score a block of it), which must be [first, stop) `span` where it is given. The chunks'
     other attributes are kept."""
     pieces, names, attrs = [], [], {}
     for path in chunk_paths:
@@ -95,24 +104,28 @@ def stitch_chunks(
                 )
             )
     pieces.sort()
-    depth = pieces[-1][1]
-    covered = np.zeros(depth, np.int64)
-    for first, stop, _, _ in pieces:
-        covered[first:stop] += 1
-    if not (covered == 1).all() or len({p[3] for p in pieces}) != 1:
+    start, stop = pieces[0][0], max(p[1] for p in pieces)
+    covered = np.zeros(stop - start, np.int64)
+    for first, last, _, _ in pieces:
+        covered[first - start : last - start] += 1
+    wrong_span = span is not None and (start, stop) != tuple(span)
+    if wrong_span or not (covered == 1).all() or len({p[3] for p in pieces}) != 1:
         raise ValueError(
-            f"score chunks do not cover slices 0-{depth - 1} exactly once: "
+            f"score chunks do not cover slices {start}-{stop - 1} exactly once"
+            + (f" (they should cover {span[0]}-{span[1] - 1})" if span is not None else "")
+            + ": "
             f"{[(p[0], p[1]) for p in pieces]}"
         )
-    shape = (depth, *pieces[0][3])
+    shape = (stop - start, *pieces[0][3])
     with atomic_output(output) as tmp, h5py.File(tmp, "w") as out:
-        out.attrs.update(attrs)
+        out.attrs.update({**attrs, "first_slice": start})
         for name in names:
             data = out.create_dataset(
                 name, shape=shape, dtype=dtype, chunks=(1, *shape[1:]), **compression(shape)
             )
             data.attrs.update(hdf5_axes(voxel_nm))
-            for first, stop, path, _ in pieces:
+            for first, last, path, _ in pieces:
                 with h5py.File(path, "r") as handle:
-                    data[first:stop] = np.clip(handle[name][:], 0, 1).astype(dtype)
+                    for z in range(first, last):  # a slice at a time: bounded memory
+                        data[z - start] = np.clip(handle[name][z - first], 0, 1).astype(dtype)
     return shape

@@ -53,12 +53,13 @@ def keras_input_geometry(path: str) -> Geometry | None:
 
 
 def forest_memory_mb(height: int, width: int, n_z: int, sigma_max: float) -> int:
-    """Peak memory of one predict_forest_slices job: a slice's scale-space features (four per
-    sigma and slice, sigmas doubling from 0.5 to sigma_max, as multiscale_basic_features)
-    and a copy, with 50 % headroom."""
-    features = 4 * n_z * (int(math.log2(sigma_max / 0.5)) + 1)
+    """Peak memory of one predict_forest_slices job: the scale-space features (four per sigma,
+    sigmas doubling from 0.5 to sigma_max, as multiscale_basic_features) of the n_z - 1
+    slices kept (fibseg.baselines.forest.ForestScorer) and of the new slice with its copy,
+    and the slices read, with 50 % headroom."""
+    per_slice = 4 * (int(math.log2(sigma_max / 0.5)) + 1)
     slice_bytes = height * width * 4
-    return BASE_MB + math.ceil(1.5 * slice_bytes * (2 * features + 3 * n_z) / MB)
+    return BASE_MB + math.ceil(1.5 * slice_bytes * ((n_z + 1) * per_slice + 3 * n_z) / MB)
 
 
 # Bytes per voxel of one slab at the peak of fibseg.evaluation.postprocess.write_segmentation: the
@@ -117,6 +118,21 @@ def context_margins(
 def chunk_names(depth: int, slices_per_job: int) -> list[str]:
     """One chunk name per predict_slices job of `slices_per_job` slices."""
     return [f"{chunk:04d}" for chunk in range(-(-depth // slices_per_job))]
+
+
+def centre_chunks(depth: int, slices_per_job: int, wanted: int) -> list[str]:
+    """The chunks around the volume's centre that together hold at least `wanted` slices
+    (whole predict jobs, contiguous); every chunk when `wanted` is 0 or reaches the depth."""
+    names = chunk_names(depth, slices_per_job)
+    if wanted <= 0 or wanted >= depth:
+        return names
+    first = (depth - wanted) // 2
+    stop = first + wanted
+    return [
+        name
+        for name in names
+        if first < (int(name) + 1) * slices_per_job and int(name) * slices_per_job < stop
+    ]
 
 
 def chunk_slices(chunk: str, depth: int, slices_per_job: int) -> list[int]:

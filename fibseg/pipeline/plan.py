@@ -27,6 +27,7 @@ from ..runtime.settings import AlignSettings, InferenceSettings, TrainingSetting
 from ..training import halving
 from .checks import check_config
 from .dag import (
+    centre_chunks,
     chunk_names,
     chunk_slices,
     context_margins,
@@ -63,11 +64,13 @@ def constraint(names: list[str]) -> str:
 @dataclass(frozen=True)
 class Forest:
     """The random-forest baseline: trained when `enabled` (and nothing is pretrained), on n_z
-    slices with features up to sigma_max."""
+    slices with features up to sigma_max; its full-volume row scores `volume_slices` slices
+    around each volume's centre (0: every slice)."""
 
     enabled: bool
     n_z: int
     sigma_max: float
+    volume_slices: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,13 @@ class RunPlan:
         if pretrained and pretrained.bundle:  # the engine and dtype its sigma and T fit
             inference = pretrained.bundle.inference(inference)
         network = architecture(config["model"]["architecture"])
+        # the CNN's pseudo-labels need the forest's scores of every slice
+        pseudo = training.unlabelled.method == "pseudo"
         trained_forest = Forest(
-            bool(forest["enabled"] and pretrained is None), forest["n_z"], forest["sigma_max"]
+            bool(forest["enabled"] and pretrained is None),
+            forest["n_z"],
+            forest["sigma_max"],
+            0 if pseudo else forest["volume_slices"],
         )
         margins = context_margins(
             grid["n_xy"],
@@ -328,6 +336,16 @@ class RunPlan:
     def chunks(self, name: str) -> list[str]:
         """One chunk name per predict_slices job of the data set."""
         return chunk_names(self.volume_shape(name)[0], self.inference.slices_per_job)
+
+    def forest_chunks(self, name: str) -> list[str]:
+        """The chunks the forest scores (forest.volume_slices around the centre)."""
+        depth = self.volume_shape(name)[0]
+        return centre_chunks(depth, self.inference.slices_per_job, self.forest.volume_slices)
+
+    def stitched_slices(self, name: str, forest: bool = False) -> list[int]:
+        """[first, stop) of the slices that rule stitch (or stitch_forest) writes."""
+        chunks = self.forest_chunks(name) if forest else self.chunks(name)
+        return [self.chunk_slices(name, chunks[0])[0], self.chunk_slices(name, chunks[-1])[1]]
 
     def chunk_slices(self, name: str, chunk: str) -> list[int]:
         """[first, stop) slice of one predict_slices job."""

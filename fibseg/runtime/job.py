@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import platform
+import resource
 import sys
 
 import numpy as np
@@ -21,7 +23,27 @@ def start_log(log_path: str, name: str = "fibseg") -> logging.Logger:
     sys.stderr = open(log_path, "a", buffering=1)
     logger = logging.getLogger(name)
     logger.info("python %s on %s", platform.python_version(), platform.node())
+    if not getattr(start_log, "reports_peak", False):  # once per process
+        atexit.register(lambda: logging.getLogger(name).info(PEAK_LINE, peak_rss_mb()))
+        start_log.reports_peak = True
     return logger
+
+
+# The last line of every job's log: its process's peak memory, exact where Snakemake's
+# benchmark files sample it (every few seconds); benchmarks/scale.py reads it.
+PEAK_LINE = "peak RSS of this job: %.0f MB"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB): VmHWM, which starts afresh at exec, where
+    ru_maxrss would carry a forking parent's peak over."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def configure_threads(threads: int) -> None:

@@ -95,7 +95,7 @@ def score_chunks(wildcards):
 
 
 def forest_score_chunks(wildcards):
-    chunks = PLAN.chunks(wildcards.ds)
+    chunks = PLAN.forest_chunks(wildcards.ds)
     return expand("results/forest/{ds}/scores/{chunk}.h5", ds=wildcards.ds, chunk=chunks)
 
 

@@ -48,6 +48,8 @@ rule evaluate_volume:
         truths=[PLAN.dataset(ds).truth for ds in PLAN.truth_datasets],
     log:
         "logs/evaluate_volume.log",
+    benchmark:
+        "results/benchmarks/evaluate_volume.tsv"
     conda:
         "../../envs/fibseg.yaml"
     script:
@@ -91,6 +93,8 @@ rule figure_slices:
         datasets=PLAN.datasets,
     log:
         "logs/figure_slices.log",
+    benchmark:
+        "results/benchmarks/figure_slices.tsv"
     conda:
         "../../envs/fibseg.yaml"
     script:

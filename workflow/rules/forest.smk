@@ -71,8 +71,14 @@ if PLAN.forest.enabled:
             forest_score_chunks,
         output:
             "results/forest/{ds}/scores.h5",
+        params:
+            dtype=config["inference"]["score_dtype"],
+            voxel_size_nm=voxel_size_param,
+            slices=lambda wildcards: PLAN.stitched_slices(wildcards.ds, forest=True),
         log:
             "logs/stitch_forest/{ds}.log",
+        benchmark:
+            "results/benchmarks/stitch_forest/{ds}.tsv"
 
     use rule postprocess as postprocess_forest with:
         input:

@@ -78,8 +78,11 @@ rule stitch:
     params:
         dtype=config["inference"]["score_dtype"],
         voxel_size_nm=voxel_size_param,
+        slices=lambda wildcards: PLAN.stitched_slices(wildcards.ds),
     log:
         "logs/stitch/{ds}.log",
+    benchmark:
+        "results/benchmarks/stitch/{ds}.tsv"
     wildcard_constraints:
         ds=constraint(PLAN.datasets),
     conda:
@@ -126,6 +129,8 @@ rule export_ome_zarr:
         mem_mb=memory(PLAN.export_mem_mb),
     log:
         "logs/export_ome_zarr/{ds}.log",
+    benchmark:
+        "results/benchmarks/export_ome_zarr/{ds}.tsv"
     wildcard_constraints:
         ds=constraint(PLAN.datasets),
     conda:

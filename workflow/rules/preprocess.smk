@@ -21,6 +21,8 @@ rule check_dataset:
         voxel_size=voxel_size_with_source_param,
     log:
         "logs/check_dataset/{ds}.log",
+    benchmark:
+        "results/benchmarks/check_dataset/{ds}.tsv"
     conda:
         "../../envs/fibseg.yaml"
     script:
