@@ -31,6 +31,11 @@ GROWTH_MB = 12  # three quarters of one uint8 copy of the 32 added slices
 # threshold every large array is mapped and unmapped, and the peak is the memory in use;
 # what still varies (tifffile's write buffer, about 8 MB) stays under GROWTH_MB.
 EXACT_PEAKS = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+# export_ome_zarr writes through dask on two threads and holds up to three slabs of 16 slices;
+# how many are alive at its peak depends on the threads' timing, so its peak varies by up to
+# one slab of float32 (32 MB here) from run to run (measured: -12 and +16 MB)
+SLAB_MB = 16 * SHAPE[0] * SHAPE[1] * 4 / 2**20
+ALLOWED_MB = {"export_ome_zarr": SLAB_MB}
 
 
 def test_peak_memory_of_every_heavy_rule_does_not_grow_with_the_depth(tmp_path):
@@ -45,6 +50,6 @@ def test_peak_memory_of_every_heavy_rule_does_not_grow_with_the_depth(tmp_path):
     missing = [rule for rule in HEAVY if rule not in low or rule not in high]
     assert not missing, f"no peak logged by {missing}"
     growth = {rule: high[rule] - low[rule] for rule in HEAVY}
-    assert all(mb < GROWTH_MB for mb in growth.values()), (
+    assert all(mb < ALLOWED_MB.get(rule, GROWTH_MB) for rule, mb in growth.items()), (
         f"peak MB from {DEPTHS[0]} to {DEPTHS[1]} slices: {growth}; at {DEPTHS[0]}: {low.to_dict()}"
     )
