@@ -230,8 +230,14 @@ def otsu_slices(volume_spec: str) -> Iterator[np.ndarray]:
     with Volume(volume_spec) as volume:
         counts = sum(np.histogram(volume.read(z, z + 1), edges)[0] for z in range(len(volume)))
         threshold = threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2))
-        for z in range(len(volume)):
-            yield (volume.read(z, z + 1)[0] > threshold).astype(np.uint8)
+        for image in slices_of(volume):
+            yield (image > threshold).astype(np.uint8)
+
+
+def slices_of(volume, first: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Slices `first` to `stop - 1` (default: all) of a `fibseg.io.volume.Volume`, in turn."""
+    for z in range(first, len(volume) if stop is None else stop):
+        yield volume.read(z, z + 1)[0]
 
 
 def volume_rows(
@@ -250,20 +256,15 @@ def volume_rows(
     rows = []
     for index, (name, spec) in enumerate(zip(datasets, truth_specs, strict=True)):
         with Volume(spec, name) as truth:
-
-            def truth_slices(first: int = 0, stop: int | None = None, volume=truth):
-                stop = len(volume) if stop is None else stop
-                return (volume.read(z, z + 1)[0] for z in range(first, stop))
-
             for method, paths in segmentations.items():
                 with h5py.File(paths[index], "r") as handle:
                     segmentation = handle["segmentation"]
                     first = int(handle.attrs.get("first_slice", 0))
                     stop = first + len(segmentation)
-                    pairs = zip(truth_slices(first, stop), segmentation, strict=True)
+                    pairs = zip(slices_of(truth, first, stop), segmentation, strict=True)
                     row = slicewise_volume_row(name, pairs)
                 rows.append({"method": method} | row | {"slices": f"{first}-{stop - 1}"})
-            pairs = zip(truth_slices(), otsu_slices(preprocessed[index]), strict=True)
+            pairs = zip(slices_of(truth), otsu_slices(preprocessed[index]), strict=True)
             row = slicewise_volume_row(name, pairs) | {"slices": f"0-{len(truth) - 1}"}
             rows.append({"method": "otsu"} | row)
     return rows

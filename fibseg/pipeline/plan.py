@@ -20,7 +20,6 @@ from typing import Any
 
 from ..inference.pretrained import Pretrained, check_annotations_needed, check_pretrained
 from ..io.errors import Faults, collect
-from ..io.omezarr import CHUNKS
 from ..io.volume import Volume, VoxelSources, voxel_size_with_source
 from ..networks.registry import Architecture, Geometry, architecture
 from ..runtime.settings import AlignSettings, InferenceSettings, TrainingSettings
@@ -31,14 +30,10 @@ from .dag import (
     chunk_names,
     chunk_slices,
     context_margins,
-    export_memory_mb,
-    forest_memory_mb,
     keras_input_geometry,
-    postprocess_memory_mb,
-    predict_memory_mb,
-    structure_memory_mb,
 )
 from .grid import Grid
+from .memory import JobMemory
 from .sheet import GENERATED, Dataset, load_sheet
 
 EXPORT_THREADS = 2  # slabs that export_ome_zarr reads and writes at a time
@@ -80,7 +75,7 @@ class Resources:
 
 
 @dataclass(frozen=True)
-class RunPlan:
+class RunPlan(JobMemory):
     """What a run does: its data sets, grid, training and prediction, outputs and resources."""
 
     sheet: str  # the sheet's path (config key datasets)
@@ -366,30 +361,6 @@ class RunPlan:
             return grid
 
         return self.remember(("geometry",), largest)
-
-    # --- memory of the jobs (MB; the rules multiply it by the attempt) --------------------------
-
-    def predict_mem_mb(self, name: str) -> int:
-        """One predict_slices job, for the largest model of the grid (or the pretrained one)."""
-        _, height, width = self.volume_shape(name)
-        return predict_memory_mb(height, width, self.model_geometry(), self.inference)
-
-    def forest_mem_mb(self, name: str) -> int:
-        """One predict_forest_slices job: the features of a slice."""
-        _, height, width = self.volume_shape(name)
-        return forest_memory_mb(height, width, self.forest.n_z, self.forest.sigma_max)
-
-    def postprocess_mem_mb(self, name: str) -> int:
-        """One slab's masks and connected-component labels (the volume is streamed)."""
-        return postprocess_memory_mb(self.volume_shape(name), self.slab_depth)
-
-    def export_mem_mb(self, name: str) -> int:
-        """One export_ome_zarr job: a few slabs of whole slices."""
-        return export_memory_mb(self.volume_shape(name), CHUNKS[0], self.resources.export_threads)
-
-    def structure_mem_mb(self, name: str) -> int:
-        """One analyze_structure job: the native volume and the analysis grid."""
-        return structure_memory_mb(self.volume_shape(name), self.voxel_size(name), self.structure)
 
     # --- targets ---------------------------------------------------------------------------
 
