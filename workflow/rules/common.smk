@@ -79,7 +79,7 @@ def training_voxel_sizes(wildcards):
 
 
 def memory(estimate):
-    """A rule's mem_mb: the plan's estimate for the data set (fibseg/pipeline/plan.py), and
+    """A rule's mem_mb: the plan's estimate for the data set (fibseg/pipeline/memory.py), and
     `attempt` times it on a retry (`retries` in the SLURM profile)."""
     return lambda wildcards, attempt: estimate(wildcards.ds) * attempt
 
