@@ -19,7 +19,7 @@ with Volume(snakemake.params.volume, ds) as volume:
     )
     check_roi(settings.roi, volume.shape[1:], f"align.roi (data set {ds}, volume {volume.spec})")
     alignment = align_volume(
-        volume, snakemake.output.volume, snakemake.params.voxel_size_nm, settings
+        volume, snakemake.output.volume, snakemake.params.voxel_size_nm, settings, snakemake.threads
     )
 table = transforms_table(alignment.transforms).merge(alignment.slices, on="z")
 write_csv(snakemake.output.transforms, table)

@@ -4,9 +4,17 @@ handling, the drift test, the alignment region, and the simulator's kinds of dri
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+from skimage.registration import phase_cross_correlation
 
 from fibseg.demo.synth import FIDUCIAL_ROWS, SynthSpec, drift_path, synthesize
-from fibseg.preprocess.registration import check_roi, estimate_alignment, solve_positions
+from fibseg.preprocess.registration import (
+    check_roi,
+    estimate_alignment,
+    pair_shift,
+    solve_positions,
+    spectrum,
+    tracking_signal,
+)
 from fibseg.runtime.settings import AlignSettings
 
 
@@ -80,6 +88,35 @@ def test_a_stack_that_never_drifted_stays_put(seed):
     angles = np.degrees(np.arctan2(alignment.transforms[:, 1, 0], alignment.transforms[:, 0, 0]))
     assert np.abs(angles).max() <= 0.1
     assert not alignment.drift_detected and "no drift above the noise" in alignment.statement
+
+
+def test_spectra_computed_once_give_the_real_space_shift():
+    """A slice's Fourier transform, computed once and reused in each of its pairs, gives the
+    shift phase correlation finds on the two slices themselves."""
+    stack = [tracking_signal(p) for p in textured_stack(np.array([[0.0, 0.0], [1.35, -2.6]]))]
+    expected = -phase_cross_correlation(stack[0], stack[1], upsample_factor=20, normalization=None)[
+        0
+    ][::-1]
+    reused = pair_shift(spectrum(stack[0]), spectrum(stack[1]), 20, space="fourier")
+    np.testing.assert_allclose(reused, expected, atol=1e-9)
+    np.testing.assert_allclose(reused, [1.35, -2.6], atol=0.1)
+
+
+@pytest.mark.parametrize("roi", [None, (8, 8, 100, 112)])
+def test_threads_give_the_same_registration(roi):
+    """Slices filtered on a thread pool, transforms on two workers: the pairs, the drift test
+    and the transforms equal the single-threaded ones."""
+    rng = np.random.default_rng(5)
+    shifts = np.cumsum(rng.uniform(-1.5, 1.5, size=(9, 2)), axis=0)
+    shifts[0] = 0
+    stack = textured_stack(shifts, seed=2)
+    one = estimate_alignment(stack, AlignSettings(roi=roi), threads=1)
+    two = estimate_alignment(stack, AlignSettings(roi=roi), threads=2)
+    np.testing.assert_allclose(two.pairs[["dx", "dy"]], one.pairs[["dx", "dy"]], atol=1e-9)
+    assert two.pairs[["z", "ref"]].equals(one.pairs[["z", "ref"]])
+    np.testing.assert_allclose(two.transforms, one.transforms, atol=1e-9)
+    assert two.drift_score == pytest.approx(one.drift_score, rel=1e-9)
+    assert one.drift_detected
 
 
 def test_a_drifting_stack_is_found_to_drift_and_followed():

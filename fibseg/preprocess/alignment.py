@@ -78,11 +78,13 @@ def align_volume(
     output_h5: str | os.PathLike,
     voxel_nm: tuple[float, float, float] | None = None,
     settings: AlignSettings | None = None,
+    threads: int = 1,
 ) -> Alignment:
     """Align every slice to slice 0 (`fibseg.preprocess.registration.estimate_alignment`) and write
     `/volume` (input dtype, compressed, with `element_size_um` of `voxel_nm`) to an HDF5
-    file; slices that the alignment leaves in place are copied, not resampled."""
-    alignment = estimate_alignment(volume, settings or AlignSettings())
+    file; slices that the alignment leaves in place are copied, not resampled. The
+    registration's Fourier transforms run on `threads` threads."""
+    alignment = estimate_alignment(volume, settings or AlignSettings(), threads)
     transforms = alignment.transforms
     with atomic_output(output_h5) as tmp, h5py.File(tmp, "w") as handle:
         data = handle.create_dataset(

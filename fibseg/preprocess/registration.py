@@ -32,11 +32,16 @@ is `method: previous` (`register_to_previous`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 from pystackreg import StackReg
+from scipy import fft as sp_fft
 from scipy import ndimage as ndi
 from scipy.optimize import least_squares
 from scipy.signal.windows import tukey
@@ -45,6 +50,7 @@ from skimage.registration import phase_cross_correlation
 from ..io.volume import Volume
 from ..runtime.settings import AlignSettings
 
+T = TypeVar("T")
 MAX_STEP_DEG = 1.0  # a larger rotation between neighbouring slices is an outlier
 # Pairs two or more slices apart decorrelate on fine structure and lean towards the fixed
 # pattern of the detector (a zero shift): they weigh 1/16 of a neighbour pair, enough to
@@ -119,11 +125,19 @@ def tracking_signal(
     return band * window
 
 
-def pair_shift(reference: np.ndarray, moving: np.ndarray, upsample: int = 20) -> np.ndarray:
+def spectrum(signal: np.ndarray) -> np.ndarray:
+    """The Fourier transform `pair_shift` compares, computed once per slice (each slice takes
+    part in several pairs)."""
+    return sp_fft.fftn(signal)
+
+
+def pair_shift(
+    reference: np.ndarray, moving: np.ndarray, upsample: int = 20, space: str = "real"
+) -> np.ndarray:
     """(dx, dy) of `moving` against `reference`: moving(x + dx, y + dy) shows what
-    reference(x, y) shows."""
+    reference(x, y) shows. With `space="fourier"`, both are `spectrum`s of the signals."""
     shift, _, _ = phase_cross_correlation(
-        reference, moving, upsample_factor=upsample, normalization=None
+        reference, moving, upsample_factor=upsample, normalization=None, space=space
     )
     return -shift[::-1]
 
@@ -137,29 +151,48 @@ def rigid_pair(reference: np.ndarray, moving: np.ndarray) -> tuple[float, np.nda
     return angle, (matrix @ centre)[:2] - centre[:2]
 
 
-def measure_pairs(volume: Volume | np.ndarray, settings: AlignSettings) -> pd.DataFrame:
+def slice_planes(volume: Volume | np.ndarray) -> Iterator[np.ndarray]:
+    """Each slice of a stack, read in order."""
+    for z in range(len(volume)):
+        yield volume[z] if isinstance(volume, np.ndarray) else volume.read(z, z + 1)[0]
+
+
+def computed_in_order(
+    function: Callable[[np.ndarray], T], planes: Iterable[np.ndarray], threads: int
+) -> Iterator[T]:
+    """`function` of each plane, in order, `threads` planes at a time on a thread pool (the
+    filters and transforms release the GIL); at most `threads` planes are held at once."""
+    planes = iter(planes)
+    with ThreadPoolExecutor(max(threads, 1)) as pool:
+        while block := list(islice(planes, max(threads, 1))):
+            yield from pool.map(function, block)
+
+
+def measure_pairs(
+    volume: Volume | np.ndarray, settings: AlignSettings, threads: int = 1
+) -> pd.DataFrame:
     """One row per compared pair (z, ref = an earlier slice): the measured displacement
     (dx, dy, and the rotation `dangle` in radians for the rigid model)."""
 
-    def read(z: int) -> np.ndarray:
-        plane = volume[z] if isinstance(volume, np.ndarray) else volume.read(z, z + 1)[0]
-        return tracking_signal(plane, settings.band_px, settings.roi)
+    def signal_of(plane: np.ndarray) -> np.ndarray:
+        signal = tracking_signal(plane, settings.band_px, settings.roi)
+        return signal if settings.model == "rigid" else spectrum(signal)
 
-    n = len(volume)
     signals: dict[int, np.ndarray] = {}
     rows = []
-    for z in range(1, n):
-        signals[z] = read(z)
+    for z, signal in enumerate(computed_in_order(signal_of, slice_planes(volume), threads)):
+        signals[z] = signal
         refs = [z - lag for lag in range(1, settings.lags + 1) if z - lag >= 0]
-        if settings.roi is not None and 0 not in refs:
+        if settings.roi is not None and z > 0 and 0 not in refs:
             refs.append(0)  # a mark that does not change: every slice to the first
         for ref in refs:
-            if ref not in signals:
-                signals[ref] = read(ref)
             if settings.model == "rigid":
                 angle, (dx, dy) = rigid_pair(signals[ref], signals[z])
             else:
-                angle, (dx, dy) = 0.0, pair_shift(signals[ref], signals[z], settings.upsample)
+                angle, (dx, dy) = (
+                    0.0,
+                    pair_shift(signals[ref], signals[z], settings.upsample, space="fourier"),
+                )
             rows.append({"z": z, "ref": ref, "dx": dx, "dy": dy, "dangle": angle})
         for old in [k for k in signals if k < z - settings.lags and k != 0]:
             del signals[old]
@@ -241,7 +274,7 @@ def solve_positions(
 
 
 def split_halves(
-    volume: Volume | np.ndarray, settings: AlignSettings
+    volume: Volume | np.ndarray, settings: AlignSettings, threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Neighbouring slices' displacements (z - 1, 2) measured on each half of the
     registration region (split across its longer axis), independently: where the stack does
@@ -251,15 +284,17 @@ def split_halves(
         halves = [(y, x, height, width // 2), (y, x + width // 2, height, width - width // 2)]
     else:
         halves = [(y, x, height // 2, width), (y + height // 2, x, height - height // 2, width)]
+
+    def spectra_of(plane: np.ndarray) -> list[np.ndarray]:
+        return [spectrum(tracking_signal(plane, settings.band_px, half)) for half in halves]
+
     steps = np.zeros((2, len(volume) - 1, 2))
-    for h, half in enumerate(halves):
-        previous = None
-        for z in range(len(volume)):
-            plane = volume[z] if isinstance(volume, np.ndarray) else volume.read(z, z + 1)[0]
-            current = tracking_signal(plane, settings.band_px, half)
-            if previous is not None:
-                steps[h, z - 1] = pair_shift(previous, current, settings.upsample)
-            previous = current
+    previous = None
+    for z, current in enumerate(computed_in_order(spectra_of, slice_planes(volume), threads)):
+        if previous is not None:
+            for h in range(2):
+                steps[h, z - 1] = pair_shift(previous[h], current[h], settings.upsample, "fourier")
+        previous = current
     return steps[0], steps[1]
 
 
@@ -319,11 +354,19 @@ class Alignment:
 
 
 def estimate_alignment(
-    volume: Volume | np.ndarray, settings: AlignSettings | None = None
+    volume: Volume | np.ndarray, settings: AlignSettings | None = None, threads: int = 1
 ) -> Alignment:
     """Register a stack: `settings.method` joint (robust joint solve, this module) or
-    previous (the paper's chain); the report says whether any drift rose above the noise."""
-    settings = settings or AlignSettings()
+    previous (the paper's chain); the report says whether any drift rose above the noise.
+    The Fourier transforms run on `threads` threads."""
+    with sp_fft.set_workers(threads):
+        return register_stack(volume, settings or AlignSettings(), threads)
+
+
+def register_stack(
+    volume: Volume | np.ndarray, settings: AlignSettings, threads: int = 1
+) -> Alignment:
+    """`estimate_alignment` within its Fourier transforms' thread setting."""
     n = len(volume)
     shape = tuple(volume.shape[1:])
     check_roi(settings.roi, shape)
@@ -333,7 +376,7 @@ def estimate_alignment(
         slices = pd.DataFrame({"z": np.arange(n)})
         statement = "each slice registered to the previous one (no drift test)"
         return Alignment(transforms, slices, pd.DataFrame(), True, statement)
-    pairs = measure_pairs(volume, settings)
+    pairs = measure_pairs(volume, settings, threads)
     columns = [("x", "dx", settings.max_step_px), ("y", "dy", settings.max_step_px)]
     if settings.model == "rigid":
         columns.append(("angle", "dangle", np.deg2rad(MAX_STEP_DEG)))
@@ -352,7 +395,7 @@ def estimate_alignment(
     shift = np.stack([solutions["x"].positions, solutions["y"].positions], axis=1)
     angles = solutions["angle"].positions if "angle" in solutions else np.zeros(n)
     if n > 1:
-        test = drift_test(*split_halves(volume, settings), settings.max_step_px)
+        test = drift_test(*split_halves(volume, settings, threads), settings.max_step_px)
     else:
         test = DriftTest(0.0, 0.0, np.zeros(2))
     largest = float(np.hypot(shift[:, 0], shift[:, 1]).max())

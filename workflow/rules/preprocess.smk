@@ -42,6 +42,7 @@ rule align:
         volume=lookup(dpath="{ds}/volume", within=PLAN.rows),
         voxel_size_nm=voxel_size_param,
         align=asdict(PLAN.align),
+    threads: PLAN.resources.threads
     log:
         "logs/align/{ds}.log",
     benchmark:
