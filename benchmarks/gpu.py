@@ -7,6 +7,11 @@ TensorFlow, JAX or torch backend (a GPU machine may lack TensorFlow), and names 
     KERAS_BACKEND=jax python benchmarks/gpu.py
     KERAS_BACKEND=torch python benchmarks/gpu.py
     python benchmarks/gpu.py --steps 3 --slice 512,512     # a quick check on a CPU
+    python benchmarks/gpu.py --policy mixed_bfloat16        # bfloat16 compute (Keras policy)
+
+With `--policy mixed_bfloat16` (or `mixed_float16` on a GPU) the network computes in half
+precision; the inference line then also gives the largest difference of its scores from
+float32's on the slice and the share of voxels on the other side of 0.5.
 """
 
 from __future__ import annotations
@@ -66,15 +71,28 @@ def training_rate(tiles: int, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def inference_rate(shape: tuple[int, int], tile: int) -> tuple[float, float]:
-    """Seconds and voxels per second of one whole slice of `shape`, after a warm-up tile."""
+def inference_rate(
+    shape: tuple[int, int], tile: int
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Seconds and voxels per second of one whole slice of `shape` (after a warm-up tile),
+    its scores, and the input slice stack."""
     engine = UnetEngine(build_unet(N_Z, seed=0), tile=tile)
     stack = np.random.default_rng(0).random((N_Z, *shape), dtype=np.float32)
     engine.scores(stack[:, : min(tile, shape[0]), : min(tile, shape[1])])
     start = time.perf_counter()
-    engine.scores(stack)
+    scores = np.asarray(engine.scores(stack), dtype=np.float32)
     seconds = time.perf_counter() - start
-    return seconds, shape[0] * shape[1] / seconds
+    return seconds, shape[0] * shape[1] / seconds, scores, stack
+
+
+def float32_scores(stack: np.ndarray, tile: int) -> np.ndarray:
+    """The same network's scores of `stack` in float32 (the policy set back afterwards)."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return np.asarray(UnetEngine(build_unet(N_Z, seed=0), tile=tile).scores(stack))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
 
 
 def main() -> None:
@@ -83,22 +101,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="timed training steps")
     parser.add_argument("--slice", default="2247,3372", help="height,width of the slice")
     parser.add_argument("--tile", type=int, default=1024, help="the engine's output tile side")
+    parser.add_argument("--policy", default="float32", help="Keras dtype policy")
     args = parser.parse_args()
+    keras.mixed_precision.set_global_policy(args.policy)
     shape = tuple(int(side) for side in args.slice.split(","))
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, device "
-        f"{device_name()}, {os.cpu_count()} CPUs, python {platform.python_version()}"
+        f"{device_name()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+        f"policy {args.policy}"
     )
     steps = training_rate(args.tiles, args.steps)
     print(
         f"U-Net training : {steps:8.2f} steps/s ({args.tiles} tiles of {SIDE} x {SIDE} x {N_Z}"
         f" a step; {steps * args.tiles * SIDE * SIDE:,.0f} voxels/s)"
     )
-    seconds, rate = inference_rate(shape, args.tile)
+    seconds, rate, scores, stack = inference_rate(shape, args.tile)
     print(
         f"U-Net inference: {rate:12,.0f} voxels/s, one {shape[0]} x {shape[1]} slice in "
         f"{seconds:.2f} s (tile {args.tile}); 200 slices in {200 * seconds / 60:.1f} min"
     )
+    if args.policy != "float32":
+        exact = float32_scores(stack, args.tile)
+        flipped = np.mean((scores > 0.5) != (exact > 0.5))
+        print(
+            f"against float32: scores differ by up to {np.abs(scores - exact).max():.4f}; "
+            f"{100 * flipped:.2f} % of the voxels on the other side of 0.5"
+        )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ description = describe_model(
     snakemake.params.align,
     architectures,
     params.get("versions", {}),
+    params.get("init", "scratch"),
 )
 with atomic_output(snakemake.output[0]) as tmp:
     tmp.write_text(json.dumps(description, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""Rule optimize_postprocess: sigma and T of highest mIoU on the validation regions only."""
+"""Rule optimize_postprocess: sigma and T chosen on the validation regions only (by the
+config's postprocess.criterion: the highest mIoU by default)."""
 
 import json
 
@@ -18,7 +19,13 @@ scores = [read_scores(path) for path in snakemake.input.scores]
 split = pd.read_csv(snakemake.input.split)
 windows, labels, margin = split_windows(scores, region_sets, split, "val")
 best, trials = optimize(
-    windows, labels, margin, grid["sigma_grid"], grid["threshold_grid"], grid["min_object_voxels"]
+    windows,
+    labels,
+    margin,
+    grid["sigma_grid"],
+    grid["threshold_grid"],
+    grid["min_object_voxels"],
+    grid["criterion"],
 )
 best = {**best, "min_object_voxels": grid["min_object_voxels"], "val_regions": len(windows)}
 with atomic_output(snakemake.output.params) as tmp:

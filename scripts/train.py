@@ -29,6 +29,8 @@ run = TrainingRun(
     padding=snakemake.params.padding,
     rung=rung,
     keep_last_state="last" in snakemake.output.keys(),
+    # a fresh run starts from it; a later rung resumes its run and only records it
+    init_model=next(iter(files.get("init", [])), None),
 )
 history = train_run(run, log)
 log.info("best val_loss %.5f", history["val_loss"].min())

@@ -18,17 +18,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from fibseg.annotation.regions import RegionSet, extract_regions
-from fibseg.annotation.sampling import regions_in, sample_splits, split_regions
+from fibseg.annotation.regions import RegionSet
+from fibseg.annotation.sampling import sample_splits, split_regions
 from fibseg.baselines.forest import forest_scorer, forest_training_data, train_forest
-from fibseg.evaluation.postprocess import optimize
 from fibseg.inference.ensemble import Member, ensemble_slices
-from fibseg.inference.infer import score_regions
-from fibseg.io.volume import Volume
-from fibseg.io.writers import write_h5
 from fibseg.pipeline.dag import context_margins
-from fibseg.preprocess.alignment import align_volume, apply_transform
-from fibseg.preprocess.gradient import correct_gradient
+from fibseg.pipeline.films import Prepared
+from fibseg.pipeline.films import choose_postprocess as choose
+from fibseg.pipeline.films import prepare_dataset as prepare
 from fibseg.runtime.settings import AlignSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,18 +100,6 @@ def demo_workflow() -> Workflow:
     return Workflow.from_config(demo_config())
 
 
-@dataclass
-class Prepared:
-    """One data set as the workflow prepares it."""
-
-    name: str
-    truth: np.ndarray
-    regions: RegionSet
-    region_file: Path  # regions.h5
-    preprocessed: Path  # HDF5 /volume, float32 in [0, 1]
-    transforms: np.ndarray | None  # per slice, as align_volume's; None: not aligned
-
-
 def prepare_dataset(
     name: str,
     data: dict,
@@ -123,38 +108,10 @@ def prepare_dataset(
     margins: dict[str, int],
     alignment: AlignSettings | np.ndarray | None,
 ) -> Prepared:
-    """A synthetic data set (`fibseg.demo.synth.synthesize`'s dict) through rule align,
-    correct_gradient and extract_regions, as files `{name}_*.h5` in `workdir`.
-
-    `alignment`: rule align's settings (registration); or an array of per-slice matrices, an
-    alignment known in advance, applied as align_volume applies its own; or None, no
-    alignment (as a sheet's `aligned: true`). `margins`: `Workflow.margins`."""
-    raw = workdir / f"{name}_raw.h5"
-    aligned = workdir / f"{name}_aligned.h5"
-    preprocessed = workdir / f"{name}_preprocessed.h5"
-    write_h5(raw, {"volume": data["volume"]})
-    transforms = None
-    if isinstance(alignment, AlignSettings):
-        with Volume(str(raw), name) as volume:
-            transforms = align_volume(volume, aligned, workflow.voxel_nm, alignment).transforms
-    elif alignment is not None:
-        transforms = np.asarray(alignment)
-        planes = zip(data["volume"], transforms, strict=True)
-        write_h5(aligned, {"volume": np.stack([apply_transform(p, m) for p, m in planes])})
-    with Volume(str(raw if transforms is None else aligned), name) as volume:
-        correct_gradient(volume, preprocessed, workflow.voxel_nm)
-    with Volume(str(preprocessed), name) as volume:
-        regions = extract_regions(
-            volume,
-            data["regions"],
-            data["labels"],
-            name,
-            margins["xy"] + margins["smooth"],
-            margins["z"],
-        )
-    region_file = workdir / f"{name}_regions.h5"
-    regions.write(str(region_file))
-    return Prepared(name, data["truth"], regions, region_file, preprocessed, transforms)
+    """A synthetic data set through rule align, correct_gradient and extract_regions
+    (fibseg.pipeline.films.prepare_dataset) at the workflow's voxel size. `margins`:
+    `Workflow.margins`."""
+    return prepare(name, data, workdir, workflow.voxel_nm, margins, alignment)
 
 
 def split_datasets(region_sets: dict[str, RegionSet], workflow: Workflow) -> pd.DataFrame:
@@ -191,17 +148,18 @@ def choose_postprocess(
     workflow: Workflow,
     smooth: int,
 ) -> dict:
-    """Rule optimize_postprocess: sigma and T of highest pooled mIoU on the validation
-    regions, from the member's scores of those regions plus `smooth` pixels around them."""
-    windows, labels = [], []
-    for name, regions in region_sets.items():
-        val = sorted(regions_in(split, name, "val"))
-        windows += list(score_regions(regions, member.scorer, member.n_z, smooth, val))
-        labels += list(regions.labels[val])
-    best, _ = optimize(
-        windows, labels, smooth, workflow.sigmas, workflow.thresholds, workflow.min_object_voxels
+    """Rule optimize_postprocess on the validation regions (fibseg.pipeline.films), with the
+    workflow's grids of sigma and T."""
+    return choose(
+        region_sets,
+        split,
+        member.scorer,
+        member.n_z,
+        smooth,
+        workflow.sigmas,
+        workflow.thresholds,
+        workflow.min_object_voxels,
     )
-    return {**best, "min_object_voxels": workflow.min_object_voxels}
 
 
 def score_volume(volume: np.ndarray, member: Member) -> np.ndarray:

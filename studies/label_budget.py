@@ -144,6 +144,7 @@ def estimate_seconds(
     seconds["cnn_dense_steps_adam_forest_soft"] = forest_taught
     unet_epoch = steps * RATES["unet_step_s"] + counts["val"] * RATES["unet_val_tile_s"]
     seconds["unet"] = schedule.unet * (unet_epoch + EPOCH_OVERHEAD_S) + cnn_score
+    seconds["unet_prior"], seconds["prior"] = seconds["unet"], cnn_score
     return {k: v for k, v in seconds.items() if k == "build" or k in methods}
 
 
@@ -212,6 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-z", type=int, default=N_Z, help="slices the CNN and the forest see")
     parser.add_argument("--forest-n-z", type=int, help="the forest's slices (as --n-z)")
     parser.add_argument("--forest-seed", type=int, help="the forest's seed (the config's)")
+    parser.add_argument("--prior", help="the FIB-SEM prior's bundle (methods prior, unet_prior)")
     parser.add_argument("--max-train-samples", type=int, default=20000)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")
     parser.add_argument("--verbose", action="store_true", help="log every training epoch")
@@ -249,7 +251,7 @@ def run_context(args: argparse.Namespace) -> Context:
         n_z=args.forest_n_z or args.n_z,
         seed=workflow.forest.seed if args.forest_seed is None else args.forest_seed,
     )
-    return Context(replace(workflow, forest=forest), args.n_xy, args.n_z, args.threads)
+    return Context(replace(workflow, forest=forest), args.n_xy, args.n_z, args.threads, args.prior)
 
 
 def print_estimate(args: argparse.Namespace, context: Context) -> None:

@@ -82,12 +82,13 @@ QUICK = Budget("quick", 6, 32, slices=8, side=128)
 @dataclass(frozen=True)
 class Context:
     """What every data set and method of a run shares: the workflow demo's settings (with the
-    forest's n_z and seed as asked), the patch CNN's input and the CPU threads."""
+    forest's n_z and seed as asked), the patch CNN's input, the CPU threads and the prior."""
 
     workflow: Workflow
     n_xy: int = N_XY
     n_z: int = N_Z
     threads: int = 2
+    prior: str | None = None  # the FIB-SEM prior's bundle (methods prior, unet_prior)
 
     @property
     def margins(self) -> dict[str, int]:

@@ -1,11 +1,15 @@
-"""The label-budget study's methods: Otsu, the forest, the patch CNN's variants and the U-Net,
-each trained and scored as the workflow does it, one row per data set."""
+"""The label-budget study's methods: Otsu, the forest, the patch CNN's variants, the U-Net
+from scratch, the FIB-SEM prior alone (`prior`: its own sigma and T, no label used) and the
+U-Net fine-tuned from it (`unet_prior`, training.init), each trained and scored as the
+workflow does it, one row per data set."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +19,7 @@ from fibseg.annotation.sampling import regions_in
 from fibseg.evaluation.evaluate import volume_row
 from fibseg.evaluation.metrics import miou
 from fibseg.evaluation.postprocess import segment_as_chosen
+from fibseg.inference.bundle import read_bundle
 from fibseg.inference.ensemble import Member, load_member
 from fibseg.io.writers import write_h5
 from fibseg.networks.registry import architecture
@@ -78,8 +83,9 @@ UNET = {
     "tiles_per_batch": 16,
     "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
 }
-NETWORKS = (*VARIANTS, "unet")
-METHODS = ("otsu", "rf", *NETWORKS)
+UNETS = ("unet", "unet_prior")  # from scratch, and fine-tuned from the prior (--prior)
+NETWORKS = (*VARIANTS, *UNETS)
+METHODS = ("otsu", "rf", "prior", *NETWORKS)
 DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps")
 
 
@@ -95,10 +101,10 @@ class Schedule:
 
 def cnn_settings(method: str, schedule: Schedule) -> TrainingSettings:
     """The training settings of a CNN variant or of the U-Net."""
-    variant = dict(UNET if method == "unet" else VARIANTS[method])
+    variant = dict(UNET if method in UNETS else VARIANTS[method])
     steps = schedule.steps_per_epoch if variant.pop("steps", False) else None
     epochs = schedule.patches if variant["mode"] == "patches" else schedule.dense
-    if method == "unet":
+    if method in UNETS:
         epochs = schedule.unet
     return TrainingSettings(epochs=epochs, steps_per_epoch=steps, **variant)
 
@@ -110,6 +116,24 @@ def scored_method(study: Study, member: Member) -> tuple[dict[str, np.ndarray], 
     chosen = choose_postprocess(
         study.region_sets, study.split, member, study.context.workflow, smooth
     )
+    return {
+        d.name: segment_as_chosen(score_volume(d.volume, member), chosen) for d in study.datasets
+    }, chosen
+
+
+def prior_model(study: Study) -> str:
+    """The prior's model file (the bundle of --prior, its SHA-256 checked)."""
+    if study.context.prior is None:
+        raise SystemExit("the methods prior and unet_prior need --prior BUNDLE")
+    return read_bundle(study.context.prior).models[0]
+
+
+def run_prior(study: Study) -> tuple[dict[str, np.ndarray], dict]:
+    """The prior alone: every volume scored by it and post-processed with its own sigma and
+    T (postprocess.json of the bundle), as `fibseg predict` does; no label is used."""
+    bundle = read_bundle(study.context.prior)
+    member = load_member(prior_model(study), INFERENCE, threads=study.context.threads)
+    chosen = json.loads(Path(bundle.postprocess).read_text())
     return {
         d.name: segment_as_chosen(score_volume(d.volume, member), chosen) for d in study.datasets
     }, chosen
@@ -145,7 +169,7 @@ def run_cnn(
     import keras
 
     run_dir = study.workdir / f"{method}_seed{seed}"
-    unet = method == "unet"
+    unet = method in UNETS
     files = RunFiles(
         [d.region_file for d in study.datasets],
         study.train_csv,
@@ -163,6 +187,7 @@ def run_cnn(
         training,
         files,
         padding="same" if unet else PADDING,
+        init_model=prior_model(study) if method == "unet_prior" else None,
     )
     history = train_run(run, log)
     threads = study.context.threads
@@ -182,9 +207,9 @@ def run_cnn(
 
 def trained_on(study: Study, method: str) -> int:
     """Labelled voxels a method learns from: the samples, or every train voxel (dense)."""
-    if method.startswith("cnn_dense") or method == "unet":
+    if method.startswith("cnn_dense") or method in UNETS:
         return study.train_voxels
-    return {"otsu": 0}.get(method, study.train_samples)
+    return {"otsu": 0, "prior": 0}.get(method, study.train_samples)
 
 
 def run_method(
@@ -196,10 +221,13 @@ def run_method(
         segmentations, chosen = run_otsu(study)
     elif method == "rf":
         segmentations, chosen = scored_method(study, study_forest(study))
+    elif method == "prior":
+        segmentations, chosen = run_prior(study)
     else:
         segmentations, chosen = run_cnn(study, method, cnn_settings(method, schedule), seed, log)
     seconds = time.perf_counter() - started
     context, forest = study.context, study.context.workflow.forest
+    n_xy = {"otsu": None, "rf": None, "prior": UNET_N_XY, **dict.fromkeys(UNETS, UNET_N_XY)}
     rows = []
     for data in study.datasets:
         segmentation = segmentations[data.name]
@@ -217,8 +245,8 @@ def run_method(
                 "labelled_voxels": int(data.regions.labels.size),
                 "trained_on": trained_on(study, method),
                 "sampling_fraction": study.fraction,
-                "n_xy": {"otsu": None, "rf": None, "unet": UNET_N_XY}.get(method, context.n_xy),
-                "n_z": {"otsu": 1, "rf": forest.n_z}.get(method, context.n_z),
+                "n_xy": n_xy.get(method, context.n_xy),
+                "n_z": {"otsu": 1, "rf": forest.n_z, "prior": 3}.get(method, context.n_z),
                 "forest_n_z": forest.n_z,
                 "forest_seed": forest.seed,
                 "mIoU": row["mIoU"],

@@ -19,6 +19,7 @@ from fibseg.annotation.regions import RegionSet
 from fibseg.evaluation.evaluate import otsu_volume, region_results, split_windows
 from fibseg.evaluation.metrics import porosity
 from fibseg.evaluation.postprocess import (
+    chosen_trial,
     optimize,
     segment,
     segment_as_chosen,
@@ -129,6 +130,41 @@ def test_sigma_and_threshold_are_chosen_on_val_only():
     changed = windows.copy()
     changed[[2, 3]] = changed[[2, 3]] + 0.35  # val alone shifted: the threshold follows
     assert chosen(changed)["threshold"] != before["threshold"]
+
+
+def test_each_choice_of_sigma_and_t_reports_its_porosity_and_the_criterion_picks():
+    """One region of 100 voxels, 30 pore: at T 0.5 four solid voxels fall to pore (mIoU
+    (30/34 + 66/70) / 2, porosity 0.34); at T 0.475 four solid and five pore voxels swap
+    (porosity 0.29); at T 0.46 five pore voxels turn solid (porosity 0.25)."""
+    labels = np.array([0] * 30 + [1] * 70, np.uint8).reshape(10, 10)
+    scores = np.array([0.2] * 25 + [0.48] * 5 + [0.8] * 62 + [0.47] * 4 + [0.52] * 4)
+    window = scores.reshape(10, 10).astype(np.float32)
+    thresholds = [0.46, 0.475, 0.5]
+    best, trials = optimize([window], [labels], 0, [0.0], thresholds, min_size=0)
+    by_t = {t["threshold"]: t for t in trials}
+    assert by_t[0.5]["val_mIoU"] == pytest.approx((30 / 34 + 66 / 70) / 2)
+    assert by_t[0.475]["val_mIoU"] == pytest.approx((25 / 34 + 66 / 75) / 2)
+    assert [by_t[t]["val_porosity"] for t in thresholds] == pytest.approx([0.25, 0.29, 0.34])
+    errors = [by_t[t]["val_porosity_error"] for t in thresholds]
+    assert errors == pytest.approx([-0.05, -0.01, 0.04])
+    assert best["threshold"] == 0.5
+    by_porosity, _ = optimize([window], [labels], 0, [0.0], thresholds, 0, "porosity")
+    assert by_porosity["threshold"] == 0.475
+    both, _ = optimize([window], [labels], 0, [0.0], thresholds, 0, "both")
+    assert both["threshold"] == 0.5  # nothing else within 0.005 of the best mIoU
+
+
+def test_both_takes_the_closest_porosity_among_the_near_best():
+    trials = [
+        {"threshold": 0.4, "val_mIoU": 0.800, "val_porosity_error": 0.030},
+        {"threshold": 0.5, "val_mIoU": 0.797, "val_porosity_error": -0.004},
+        {"threshold": 0.6, "val_mIoU": 0.700, "val_porosity_error": 0.000},
+    ]
+    assert chosen_trial(trials, "mIoU")["threshold"] == 0.4
+    assert chosen_trial(trials, "both")["threshold"] == 0.5
+    assert chosen_trial(trials, "porosity")["threshold"] == 0.6
+    with pytest.raises(ValueError, match="postprocess.criterion"):
+        chosen_trial(trials, "accuracy")
 
 
 def test_validation_windows_of_different_margins_are_refused():

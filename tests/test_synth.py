@@ -8,6 +8,7 @@ from skimage.registration import phase_cross_correlation
 
 from fibseg.demo.films import (
     FAMILIES,
+    FAMILY_CHOICES,
     FAMILY_FIXED,
     HARD_FILM,
     hard_film_spec,
@@ -15,6 +16,7 @@ from fibseg.demo.films import (
     styled_spec,
 )
 from fibseg.demo.synth import (
+    GEOMETRIES,
     SynthSpec,
     cut_regions,
     porous_structure,
@@ -306,27 +308,18 @@ def test_random_families_are_reproducible_and_stay_in_their_ranges(family):
     ]
     assert len({spec.seed for spec in drawn}) == 30
     voxel_ratio = SynthSpec.voxel_nm[1] / SynthSpec.voxel_nm[0]
+    derived = {  # the drawn fields that are not SynthSpec's own
+        "large_pore_xy": lambda spec: spec.pore_sizes_xy[0],
+        "large_share": lambda spec: spec.pore_shares[0],
+        "contrast": lambda spec: spec.solid_level - spec.pore_level,
+        "pore_stretch_z": lambda spec: spec.pore_size_z / (spec.pore_size_xy * voxel_ratio),
+    }
     for spec in drawn:
-        values = {
-            "porosity": spec.porosity,
-            "pore_size_xy": spec.pore_size_xy,
-            "large_pore_xy": spec.pore_sizes_xy[0],
-            "large_share": spec.pore_shares[0],
-            "shine_strength": spec.shine_strength,
-            "shine_depth_slices": spec.shine_depth_slices,
-            "contrast": spec.solid_level - spec.pore_level,
-            "noise": spec.noise,
-            "curtaining": spec.curtaining,
-            "charging": spec.charging,
-        }
-        if "shot_noise" in ranges:
-            values["shot_noise"] = spec.shot_noise
-        if "pore_stretch_z" in ranges:
-            values["pore_stretch_z"] = spec.pore_size_z / (spec.pore_size_xy * voxel_ratio)
-        assert set(values) == set(ranges)
-        for key, value in values.items():
-            low, high = ranges[key]
+        for key, (low, high) in ranges.items():
+            value = derived[key](spec) if key in derived else getattr(spec, key)
             assert low - 1e-9 <= value <= high + 1e-9, (family, key, value)
+        for key, options in FAMILY_CHOICES.get(family, {}).items():
+            assert getattr(spec, key) in options
         for key, value in FAMILY_FIXED[family].items():
             assert getattr(spec, key) == value
     # the draws spread over their ranges
@@ -342,6 +335,52 @@ def test_a_family_draw_synthesises_at_its_porosity():
     data = synthesize(spec)
     assert data["volume"].shape == (12, 128, 128)
     assert abs(porosity(data["truth"]) - spec.porosity) < 0.06
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("porosity", [0.2, 0.5])
+def test_every_geometry_has_its_porosity_and_connected_pores(geometry, porosity):
+    """Exact porosity over the rendered box, and (at 0.5) pores that hold together: a
+    labyrinth or the space between fibres, not isolated holes."""
+    spec = SynthSpec(porosity, slices=10, height=96, width=96, geometry=geometry, seed=2)
+    solid = porous_structure(spec, np.random.default_rng(2), 4, 16)
+    assert solid.shape == (14, 128, 128)
+    assert abs((1 - solid.mean()) - porosity) < 0.005
+    if porosity == 0.5:
+        pores, count = ndi.label(~solid)
+        sizes = np.bincount(pores.ravel())[1:]
+        assert sizes.max() > 0.9 * sizes.sum(), (geometry, count)
+
+
+def test_fibres_are_long_and_the_labyrinth_has_one_scale():
+    """Fibres: the solid's x-y slices are cut through straight fibres, so a solid pixel's
+    neighbours along one direction stay solid far more than along the others. The
+    labyrinth: no pore scale twice as large as `pore_size_xy` (its band pass)."""
+    fibres = porous_structure(
+        SynthSpec(0.6, slices=20, height=96, width=96, geometry="fibres", seed=4),
+        np.random.default_rng(4),
+        0,
+        0,
+    )
+    solid = fibres.sum()
+    along_z = (fibres[1:] & fibres[:-1]).sum() / solid
+    assert along_z > 0.2  # fibres cross slices
+    labyrinth = porous_structure(
+        SynthSpec(0.5, slices=16, height=128, width=128, geometry="spinodal", seed=4),
+        np.random.default_rng(4),
+        0,
+        0,
+    )
+    field = porous_structure(
+        SynthSpec(0.5, slices=16, height=128, width=128, pore_size_xy=8.0, seed=4),
+        np.random.default_rng(4),
+        0,
+        0,
+    )
+    # the band pass removes the large scales a low-pass field of twice the scale holds
+    assert ndi.distance_transform_edt(~labyrinth).max() < ndi.distance_transform_edt(~field).max()
+    with pytest.raises(ValueError, match="geometry"):
+        porous_structure(SynthSpec(0.5, geometry="foam"), np.random.default_rng(0), 0, 0)
 
 
 def test_styles():

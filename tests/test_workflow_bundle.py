@@ -4,6 +4,7 @@ and a volume of another voxel size is refused with a message that names both siz
 correct-and-retrain loop: the segmentation, corrected by painting, becomes a painted
 annotation (`fibseg to-annotation`) on which a new model is trained."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -237,3 +238,35 @@ def test_a_corrected_segmentation_trains_a_new_model(finished, tmp_path):
     assert retrained.shape == (6, 96, 96) and set(np.unique(retrained)) == {0, 1}
     table = pd.read_csv(project / "results/tables/table3.csv")
     assert set(table[table.method == "cnn"].dataset) == {"T45", "Combined"}
+
+
+def test_a_bundle_fine_tuned_on_new_labels(finished, tmp_path):
+    """training.init: the exported bundle's weights start the training of a new run (one
+    epoch, a real snakemake run), which records the file and its SHA-256; a name that is no
+    model is refused before any job."""
+    bundle = tmp_path / "model"
+    fibseg("export-model", finished / "results", bundle, cwd=finished)
+    training = {**SETTINGS["training"], "epochs": 1, "init": str(bundle)}
+    settings = {**SETTINGS, "demo": {"T22": TINY_DEMO["T22"]}, "training": training}
+    project = write_project(tmp_path / "tuned", settings, HEADER + ANNOTATED)
+    assert "train" in planned_jobs(project)
+    run_snakemake(project)
+    [params] = project.glob("results/train/nxy17_nz1/seed*/params.json")
+    digest = hashlib.sha256((bundle / "best.keras").read_bytes()).hexdigest()
+    assert json.loads(params.read_text())["init"] == {
+        "model": str(bundle / "best.keras"),
+        "sha256": digest,
+    }
+    described = json.loads((project / "results/model/fibseg-model.json").read_text())
+    assert described["training_init"] == json.loads(params.read_text())["init"]
+    [log] = project.glob("logs/train/*.log")
+    assert "starting from the weights of" in log.read_text()
+    assert (project / "results/T22/segmentation.tif").is_file()
+
+    training["init"] = str(tmp_path / "nowhere")
+    write_project(project, {**settings, "training": training})
+    process = run_snakemake(project, "-n", check=False)
+    output = process.stdout + process.stderr
+    assert process.returncode != 0
+    assert "training.init names neither a bundle folder nor a model file" in output
+    assert "nowhere" in output and "Fix:" in output

@@ -6,6 +6,7 @@
     fibseg check SHEET                   every input check of the workflow, no job
     fibseg export-model RESULTS BUNDLE   a bundle from a finished run's results
     fibseg to-annotation SEG OUTPUT      a corrected segmentation as a painted annotation
+    fibseg make-prior BUNDLE [--seed N]  the FIB-SEM prior, reproduced from its recipe
 
 Bad input ends with exit code 2 and a message per fault (all of them at once), each naming the
 file, what is wrong and the fix (docs/cli.md)."""
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from ..io.errors import InputError
 from ..io.voxel_size import parse_voxel_size
+from .prior import add_prior_parser, prior_command
 
 EPILOG = "Details: docs/cli.md in the fibseg repository."
 
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="slices of the segmentation that become labels: all, corrected, none or 0,4,10-12 "
         "(default: corrected with --corrected, else all)",
     )
+    add_prior_parser(commands, EPILOG)
     return parser
 
 
@@ -344,6 +347,7 @@ def annotation_command(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "predict": predict_command,
+    "make-prior": lambda args: prior_command(args, start_logging()),
     "check": check_command,
     "export-model": export_command,
     "to-annotation": annotation_command,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synth import SynthSpec
+from .synth import GEOMETRIES, SynthSpec
 
 # The hard films: what real EC/HPC films show and the easy generator lacks. Pores of two
 # scales (smoothing of 3 px and 10 px, the large ones opening 70 % of the porosity); the solid
@@ -88,10 +88,49 @@ FAMILIES: dict[str, dict[str, tuple[float, float]]] = {
         "curtaining": (0.08, 0.14),
         "charging": (0.10, 0.20),
     },
+    # The FIB-SEM prior's world (fibseg.pipeline.prior): wide enough to hold the films users
+    # image, from easy films (sharp faces, weak shine-through, strong contrast) to films
+    # harder than the hard preset (weak contrast, deep and sharp shine-through, changing
+    # curtaining and charging). Set from the simulator's physics and the issue's list
+    # (porosity 0.1-0.6, pore scales, shine-through depth and strength, blur, contrast,
+    # noise, curtaining, charging, the x gradient, residual drift), never from any method's
+    # scores on `held_out` or on the spheres simulator.
+    "prior": {
+        "porosity": (0.10, 0.60),
+        "pore_size_xy": (1.5, 5.0),
+        "large_pore_xy": (6.0, 18.0),
+        "large_share": (0.05, 0.80),
+        "shine_strength": (0.30, 1.00),
+        "shine_depth_slices": (1.0, 10.0),
+        "shine_blur_px": (0.2, 1.2),
+        "shine_blur_per_slice": (0.1, 1.0),
+        "contrast": (0.20, 0.60),
+        "texture": (0.02, 0.12),
+        "rim": (0.00, 0.20),
+        "psf_px": (0.4, 1.2),
+        "noise": (0.02, 0.10),
+        "shot_noise": (0.00, 0.10),
+        "pore_stretch_z": (0.7, 2.0),
+        "curtaining": (0.00, 0.15),
+        "curtain_change": (0.0, 0.5),
+        "curtain_onset": (0.0, 0.6),
+        "charging": (0.00, 0.25),
+        "charging_change": (0.0, 0.4),
+        "gradient": (0.0, 0.3),
+        "gain_jitter": (0.0, 0.04),
+        "drift_px": (0.0, 0.8),
+    },
 }
 FAMILY_FIXED = {  # what every draw of a family has besides its drawn fields
     "calibration": {"drift": "walk"},
     "held_out": {"drift": "trend", "shine_layers": 12},
+    "prior": {"drift": "walk", "drift_deg": 0.0, "shine_layers": 10},
+}
+
+
+# Fields a family draws from a list, each equally likely, after its ranges (FAMILIES)
+FAMILY_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "prior": {"geometry": GEOMETRIES},
 }
 
 
@@ -99,10 +138,13 @@ def random_film_spec(
     rng: np.random.Generator, family: str = "calibration", **overrides
 ) -> SynthSpec:
     """A hard film drawn from a family of FAMILIES: each field uniform in its range (in the
-    table's order, then the seed of the synthesis), the rest the hard preset's."""
+    table's order, then FAMILY_CHOICES, then the seed of the synthesis), the rest the hard
+    preset's."""
     if family not in FAMILIES:
         raise ValueError(f"family {family!r}: use one of {', '.join(FAMILIES)}")
     drawn = {key: float(rng.uniform(low, high)) for key, (low, high) in FAMILIES[family].items()}
+    for key, options in FAMILY_CHOICES.get(family, {}).items():
+        drawn[key] = options[int(rng.integers(0, len(options)))]
     seed = int(rng.integers(0, 2**31 - 1))
     fields = {**HARD_FILM, **FAMILY_FIXED[family]}
     fields["pore_size_xy"] = drawn.pop("pore_size_xy")

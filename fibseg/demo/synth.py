@@ -29,6 +29,7 @@ from skimage.transform import AffineTransform, warp
 
 from ..preprocess.registration import estimate_alignment
 from ..runtime.settings import AlignSettings
+from .geometry import fibre_structure, gaussian_field, spinodal_structure
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,14 @@ class SynthSpec:
     charging_change: float = 0.0  # per slice, the share of the charging drawn anew (0: fixed)
     gain_jitter: float = 0.0  # std of a slow brightness change from slice to slice (beam current)
     shot_noise: float = 0.0  # noise that grows with the signal: std shot_noise * sqrt(intensity)
+    # the pores' geometry (GEOMETRIES): thresholded Gaussian fields of one or more scales, a
+    # band-passed field (a bicontinuous labyrinth of one scale), or the space between random
+    # straight solid fibres of radius about `pore_size_xy`
+    geometry: str = "field"
 
 
 DRIFT_KINDS = ("walk", "trend", "none")
+GEOMETRIES = ("field", "spinodal", "fibres")
 FIDUCIAL_ROWS = 64  # rows of the protective layer that carries the fiducial mark
 DRIFT_MARGIN = 24  # extra pixels rendered around the field so drift never shows a border
 
@@ -98,6 +104,12 @@ def porous_structure(
     of the porosity (`pore_shares`, the first scale the rest), the union thresholded so
     that the porosity is exact."""
     shape = (spec.slices + extra_slices, spec.height + 2 * margin, spec.width + 2 * margin)
+    if spec.geometry not in GEOMETRIES:
+        raise ValueError(f"geometry {spec.geometry!r}: use one of {', '.join(GEOMETRIES)}")
+    if spec.geometry == "spinodal":
+        return spinodal_structure(spec, shape, extra_rng or rng)
+    if spec.geometry == "fibres":
+        return fibre_structure(spec, shape, extra_rng or rng)
     if not spec.pore_sizes_xy:
         field = gaussian_field(spec, spec.pore_size_xy, shape, rng)
         threshold = np.quantile(field, spec.porosity)
@@ -125,22 +137,6 @@ def pore_scales(spec: SynthSpec) -> tuple[list[float], list[float]]:
     if min(shares) <= 0:
         raise ValueError(f"pore_shares {spec.pore_shares} must be > 0 and sum to under 1")
     return scales, shares
-
-
-def gaussian_field(
-    spec: SynthSpec, scale_xy: float, shape: tuple[int, int, int], rng: np.random.Generator
-) -> np.ndarray:
-    """White noise smoothed by `scale_xy` pixels in y and x and, in z, by `pore_size_z`
-    scaled alike (None: the same length in nm)."""
-    if spec.pore_size_z is None:
-        sigma_z = scale_xy * spec.voxel_nm[1] / spec.voxel_nm[0]
-    else:
-        sigma_z = spec.pore_size_z * scale_xy / spec.pore_size_xy
-    return ndi.gaussian_filter(
-        rng.standard_normal(shape, dtype=np.float32),
-        sigma=(max(sigma_z, 0.5), scale_xy, scale_xy),
-        mode="wrap",
-    )
 
 
 def render_face(

@@ -64,6 +64,31 @@ def segment_as_chosen(scores: np.ndarray, chosen: dict) -> np.ndarray:
     return segment(scores, chosen["sigma"], chosen["threshold"], chosen["min_object_voxels"])
 
 
+CRITERIA = ("mIoU", "porosity", "both")  # config key postprocess.criterion
+BOTH_TOLERANCE = 0.005  # "both": the trials this close to the best validation mIoU
+
+
+def porosity_of(total: np.ndarray) -> tuple[float, float]:
+    """(segmented, labelled) pore fraction of a confusion matrix (rows: labels)."""
+    voxels = max(int(total.sum()), 1)
+    return float(total[:, 0].sum() / voxels), float(total[0].sum() / voxels)
+
+
+def chosen_trial(trials: list[dict[str, float]], criterion: str = "mIoU") -> dict[str, float]:
+    """The trial a criterion picks: `mIoU`, the highest validation mIoU (the paper's);
+    `porosity`, the validation porosity closest to the labels' (then the higher mIoU); `both`,
+    of the trials within BOTH_TOLERANCE of the highest mIoU, the porosity closest."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"postprocess.criterion {criterion!r}: use one of {', '.join(CRITERIA)}")
+    best_miou = max(t["val_mIoU"] for t in trials)
+    if criterion == "mIoU":
+        return next(t for t in trials if t["val_mIoU"] == best_miou)
+    near = [
+        t for t in trials if criterion == "porosity" or t["val_mIoU"] >= best_miou - BOTH_TOLERANCE
+    ]
+    return min(near, key=lambda t: (abs(t["val_porosity_error"]), -t["val_mIoU"]))
+
+
 def optimize(
     score_windows: list[np.ndarray],
     labels: list[np.ndarray],
@@ -71,8 +96,11 @@ def optimize(
     sigmas: list[float],
     thresholds: list[float],
     min_size: int,
+    criterion: str = "mIoU",
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """The (sigma, T) of highest pooled mIoU over the given regions, and every trial.
+    """The (sigma, T) that `criterion` picks (`chosen_trial`; by default the highest pooled
+    mIoU) over the given regions, and every trial with its pooled mIoU, porosity and
+    porosity error (segmented minus labelled).
 
     `score_windows[i]` holds the scores of region i plus `margin` pixels on each side (so the
     smoothing sees real neighbours); the mIoU is measured on the region itself.
@@ -84,15 +112,17 @@ def optimize(
             solid = segment(window, sigma, threshold, min_size)
             inner = region_in_window(solid, margin, *label.shape)
             total += confusion(label, inner)
+        segmented, labelled = porosity_of(total)
         trials.append(
             {
                 "sigma": float(sigma),
                 "threshold": float(threshold),
                 "val_mIoU": miou_from_confusion(total),
+                "val_porosity": segmented,
+                "val_porosity_error": segmented - labelled,
             }
         )
-    best = max(trials, key=lambda t: t["val_mIoU"])
-    return best, trials
+    return chosen_trial(trials, criterion), trials
 
 
 # --- Streamed post-processing: slab by slab, in memory that scales with the slab -------------

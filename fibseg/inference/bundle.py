@@ -6,7 +6,6 @@ read that folder. Imports no TensorFlow."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -15,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..io.atomic import atomic_directory
+from ..io.digest import file_digest
 from ..io.errors import InputError
 from ..runtime.job import package_versions
 from ..runtime.settings import InferenceSettings
@@ -173,15 +173,6 @@ def unsafe_name(folder: Path, name: object, suffix: str) -> str | None:
     return None
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, in hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def format_nm(voxel: tuple[float, ...]) -> str:
     return " x ".join(f"{v:g}" for v in voxel) + " nm"
 
@@ -251,10 +242,13 @@ def describe_model(
     align: dict,
     architectures: list[dict],
     training_versions: dict,
+    training_init: dict | str = "scratch",
 ) -> dict:
     """The description of a run's selected model(s) (rule describe_model): `models` maps each
     file name (best first) to its path; the post-processing's path is `postprocess`; then the
-    geometry, engine, preprocessing, training data, versions and every file's SHA-256."""
+    geometry, engine, preprocessing, training data, where the training started
+    (`training_init`: scratch, or the model file and SHA-256 of training.init), versions and
+    every file's SHA-256."""
     known = {f.name for f in fields(InferenceSettings)}
     return {
         "format": FORMAT,
@@ -271,6 +265,7 @@ def describe_model(
         "postprocess_settings": json.loads(Path(postprocess).read_text()),
         "preprocessing": {"intensity": INTENSITY, "alignment": align},
         "training_data": training_data,
+        "training_init": training_init,
         "versions": {"trained_with": training_versions, "described_with": package_versions()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

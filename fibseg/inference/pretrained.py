@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io.errors import InputError
+from ..training.initial import FIX as INIT_FIX
+from ..training.initial import SCRATCH
 from .bundle import (
     MODEL_SUFFIX,
     UNSAFE_FORMAT,
@@ -177,3 +179,21 @@ def check_annotations_needed(
             fix="set pretrained.postprocess to the results/postprocess.json of the run that "
             "trained the model, or annotate a data set.",
         )
+
+
+def init_model_file(init: str) -> str | None:
+    """The `.keras` file a run starts from: None from scratch, a bundle's best model, or the
+    file itself; an InputError naming the path where it is neither."""
+    if init == SCRATCH:
+        return None
+    path = Path(init)
+    if path.is_dir():
+        return read_bundle(path).models[0]
+    if not path.is_file():
+        raise InputError(
+            "training.init names neither a bundle folder nor a model file.",
+            file=init,
+            fix=INIT_FIX,
+        )
+    check_model_format(init)
+    return init

@@ -18,7 +18,12 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..inference.pretrained import Pretrained, check_annotations_needed, check_pretrained
+from ..inference.pretrained import (
+    Pretrained,
+    check_annotations_needed,
+    check_pretrained,
+    init_model_file,
+)
 from ..io.errors import Faults, collect
 from ..io.volume import Volume, VoxelSources, voxel_size_with_source
 from ..networks.registry import Architecture, Geometry, architecture
@@ -114,6 +119,9 @@ class RunPlan(JobMemory):
             if pretrained:
                 with found.check():
                     check_pretrained(pretrained)
+            if not pretrained:
+                with found.check():
+                    init_model_file(config["training"]["init"])
             sheet = load_sheet(config["datasets"], sheet_schema, GENERATED, found)
             plan = cls.of(config, map(Dataset.from_row, sheet.to_dict("records")), pretrained)
             with found.check():
@@ -280,6 +288,12 @@ class RunPlan(JobMemory):
     @property
     def ensemble_members(self) -> list[str]:
         return [f"results/model/member{rank}.keras" for rank in range(1, self.top_k)]
+
+    @property
+    def init_models(self) -> list[str]:
+        """The model file the grid's runs start from (training.init); none from scratch."""
+        found = self.remember(("init",), lambda: init_model_file(self.training.init))
+        return [found] if found else []
 
     @property
     def unlabelled_volumes(self) -> list[str]:

@@ -32,11 +32,8 @@ is `method: previous` (`register_to_previous`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -48,9 +45,9 @@ from scipy.signal.windows import tukey
 from skimage.registration import phase_cross_correlation
 
 from ..io.volume import Volume
+from ..runtime.job import computed_in_order
 from ..runtime.settings import AlignSettings
 
-T = TypeVar("T")
 MAX_STEP_DEG = 1.0  # a larger rotation between neighbouring slices is an outlier
 # Pairs two or more slices apart decorrelate on fine structure and lean towards the fixed
 # pattern of the detector (a zero shift): they weigh 1/16 of a neighbour pair, enough to
@@ -91,16 +88,11 @@ def register_to_previous(
     scikit-image's `warp` expect; slice 0 is the identity (the reference frame). `volume` is
     a `Volume` or an array (z, y, x) of the same values: both give the same transforms.
     """
-
-    def read(z: int) -> np.ndarray:
-        plane = volume[z] if isinstance(volume, np.ndarray) else volume.read(z, z + 1)[0]
-        return plane.astype(np.float64)
-
+    planes = (plane.astype(np.float64) for plane in slice_planes(volume))
     registration = StackReg(transformation)
     transforms = np.repeat(np.eye(3)[None], len(volume), axis=0)
-    previous = read(0)
-    for z in range(1, len(volume)):
-        current = read(z)
+    previous = next(planes)
+    for z, current in enumerate(planes, start=1):
         step = registration.register(previous, current)
         transforms[z] = step @ transforms[z - 1]
         previous = current
@@ -126,19 +118,24 @@ def tracking_signal(
 
 
 def spectrum(signal: np.ndarray) -> np.ndarray:
-    """The Fourier transform `pair_shift` compares, computed once per slice (each slice takes
-    part in several pairs)."""
+    """The Fourier transform `pair_shift` compares: once per slice, for all its pairs."""
     return sp_fft.fftn(signal)
 
 
 def pair_shift(
-    reference: np.ndarray, moving: np.ndarray, upsample: int = 20, space: str = "real"
+    reference: np.ndarray,
+    moving: np.ndarray,
+    upsample: int = 20,
+    space: str = "real",
+    workers: int = 1,
 ) -> np.ndarray:
     """(dx, dy) of `moving` against `reference`: moving(x + dx, y + dy) shows what
-    reference(x, y) shows. With `space="fourier"`, both are `spectrum`s of the signals."""
-    shift, _, _ = phase_cross_correlation(
-        reference, moving, upsample_factor=upsample, normalization=None, space=space
-    )
+    reference(x, y) shows. With `space="fourier"`, both are `spectrum`s of the signals; the
+    inverse transform runs on `workers` threads."""
+    with sp_fft.set_workers(workers):
+        shift, _, _ = phase_cross_correlation(
+            reference, moving, upsample_factor=upsample, normalization=None, space=space
+        )
     return -shift[::-1]
 
 
@@ -155,17 +152,6 @@ def slice_planes(volume: Volume | np.ndarray) -> Iterator[np.ndarray]:
     """Each slice of a stack, read in order."""
     for z in range(len(volume)):
         yield volume[z] if isinstance(volume, np.ndarray) else volume.read(z, z + 1)[0]
-
-
-def computed_in_order(
-    function: Callable[[np.ndarray], T], planes: Iterable[np.ndarray], threads: int
-) -> Iterator[T]:
-    """`function` of each plane, in order, `threads` planes at a time on a thread pool (the
-    filters and transforms release the GIL); at most `threads` planes are held at once."""
-    planes = iter(planes)
-    with ThreadPoolExecutor(max(threads, 1)) as pool:
-        while block := list(islice(planes, max(threads, 1))):
-            yield from pool.map(function, block)
 
 
 def measure_pairs(
@@ -189,10 +175,8 @@ def measure_pairs(
             if settings.model == "rigid":
                 angle, (dx, dy) = rigid_pair(signals[ref], signals[z])
             else:
-                angle, (dx, dy) = (
-                    0.0,
-                    pair_shift(signals[ref], signals[z], settings.upsample, space="fourier"),
-                )
+                shift = pair_shift(signals[ref], signals[z], settings.upsample, "fourier", threads)
+                angle, (dx, dy) = 0.0, shift
             rows.append({"z": z, "ref": ref, "dx": dx, "dy": dy, "dangle": angle})
         for old in [k for k in signals if k < z - settings.lags and k != 0]:
             del signals[old]
@@ -293,7 +277,9 @@ def split_halves(
     for z, current in enumerate(computed_in_order(spectra_of, slice_planes(volume), threads)):
         if previous is not None:
             for h in range(2):
-                steps[h, z - 1] = pair_shift(previous[h], current[h], settings.upsample, "fourier")
+                steps[h, z - 1] = pair_shift(
+                    previous[h], current[h], settings.upsample, "fourier", threads
+                )
         previous = current
     return steps[0], steps[1]
 
@@ -358,15 +344,8 @@ def estimate_alignment(
 ) -> Alignment:
     """Register a stack: `settings.method` joint (robust joint solve, this module) or
     previous (the paper's chain); the report says whether any drift rose above the noise.
-    The Fourier transforms run on `threads` threads."""
-    with sp_fft.set_workers(threads):
-        return register_stack(volume, settings or AlignSettings(), threads)
-
-
-def register_stack(
-    volume: Volume | np.ndarray, settings: AlignSettings, threads: int = 1
-) -> Alignment:
-    """`estimate_alignment` within its Fourier transforms' thread setting."""
+    Slices are filtered, and the Fourier transforms run, on `threads` threads."""
+    settings = settings or AlignSettings()
     n = len(volume)
     shape = tuple(volume.shape[1:])
     check_roi(settings.roi, shape)

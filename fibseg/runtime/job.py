@@ -7,8 +7,14 @@ import logging
 import platform
 import resource
 import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def start_log(log_path: str, name: str = "fibseg") -> logging.Logger:
@@ -94,3 +100,14 @@ def package_versions() -> dict[str, str]:
             except metadata.PackageNotFoundError:
                 found[name] = "not installed"
     return found
+
+
+def computed_in_order(
+    function: Callable[[np.ndarray], T], planes: Iterable[np.ndarray], threads: int
+) -> Iterator[T]:
+    """`function` of each plane, in order, `threads` planes at a time on a thread pool (scipy's
+    filters and transforms release the GIL); at most `threads` planes are held at once."""
+    planes = iter(planes)
+    with ThreadPoolExecutor(max(threads, 1)) as pool:
+        while block := list(islice(planes, max(threads, 1))):
+            yield from pool.map(function, block)

@@ -50,6 +50,8 @@ class TrainingSettings:
     mode: str = "patches"
     tiles_per_batch: int = 4
     tile: int = 128
+    init: str = "scratch"  # or a bundle folder or .keras file (fibseg.training.initial)
+    patience: int | None = None  # epochs without a lower val_loss before a run stops
     search: SearchRanges = field(default_factory=SearchRanges)
     unlabelled: UnlabelledSettings = field(default_factory=UnlabelledSettings)
 
@@ -130,3 +132,26 @@ class StructureSettings:
     def from_config(cls, section: dict) -> StructureSettings:
         keys = ("voxel_nm", "max_voxels", "max_radii", "tolerance")
         return cls(**{key: section[key] for key in keys if key in section})
+
+
+@dataclass(frozen=True)
+class PriorRecipe:
+    """The FIB-SEM prior's recipe (fibseg.pipeline.prior): what it is trained on and how;
+    `seed` draws the films, the split and the run."""
+
+    seed: int = 0
+    films: int = 60
+    slices: int = 12
+    side: int = 160
+    regions_per_film: int = 8
+    region_size: int = 64
+    val_every: int = 5
+    n_xy: int = 96
+    n_z: int = 3
+    epochs: int = 40
+    steps_per_epoch: int = 50
+    tiles_per_batch: int = 16
+    log10_lr: float = -3.0
+    sigmas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    thresholds: tuple[float, ...] = (0.4, 0.45, 0.5, 0.55, 0.6)
+    min_object_voxels: int = 100

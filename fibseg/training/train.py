@@ -29,10 +29,12 @@ import pandas as pd
 
 from ..annotation.regions import RegionSet
 from ..io.atomic import atomic_output
+from ..io.digest import file_digest
 from ..networks.model import draw_hyperparameters, learning_rate
 from ..networks.registry import Architecture
 from ..runtime.job import versions
 from ..runtime.settings import TrainingSettings
+from .initial import SCRATCH, start_from
 from .loops import RunLoops
 
 HISTORY_COLUMNS = [
@@ -113,6 +115,9 @@ class TrainingRun:
     padding: str = "same"
     rung: int = 0
     keep_last_state: bool = False
+    init_model: str | None = None  # the .keras file a fresh run starts from (training.init)
+    # (a resumed run, and a later rung of successive halving, continues its own weights and
+    # only records it)
 
 
 def make_optimizer(training: TrainingSettings, lr: float):
@@ -136,8 +141,10 @@ def train_run(run: TrainingRun, log=None) -> pd.DataFrame:
     Writes `model.keras` (lowest val_loss), `history.csv` and `params.json` into the run's
     directory, and with `keep_last_state` also `last.keras` (the last epoch's weights and
     optimiser state, from which the next rung of successive halving resumes;
-    fibseg.training.halving). A run trains up to `training.epochs`; `rung` is recorded in
-    params.json.
+    fibseg.training.halving). A run trains up to `training.epochs`, or stops once
+    `training.patience` epochs brought no lower val_loss; `rung` is recorded in params.json.
+    A fresh run starts from random weights, or from those of `run.init_model`
+    (training.init; fibseg.training.initial), which it then fine-tunes.
     """
     import keras
 
@@ -174,6 +181,10 @@ def train_run(run: TrainingRun, log=None) -> pd.DataFrame:
             log.info("resuming after epoch %d from %s", first_epoch - 1, resume)
     else:
         model = architecture.build(n_xy, n_z, run.padding, hyper, seed)
+        if run.init_model:
+            start_from(model, run.init_model, architecture.name)
+            if log:
+                log.info("starting from the weights of %s (training.init)", run.init_model)
         optimizer = make_optimizer(training, learning_rate(0, hyper["log10_lr0"], hyper["k"]))
         epochs.compile(model, optimizer)
         history = pd.DataFrame(columns=HISTORY_COLUMNS)
@@ -183,6 +194,15 @@ def train_run(run: TrainingRun, log=None) -> pd.DataFrame:
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))
     try:
         for epoch in range(first_epoch, training.epochs):
+            if patience_exhausted(history, training.patience):
+                if log:
+                    log.info(
+                        "val_loss has not fallen for %d epochs (training.patience): stopping "
+                        "before epoch %d",
+                        training.patience,
+                        epoch,
+                    )
+                break
             epoch_start = time.time()
             lr = learning_rate(epoch, hyper["log10_lr0"], hyper["k"], search.lr_step)
             model.optimizer.learning_rate = lr
@@ -236,6 +256,9 @@ def train_run(run: TrainingRun, log=None) -> pd.DataFrame:
         "batch_size": training.batch_size,
         "optimizer": training.optimizer,
         "momentum": training.momentum,
+        "init": init_record(run.init_model),
+        "patience": training.patience,
+        "epochs_trained": len(history),
         **epochs.counts,
         "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]),
         "wall_seconds_this_session": time.time() - started,
@@ -248,6 +271,22 @@ def train_run(run: TrainingRun, log=None) -> pd.DataFrame:
         tmp.write_text(json.dumps(params, indent=2))
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return history
+
+
+def patience_exhausted(history: pd.DataFrame, patience: int | None) -> bool:
+    """Whether the last `patience` epochs brought no val_loss below the best before them."""
+    if not patience or len(history) <= patience:
+        return False
+    best_epoch = int(np.argmin(history["val_loss"].to_numpy()))
+    return len(history) - 1 - best_epoch >= patience
+
+
+def init_record(init_model: str | None) -> dict | str:
+    """What params.json records of the run's starting point: scratch, or the file and its
+    SHA-256."""
+    if init_model is None:
+        return SCRATCH
+    return {"model": str(init_model), "sha256": file_digest(Path(init_model))}
 
 
 def commit_epoch(checkpoint_dir: Path, epoch: int, model, history: pd.DataFrame) -> None:

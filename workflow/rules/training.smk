@@ -19,6 +19,7 @@ if PLAN.trains:
             split="results/split.csv",
             volumes=PLAN.unlabelled_volumes,
             teachers=PLAN.unlabelled_teachers,
+            init=PLAN.init_models,
         output:
             **PLAN.run_outputs("results/train/nxy{nxy}_nz{nz}/seed{seed}", PLAN.grid.rungs.halving),
         params:
@@ -68,6 +69,7 @@ if PLAN.trains:
             split="results/split.csv",
             volumes=PLAN.unlabelled_volumes,
             teachers=PLAN.unlabelled_teachers,
+            init=PLAN.init_models,
         output:
             **PLAN.run_outputs("results/train/nxy{nxy}_nz{nz}/rung{rung}/slot{slot}", True),
         params:
