@@ -20,8 +20,7 @@ def add_prior_parser(commands, epilog: str) -> None:
         description="Train fibseg's default U-Net on simulated films with exact truth (the "
         "simulator's family 'prior') from one seed and write it as a model bundle, with its "
         "recipe, the simulator's version and SHA-256 in fibseg-model.json "
-        "(fibseg.pipeline.prior). Every recipe value is an option; the defaults are the "
-        "shipped prior's.",
+        "(fibseg.pipeline.prior). Every number of the recipe is an option.",
         epilog="Example: fibseg make-prior my_prior --seed 0. " + epilog,
     )
     prior.add_argument("bundle", metavar="BUNDLE", help="the new bundle folder")

@@ -32,28 +32,23 @@ is `method: previous` (`register_to_previous`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pystackreg import StackReg
-from scipy import fft as sp_fft
-from scipy import ndimage as ndi
 from scipy.optimize import least_squares
-from scipy.signal.windows import tukey
-from skimage.registration import phase_cross_correlation
 
 from ..io.volume import Volume
 from ..runtime.job import computed_in_order
 from ..runtime.settings import AlignSettings
+from .signals import pair_shift, slice_planes, spectrum, tracking_signal
 
 MAX_STEP_DEG = 1.0  # a larger rotation between neighbouring slices is an outlier
 # Pairs two or more slices apart decorrelate on fine structure and lean towards the fixed
 # pattern of the detector (a zero shift): they weigh 1/16 of a neighbour pair, enough to
 # bridge a neighbour pair that disagrees with them by far, too little to bend the chain.
 LONGER_LAG_PENALTY = 4.0
-EDGE_TAPER = 0.1  # Tukey window: the fraction of each axis tapered (half at each end)
 CURVATURE_WEIGHT = 1e-3  # on the positions' second differences: only bridges dropped pairs
 
 
@@ -99,46 +94,6 @@ def register_to_previous(
     return transforms
 
 
-def tracking_signal(
-    image: np.ndarray,
-    band_px: tuple[float, float] = (1.0, 8.0),
-    roi: tuple[int, int, int, int] | None = None,
-) -> np.ndarray:
-    """What registration compares: the slice (or its `roi`) with each column's mean removed,
-    band-passed by a difference of Gaussians and its outer 5 % tapered (Tukey window)."""
-    image = np.asarray(image, dtype=np.float64)
-    if roi is not None:
-        y, x, height, width = roi
-        image = image[y : y + height, x : x + width]
-    image = image - image.mean(axis=0, keepdims=True)
-    fine, coarse = band_px
-    band = ndi.gaussian_filter(image, fine) - ndi.gaussian_filter(image, coarse)
-    window = np.outer(tukey(band.shape[0], EDGE_TAPER), tukey(band.shape[1], EDGE_TAPER))
-    return band * window
-
-
-def spectrum(signal: np.ndarray) -> np.ndarray:
-    """The Fourier transform `pair_shift` compares: once per slice, for all its pairs."""
-    return sp_fft.fftn(signal)
-
-
-def pair_shift(
-    reference: np.ndarray,
-    moving: np.ndarray,
-    upsample: int = 20,
-    space: str = "real",
-    workers: int = 1,
-) -> np.ndarray:
-    """(dx, dy) of `moving` against `reference`: moving(x + dx, y + dy) shows what
-    reference(x, y) shows. With `space="fourier"`, both are `spectrum`s of the signals; the
-    inverse transform runs on `workers` threads."""
-    with sp_fft.set_workers(workers):
-        shift, _, _ = phase_cross_correlation(
-            reference, moving, upsample_factor=upsample, normalization=None, space=space
-        )
-    return -shift[::-1]
-
-
 def rigid_pair(reference: np.ndarray, moving: np.ndarray) -> tuple[float, np.ndarray]:
     """Rotation (radians, about the slice centre) and centre displacement (dx, dy) of `moving`
     against `reference`, by pystackreg's rigid body."""
@@ -146,12 +101,6 @@ def rigid_pair(reference: np.ndarray, moving: np.ndarray) -> tuple[float, np.nda
     centre = np.array([(reference.shape[1] - 1) / 2, (reference.shape[0] - 1) / 2, 1.0])
     angle = float(np.arctan2(matrix[1, 0], matrix[0, 0]))
     return angle, (matrix @ centre)[:2] - centre[:2]
-
-
-def slice_planes(volume: Volume | np.ndarray) -> Iterator[np.ndarray]:
-    """Each slice of a stack, read in order."""
-    for z in range(len(volume)):
-        yield volume[z] if isinstance(volume, np.ndarray) else volume.read(z, z + 1)[0]
 
 
 def measure_pairs(
