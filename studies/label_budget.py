@@ -144,7 +144,8 @@ def estimate_seconds(
     seconds["cnn_dense_steps_adam_forest_soft"] = forest_taught
     unet_epoch = steps * RATES["unet_step_s"] + counts["val"] * RATES["unet_val_tile_s"]
     seconds["unet"] = schedule.unet * (unet_epoch + EPOCH_OVERHEAD_S) + cnn_score
-    seconds["unet_prior"], seconds["prior"] = seconds["unet"], cnn_score
+    seconds["unet_prior"] = seconds["unet_prior_slow"] = seconds["unet"]
+    seconds["prior"] = cnn_score
     return {k: v for k, v in seconds.items() if k == "build" or k in methods}
 
 
@@ -213,7 +214,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-z", type=int, default=N_Z, help="slices the CNN and the forest see")
     parser.add_argument("--forest-n-z", type=int, help="the forest's slices (as --n-z)")
     parser.add_argument("--forest-seed", type=int, help="the forest's seed (the config's)")
-    parser.add_argument("--prior", help="the FIB-SEM prior's bundle (methods prior, unet_prior)")
+    parser.add_argument("--prior", help="the FIB-SEM prior's bundle (methods prior, unet_prior*)")
+    parser.add_argument(
+        "--porosities",
+        dest="volumes",
+        help="the volumes' porosities, comma-separated (0.22,0.45); a volume's seed is its "
+        "porosity in percent",
+    )
     parser.add_argument("--max-train-samples", type=int, default=20000)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")
     parser.add_argument("--verbose", action="store_true", help="log every training epoch")
@@ -224,6 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.data = choices(args.data, KINDS, "data kind")
     args.budgets = [BUDGETS[b] for b in choices(args.budgets, tuple(BUDGETS), "budget")]
     args.porosities = POROSITIES
+    if args.volumes:
+        porosities = [float(text) for text in args.volumes.split(",")]
+        args.porosities = {round(100 * porosity): porosity for porosity in porosities}
     if args.quick:  # one tiny budget, one data set per kind, short training
         args.budgets, args.porosities = [QUICK], {45: 0.45}
         args.epochs_patches, args.epochs_dense, args.epochs_unet = 1, 6, 2

@@ -1,7 +1,8 @@
 """The label-budget study's methods: Otsu, the forest, the patch CNN's variants, the U-Net
 from scratch, the FIB-SEM prior alone (`prior`: its own sigma and T, no label used) and the
-U-Net fine-tuned from it (`unet_prior`, training.init), each trained and scored as the
-workflow does it, one row per data set."""
+U-Net fine-tuned from it (`unet_prior`, training.init; `unet_prior_slow` at a tenth of the
+learning rate), each trained and scored as the workflow does it, one row per data set, with
+the pore structure's agreement with the truth (largest cluster, percolating axes)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from fibseg.runtime.settings import (
     TrainingSettings,
     UnlabelledSettings,
 )
+from fibseg.structure.grid import AXES
+from fibseg.structure.transport import clusters, connectivity
 from fibseg.training.train import RunFiles, TrainingRun, train_run
 from studies.common import choose_postprocess, forest_member, score_volume
 from studies.label_budget_data import Study, region_mask
@@ -83,7 +86,11 @@ UNET = {
     "tiles_per_batch": 16,
     "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
 }
-UNETS = ("unet", "unet_prior")  # from scratch, and fine-tuned from the prior (--prior)
+# The prior fine-tuned at a tenth of the U-Net's learning rate (the schedule's measurement).
+UNET_PRIOR_SLOW = {**UNET, "search": SearchRanges(log10_lr0=(-4.0,), k=(20,))}
+# from scratch, and fine-tuned from the prior (--prior) at the U-Net's rate and a tenth of it
+UNETS = ("unet", "unet_prior", "unet_prior_slow")
+FINE_TUNED = ("unet_prior", "unet_prior_slow")
 NETWORKS = (*VARIANTS, *UNETS)
 METHODS = ("otsu", "rf", "prior", *NETWORKS)
 DEFAULT_METHODS = ("otsu", "rf", "cnn_patches", "cnn_dense", "cnn_dense_steps")
@@ -101,7 +108,7 @@ class Schedule:
 
 def cnn_settings(method: str, schedule: Schedule) -> TrainingSettings:
     """The training settings of a CNN variant or of the U-Net."""
-    variant = dict(UNET if method in UNETS else VARIANTS[method])
+    variant = dict(UNET_PRIOR_SLOW if method == "unet_prior_slow" else VARIANTS.get(method, UNET))
     steps = schedule.steps_per_epoch if variant.pop("steps", False) else None
     epochs = schedule.patches if variant["mode"] == "patches" else schedule.dense
     if method in UNETS:
@@ -187,7 +194,7 @@ def run_cnn(
         training,
         files,
         padding="same" if unet else PADDING,
-        init_model=prior_model(study) if method == "unet_prior" else None,
+        init_model=prior_model(study) if method in FINE_TUNED else None,
     )
     history = train_run(run, log)
     threads = study.context.threads
@@ -203,6 +210,17 @@ def run_cnn(
         "steps": len(history) * (training.steps_per_epoch or 0),
         "history": curve,
     }
+
+
+def structure_columns(truth: np.ndarray, segmentation: np.ndarray) -> dict:
+    """The largest pore cluster's share of the pore space and the axes its pores percolate
+    along (6-connected, on the voxel grid; '-' for none), of the truth and the segmentation."""
+    columns = {}
+    for name, labels in (("truth", truth), ("automatic", segmentation)):
+        found = connectivity(*clusters(labels == 0))
+        columns[f"largest_cluster_{name}"] = found["largest_cluster_fraction"]
+        columns[f"percolates_{name}"] = "".join(a for a in AXES if found[f"percolates_{a}"]) or "-"
+    return columns
 
 
 def trained_on(study: Study, method: str) -> int:
@@ -260,6 +278,7 @@ def run_method(
                 "porosity_automatic": row["porosity_automatic"],
                 "porosity_error_pp": 100 * (row["porosity_automatic"] - row["porosity_truth"]),
                 "seconds": seconds,
+                **structure_columns(data.truth, segmentation),
                 **{
                     k: chosen.get(k)
                     for k in ("sigma", "threshold", "best_epoch", "val_loss", "steps")

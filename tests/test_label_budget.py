@@ -12,7 +12,7 @@ from fibseg.demo.synth import SynthSpec, synthesize
 from studies import label_budget_data as data
 from studies.common import REPO, demo_workflow
 from studies.label_budget_data import BUDGETS, POROSITIES, QUICK, Budget, Context, make_data
-from studies.label_budget_methods import UNET_N_XY, Schedule, cnn_settings
+from studies.label_budget_methods import UNET_N_XY, Schedule, cnn_settings, structure_columns
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +151,15 @@ def test_family_kinds_draw_different_films(context):
     assert not np.array_equal(volume["held_out", 22], volume["held_out", 45])
 
 
-def test_the_studys_unet_trains_as_the_default_config():
-    """The study's `unet` method is config/config.yaml's U-Net: tile side, slices, optimiser,
-    learning rate and its schedule, tiles per step, steps and epochs."""
+def test_the_studys_unet_prior_trains_as_the_default_config():
+    """The study's `unet_prior` method is config/config.yaml's U-Net, fine-tuned from the
+    shipped prior (`unet`: the same from scratch): tile side, slices, optimiser, learning rate
+    and its schedule, tiles per step, steps and epochs."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    settings = cnn_settings("unet", Schedule())
+    settings = cnn_settings("unet_prior", Schedule())
+    assert settings == cnn_settings("unet", Schedule())
     training = config["training"]
+    assert training["init"] == "prior"
     assert config["model"]["architecture"] == "unet"
     assert config["grid"]["n_xy"] == [UNET_N_XY]
     assert config["grid"]["n_z"] == [data.N_Z]
@@ -168,3 +171,22 @@ def test_the_studys_unet_trains_as_the_default_config():
     assert list(settings.search.log10_lr0) == search["log10_lr0"]
     assert list(settings.search.k) == search["k"]
     assert settings.search.lr_step == search.get("lr_step", 0.25)
+
+
+def test_the_fine_tuned_prior_at_a_tenth_of_the_rate_differs_only_in_its_rate():
+    scratch, slow = cnn_settings("unet", Schedule()), cnn_settings("unet_prior_slow", Schedule())
+    assert slow.search.log10_lr0 == (scratch.search.log10_lr0[0] - 1,)
+    assert dataclasses.replace(slow, search=scratch.search) == scratch
+
+
+def test_structure_columns_find_the_largest_cluster_and_the_percolating_axes():
+    truth = np.ones((4, 8, 8), np.uint8)
+    truth[:, 2, :] = 0  # a pore sheet along z and x: 32 voxels spanning both
+    truth[1, 5, 5] = 0  # one isolated pore voxel
+    segmentation = truth.copy()
+    segmentation[:, 2, 4] = 1  # the sheet cut across x: two halves of 16 voxels
+    columns = structure_columns(truth, segmentation)
+    assert columns["largest_cluster_truth"] == pytest.approx(32 / 33)
+    assert columns["largest_cluster_automatic"] == pytest.approx(16 / 29)
+    assert columns["percolates_truth"] == "zx" and columns["percolates_automatic"] == "z"
+    assert structure_columns(np.ones_like(truth), truth)["percolates_truth"] == "-"

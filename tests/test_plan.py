@@ -196,7 +196,7 @@ def test_the_forest_scores_whole_jobs_around_the_centre(demo):
     pseudo = {
         "model": {"architecture": "patch", "padding": "valid"},
         "grid": {"n_xy": [81]},
-        "training": {"mode": "dense", "unlabelled": {"method": "pseudo"}},
+        "training": {"mode": "dense", "unlabelled": {"method": "pseudo"}, "init": "scratch"},
     }
     config = with_overlays(demo_config(), pseudo)
     assert RunPlan.from_config(config, SHEET_SCHEMA).forest.volume_slices == 0
@@ -241,6 +241,7 @@ def mixed_config(**sections) -> dict:
         "datasets": "sheet.tsv",
         "grid": {"n_xy": [17, 33], "n_z": [1, 3], "seeds": 2},
         "model": {"architecture": "patch", "padding": "valid"},
+        "training": {"init": "scratch"},  # the prior is a U-Net
         "published": published,
         "ensemble": {"top_k": 3},
         "inference": {"slices_per_job": 7},
@@ -327,7 +328,12 @@ def test_a_config_fault_is_raised_before_the_sheet_is_read(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     config = with_overlays(
         read_config("config.yaml"),
-        {"datasets": "no_sheet.tsv", "model": {"architecture": "patch"}, "grid": {"n_xy": [32]}},
+        {
+            "datasets": "no_sheet.tsv",
+            "model": {"architecture": "patch"},
+            "training": {"init": "scratch"},
+            "grid": {"n_xy": [32]},
+        },
     )
     with pytest.raises(InputError, match="grid.n_xy"):
         RunPlan.from_config(config, SHEET_SCHEMA)

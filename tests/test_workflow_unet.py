@@ -1,8 +1,9 @@
-"""The U-Net (model.architecture: unet) through the real workflow on tiny data: trained on the
-regions of one data set, scoring both in chunks of slices, in the tables beside Otsu; then
-reused with `pretrained` in a second project: checked, nothing trained, the same segmentation
-voxel for voxel."""
+"""The U-Net (model.architecture: unet) through the real workflow on tiny data: fine-tuned from
+the shipped FIB-SEM prior (training.init: prior) on the regions of one data set, scoring both
+in chunks of slices, in the tables beside Otsu; then reused with `pretrained` in a second
+project: checked, nothing trained, the same segmentation voxel for voxel."""
 
+import hashlib
 import json
 
 import h5py
@@ -12,6 +13,7 @@ import pytest
 import tifffile
 from helpers import TINY_DEMO, planned_jobs, run_snakemake, write_project
 
+from fibseg.inference.bundle import PRIOR_FOLDER
 from fibseg.inference.infer import load_model
 from fibseg.inference.unet_engine import UnetEngine
 
@@ -28,6 +30,7 @@ SETTINGS = {
         "tiles_per_batch": 4,
         "optimizer": "adam",
         "search": {"log10_lr0": [-3.0], "k": [20]},
+        "init": "prior",
     },
     "forest": {"enabled": False},
     "structure": {"enabled": False},
@@ -42,7 +45,7 @@ ANNOTATED = (
 PREDICT_ONLY = "T45\tresults/demo/T45/volume.tif\t\t\tfalse\t\n"
 
 
-def test_the_unet_trains_scores_and_is_reused_voxel_for_voxel(tmp_path):
+def test_the_unet_fine_tunes_the_prior_scores_and_is_reused_voxel_for_voxel(tmp_path):
     first = write_project(
         tmp_path / "first", {**SETTINGS, "demo": TINY_DEMO}, HEADER + ANNOTATED + PREDICT_ONLY
     )
@@ -50,6 +53,9 @@ def test_the_unet_trains_scores_and_is_reused_voxel_for_voxel(tmp_path):
     results = first / "results"
     params = json.loads((results / "train/nxy32_nz3/seed0/params.json").read_text())
     assert params["architecture"] == "unet" and params["n_xy"] == 32
+    shipped = PRIOR_FOLDER / "model.keras"
+    digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert params["init"] == {"model": str(shipped), "sha256": digest}
     model = load_model(str(results / "model/best.keras"))
     assert model.name.startswith("fibseg_unet") and model.input_shape == (None, None, None, 3)
     # the stitched chunks (slices 0-3, 4-5) are the engine's scores of whole slices

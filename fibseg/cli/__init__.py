@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         "predict my_model/ --batch films/ -o segmented/ --format ome.zarr. " + EPILOG,
     )
     predict.set_defaults(usage_error=predict.error)
-    predict.add_argument("bundle", metavar="BUNDLE", help="a folder from fibseg export-model")
+    predict.add_argument(
+        "bundle",
+        metavar="BUNDLE",
+        help="a folder from fibseg export-model, or prior (the FIB-SEM prior shipped with fibseg)",
+    )
     predict.add_argument(
         "paths",
         nargs="*",

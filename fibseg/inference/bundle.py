@@ -1,8 +1,9 @@
 """A model bundle: one folder with the model file(s), the post-processing and `fibseg-model.json`
 (what the model is, how its input was prepared, the data it was trained on). Rule describe_model
 writes the description of a run (`results/model/fibseg-model.json`), `fibseg export-model`
-copies it with the files into a folder, and `pretrained: {bundle: PATH}` and `fibseg predict`
-read that folder. Imports no TensorFlow."""
+copies it with the files into a folder, and `pretrained: {bundle: PATH}`, `training.init` and
+`fibseg predict` read that folder. The keyword `prior` names the FIB-SEM prior that ships with
+fibseg (`fibseg make-prior`'s default recipe, docs/prior.md). Imports no TensorFlow."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ UNSAFE_FORMAT = (
     "mode: a pickled file (.joblib, .pkl) can run any code when it is read, and so can other "
     "formats (.h5)."
 )
+# The FIB-SEM prior that ships in the package, named `prior` wherever a bundle is read.
+PRIOR = "prior"
+PRIOR_FOLDER = Path(__file__).with_name("prior_bundle")
 # A file a bundle lists: a plain name in the bundle folder itself (no path, no '..', no leading
 # dot), so that reading the bundle reads nothing else.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
@@ -84,15 +88,21 @@ def bundle_error(path: Path, problem: str) -> InputError:
         file=str(path),
         fix="point pretrained.bundle (or fibseg predict's BUNDLE) at a folder that "
         "`fibseg export-model RESULTS_DIR BUNDLE` wrote, with fibseg-model.json, the .keras "
-        "file(s) and postprocess.json.",
+        "file(s) and postprocess.json, or name the shipped FIB-SEM prior: prior.",
     )
 
 
+def bundle_folder(path: str | Path) -> Path:
+    """The folder a bundle's name means: the shipped prior for `prior`, else the path."""
+    return PRIOR_FOLDER if str(path) == PRIOR else Path(path)
+
+
 def read_bundle(path: str | Path) -> Bundle:
-    """The bundle in folder `path`; an InputError that names the file when it is missing,
-    incomplete or not a fibseg bundle, or lists a file that is not a plain `.keras` (model) or
-    `.json` (post-processing) name inside the folder: refused before any byte of it is read."""
-    folder = Path(path)
+    """The bundle in folder `path` (`prior`: the shipped prior); an InputError that names the
+    file when it is missing, incomplete or not a fibseg bundle, or lists a file that is not a
+    plain `.keras` (model) or `.json` (post-processing) name inside the folder: refused before
+    any byte of it is read."""
+    folder = bundle_folder(path)
     if not folder.is_dir():
         raise bundle_error(folder, "the model bundle folder does not exist.")
     described = folder / METADATA

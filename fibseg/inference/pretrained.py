@@ -17,6 +17,7 @@ from .bundle import (
     UNSAFE_FORMAT,
     VOXEL_SIZE_TOLERANCE,
     Bundle,
+    bundle_folder,
     check_voxel_size,
     read_bundle,
 )
@@ -182,11 +183,11 @@ def check_annotations_needed(
 
 
 def init_model_file(init: str) -> str | None:
-    """The `.keras` file a run starts from: None from scratch, a bundle's best model, or the
-    file itself; an InputError naming the path where it is neither."""
+    """The `.keras` file a run starts from: None from scratch, a bundle's best model (`prior`:
+    the shipped prior's), or the file itself; an InputError naming the path where it is neither."""
     if init == SCRATCH:
         return None
-    path = Path(init)
+    path = bundle_folder(init)
     if path.is_dir():
         return read_bundle(path).models[0]
     if not path.is_file():

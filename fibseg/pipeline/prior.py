@@ -178,7 +178,8 @@ def make_prior(recipe: PriorRecipe, folder: str | Path, log: logging.Logger | No
     )
     log.info("post-processing chosen on the validation films: %s", chosen)
     with atomic_directory(folder) as tmp:
-        shutil.copyfile(workdir / "run/model.keras", tmp / "model.keras")
+        # the weights alone (no optimiser state): a third of the trained file's size
+        member.model.save(tmp / "model.keras")
         (tmp / "postprocess.json").write_text(json.dumps(chosen, indent=2) + "\n")
         description = describe_prior(recipe, tmp, history)
         (tmp / "fibseg-model.json").write_text(json.dumps(description, indent=2) + "\n")

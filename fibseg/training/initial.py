@@ -1,6 +1,7 @@
 """Where a training run starts (config key `training.init`): from random weights (`scratch`,
 the paper's), or from the weights of a model trained before, which the run then fine-tunes on
-this run's labels (a bundle folder that `fibseg export-model` wrote, or a `.keras` file).
+this run's labels (`prior`, the FIB-SEM prior that ships with fibseg; a bundle folder that
+`fibseg export-model` wrote; or a `.keras` file).
 
 The model is read in Keras's safe mode (it cannot run code) and must be a network of the run's
 architecture with the same weights' shapes (for the U-Net: the same slices, `grid.n_z`);
@@ -14,7 +15,8 @@ from ..io.errors import InputError
 
 SCRATCH = "scratch"
 FIX = (
-    "set training.init to scratch, to a bundle folder that `fibseg export-model` wrote, or to "
+    "set training.init to scratch, to prior (the FIB-SEM prior that ships with fibseg), to a "
+    "bundle folder that `fibseg export-model` wrote, or to "
     "the .keras file of an earlier run of the same architecture and slices (grid.n_z)."
 )
 
