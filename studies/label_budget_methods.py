@@ -77,7 +77,8 @@ VARIANTS = {
     },
 }
 # The U-Net (model.architecture: unet) as config/config.yaml trains it: tiles of 96 x 96 x 3,
-# 16 a step, Adam at 10^-3, 25 steps an epoch (--epochs-unet epochs), labelled voxels only.
+# 16 a step, Adam at 10^-3, 25 steps an epoch (--epochs-unet epochs), labelled voxels only;
+# `unet` from scratch, `unet_prior` from the prior as config/config.yaml (training.init).
 UNET_N_XY = 96
 UNET = {
     "mode": "dense",
