@@ -87,10 +87,14 @@ UNET = {
     "tiles_per_batch": 16,
     "search": SearchRanges(log10_lr0=(-3.0,), k=(20,)),
 }
-# The prior fine-tuned at a tenth of the U-Net's learning rate (the schedule's measurement).
-UNET_PRIOR_SLOW = {**UNET, "search": SearchRanges(log10_lr0=(-4.0,), k=(20,))}
-# from scratch, and fine-tuned from the prior (--prior) at the U-Net's rate and a tenth of it
-UNETS = ("unet", "unet_prior", "unet_prior_slow")
+# The U-Net from scratch, and fine-tuned from the prior (--prior) at its rate and at a tenth
+# of it (the schedule's measurement).
+UNET_VARIANTS = {
+    "unet": UNET,
+    "unet_prior": UNET,
+    "unet_prior_slow": {**UNET, "search": SearchRanges(log10_lr0=(-4.0,), k=(20,))},
+}
+UNETS = tuple(UNET_VARIANTS)
 FINE_TUNED = ("unet_prior", "unet_prior_slow")
 NETWORKS = (*VARIANTS, *UNETS)
 METHODS = ("otsu", "rf", "prior", *NETWORKS)
@@ -109,7 +113,7 @@ class Schedule:
 
 def cnn_settings(method: str, schedule: Schedule) -> TrainingSettings:
     """The training settings of a CNN variant or of the U-Net."""
-    variant = dict(UNET_PRIOR_SLOW if method == "unet_prior_slow" else VARIANTS.get(method, UNET))
+    variant = dict(UNET_VARIANTS.get(method) or VARIANTS[method])
     steps = schedule.steps_per_epoch if variant.pop("steps", False) else None
     epochs = schedule.patches if variant["mode"] == "patches" else schedule.dense
     if method in UNETS:
