@@ -163,26 +163,32 @@ def measured_dense_rate(n_xy: int, n_z: int, steps: int, tiles: int = 4) -> floa
 
 
 def unet_cost(paper: dict, halving: dict, rate: float) -> None:
-    """One U-Net run of config/config.yaml (steps x tiles of side n_xy, validation left
-    out) beside one average run of the paper's grid, in FLOPs, with the U-Net's forward FLOPs
-    per voxel; CPU-hours at the dense training rate measured above."""
+    """One U-Net run of the demo (config/config.yaml with config/demo.yaml: every epoch run)
+    and of config/config.yaml at its cap of epochs (steps x tiles of side n_xy, validation
+    left out) beside one average run of the paper's grid, in FLOPs, with the U-Net's forward
+    FLOPs per voxel; CPU-hours at the dense training rate measured above."""
     from fibseg.networks.unet import build_unet
 
-    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    training, (side,), (n_z,) = demo["training"], demo["grid"]["n_xy"], demo["grid"]["n_z"]
-    tiles, steps = training["tiles_per_batch"], training["epochs"] * training["steps_per_epoch"]
-    unet = build_unet(n_z)
-    per_step = TRAIN_STEP_PASSES * forward_flops(unet, (tiles, side, side, n_z))
-    run = per_step * steps
+    base = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    demo_training = yaml.safe_load((REPO / "config/demo.yaml").read_text())["training"]
+    (side,), (n_z,) = base["grid"]["n_xy"], base["grid"]["n_z"]
     paper_grid = grid_cost(configurations(paper, halving)[0])
     paper_run = paper_grid["flops"] / paper_grid["runs"]
+    unet = build_unet(n_z)
+    for name, training in (
+        ("the demo", base["training"] | demo_training),
+        ("config/config.yaml at its cap", base["training"]),
+    ):
+        tiles, steps = training["tiles_per_batch"], training["epochs"] * training["steps_per_epoch"]
+        run = TRAIN_STEP_PASSES * forward_flops(unet, (tiles, side, side, n_z)) * steps
+        print(
+            f"\nU-Net {side}x{n_z} ({name}): {steps} steps of {tiles} tiles = "
+            f"{run / 1e15:.3f} PFLOP per run ({run / rate / 3600:.2f} CPU-h), against "
+            f"{paper_run / 1e15:.3f} PFLOP for one average run of the paper's grid "
+            f"(ratio {run / paper_run:.3f})"
+        )
     per_voxel = forward_flops(unet, (1, 512, 512, n_z)) / 512**2
-    print(
-        f"\nU-Net {side}x{n_z} (config/config.yaml): {steps} steps of {tiles} tiles = "
-        f"{run / 1e15:.3f} PFLOP per run ({run / rate / 3600:.2f} CPU-h), against "
-        f"{paper_run / 1e15:.3f} PFLOP for one average run of the paper's grid "
-        f"(ratio {run / paper_run:.3f}); {per_voxel / 1e3:.0f} kFLOP per voxel forward"
-    )
+    print(f"U-Net forward: {per_voxel / 1e3:.0f} kFLOP per voxel")
 
 
 def configurations(paper: dict, halving: dict) -> list[Configuration]:

@@ -207,6 +207,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=schedule.steps_per_epoch,
         help="steps per epoch of *_steps and unet",
     )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        help="the U-Net's training.patience: stop once this many epochs brought no lower "
+        "val loss (--epochs-unet is then the cap)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per CNN method")
     parser.add_argument("--first-seed", type=int, default=0, help="the CNN seeds' first")
@@ -239,7 +245,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.epochs_patches, args.epochs_dense, args.epochs_unet = 1, 6, 2
         args.max_train_samples = min(args.max_train_samples, 2000)
     args.schedule = Schedule(
-        args.epochs_patches, args.epochs_dense, args.epochs_unet, args.steps_per_epoch
+        args.epochs_patches,
+        args.epochs_dense,
+        args.epochs_unet,
+        args.steps_per_epoch,
+        args.patience,
     )
     return args
 

@@ -109,6 +109,7 @@ class Schedule:
     dense: int = 40
     unet: int = 12  # config/config.yaml's training.epochs (tests/test_label_budget.py)
     steps_per_epoch: int = 25  # the U-Net's: config/config.yaml's
+    patience: int | None = None  # the U-Net's training.patience (None: all `unet` epochs)
 
 
 def cnn_settings(method: str, schedule: Schedule) -> TrainingSettings:
@@ -118,6 +119,7 @@ def cnn_settings(method: str, schedule: Schedule) -> TrainingSettings:
     epochs = schedule.patches if variant["mode"] == "patches" else schedule.dense
     if method in UNETS:
         epochs = schedule.unet
+        variant["patience"] = schedule.patience
     return TrainingSettings(epochs=epochs, steps_per_epoch=steps, **variant)
 
 

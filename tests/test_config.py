@@ -163,7 +163,14 @@ def test_an_overlay_naming_only_a_sheet_gets_the_real_data_defaults(monkeypatch)
     assert merged["model"] == {"architecture": "unet"}
     assert merged["inference"] == {"slices_per_job": 16}
     base = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    assert merged["training"] == base["training"] and "training" not in demo
+    # the demo runs its 12 epochs in full; the base file trains to a patience, with a cap
+    assert merged["training"] == base["training"] | {"epochs": 12, "patience": None}
+    assert base["training"]["patience"] >= 1 and base["training"]["epochs"] > 12
+    real = config["training"]
+    assert (real["epochs"], real["patience"]) == (
+        base["training"]["epochs"],
+        base["training"]["patience"],
+    )
 
 
 def test_the_paper_overlay_restores_the_papers_training(monkeypatch):

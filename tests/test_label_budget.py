@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import yaml
+from helpers import demo_config
 from scipy import ndimage as ndi
 
 from fibseg.demo.films import hard_film_spec, styled_spec
@@ -151,11 +152,13 @@ def test_family_kinds_draw_different_films(context):
     assert not np.array_equal(volume["held_out", 22], volume["held_out", 45])
 
 
-def test_the_studys_unet_prior_trains_as_the_default_config():
-    """The study's `unet_prior` method is config/config.yaml's U-Net, fine-tuned from the
-    shipped prior (`unet`: the same from scratch): tile side, slices, optimiser, learning rate
-    and its schedule, tiles per step, steps and epochs."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+def test_the_studys_unet_prior_trains_as_the_demo_and_the_default_config():
+    """The study's `unet_prior` method is the demo's U-Net (config/config.yaml with
+    config/demo.yaml), fine-tuned from the shipped prior (`unet`: the same from scratch):
+    tile side, slices, optimiser, learning rate and its schedule, tiles per step, steps and
+    epochs; with `--epochs-unet` and `--patience` set to the base file's, it is the default
+    for real data (a cap of epochs and a patience)."""
+    config = demo_config()
     settings = cnn_settings("unet_prior", Schedule())
     assert settings == cnn_settings("unet", Schedule())
     training = config["training"]
@@ -163,7 +166,7 @@ def test_the_studys_unet_prior_trains_as_the_default_config():
     assert config["model"]["architecture"] == "unet"
     assert config["grid"]["n_xy"] == [UNET_N_XY]
     assert config["grid"]["n_z"] == [data.N_Z]
-    assert settings.epochs == training["epochs"]
+    assert (settings.epochs, settings.patience) == (training["epochs"], training["patience"])
     assert settings.steps_per_epoch == training["steps_per_epoch"]
     assert settings.tiles_per_batch == training["tiles_per_batch"]
     assert settings.optimizer == training["optimizer"]
@@ -171,6 +174,11 @@ def test_the_studys_unet_prior_trains_as_the_default_config():
     assert list(settings.search.log10_lr0) == search["log10_lr0"]
     assert list(settings.search.k) == search["k"]
     assert settings.search.lr_step == search.get("lr_step", 0.25)
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["training"]
+    real = cnn_settings("unet_prior", Schedule(unet=base["epochs"], patience=base["patience"]))
+    assert (real.epochs, real.patience) == (base["epochs"], base["patience"])
+    assert real.patience is not None and real.epochs > settings.epochs
+    assert dataclasses.replace(real, epochs=settings.epochs, patience=None) == settings
 
 
 def test_the_fine_tuned_prior_at_a_tenth_of_the_rate_differs_only_in_its_rate():
