@@ -107,7 +107,7 @@ class Schedule:
 
     patches: int = 6
     dense: int = 40
-    unet: int = 12  # config/config.yaml's training.epochs (tests/test_label_budget.py)
+    unet: int = 12  # the demo's training.epochs, config/demo.yaml (tests/test_label_budget.py)
     steps_per_epoch: int = 25  # the U-Net's: config/config.yaml's
     patience: int | None = None  # the U-Net's training.patience (None: all `unet` epochs)
 

@@ -2,7 +2,7 @@
 histories of the label-budget study (`*_histories.csv`, e.g. of `--epochs-unet 60
 --patience 8`), for every patience up to the one the run used, the epoch at which the run
 would have stopped, the epoch it would have kept (lowest validation loss so far) and that
-epoch's validation loss and mIoU, next to the run's own best.
+epoch's validation loss and mIoU (the run's own patience gives the run's own best).
 
     python studies/patience.py results/patience/hard_histories.csv --steps-per-epoch 25
 
